@@ -1,0 +1,130 @@
+"""Layer-by-layer percentile threshold calibration (SPEC 7.2).
+
+Each LIF layer, in order, sees the input current produced by the already calibrated layers
+before it; its threshold is the maximum over time of the `percentile` of that current over the
+batch. Each layer runs once over the kept spike trains (uint8) of the layer before it, in time
+chunks that carry the membrane across chunk borders, so memory stays bounded at large T.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .functional import encoding as _encoding
+from .functional import lif_forward
+from .models import Network
+from .modules import LIF, set_time
+
+CHUNK_ELEMENTS = 1 << 25  # floats per time chunk of currents (128 MiB)
+
+
+def percentile(x: Tensor, p: float) -> Tensor:
+    """`p`-th percentile of all elements of `x`, linear interpolation (as numpy's default)."""
+    flat = x.reshape(-1).float()
+    n = flat.numel()
+    rank = p / 100.0 * (n - 1)
+    lo = math.floor(rank)
+    frac = rank - lo
+    k_top = n - lo  # elements at or above sorted position lo
+    pool = flat
+    if n > 1 << 17 and k_top * 8 <= n:  # keep only a superset of the top k_top, found by sampling
+        g = torch.Generator(device="cpu").manual_seed(0)
+        idx = torch.randint(0, n, (1 << 16,), generator=g).to(flat.device)
+        sample = flat[idx].sort().values
+        pos = max(0, int((1 << 16) * (1.0 - 2.0 * k_top / n)) - 64)
+        cand = flat[flat >= sample[pos]]
+        if cand.numel() >= k_top:
+            pool = cand
+    if k_top * 8 <= pool.numel() or k_top <= 4096 or pool is not flat:
+        top = pool.topk(k_top, sorted=True).values
+        v_lo, v_hi = top[k_top - 1], top[max(k_top - 2, 0)]
+    else:
+        v_lo = flat.kthvalue(lo + 1).values
+        v_hi = flat.kthvalue(min(lo + 2, n)).values
+    return v_lo + frac * (v_hi - v_lo)
+
+
+def _apply(mods: list[nn.Module], x: Tensor) -> Tensor:
+    for m in mods:
+        x = m(x)
+    return x
+
+
+@torch.no_grad()
+def calibrate_thresholds(
+    snn: Network,
+    images: Tensor,
+    percentile: float = 99.7,
+    scale: float = 0.3,
+    timesteps: int = 100,
+    generator: torch.Generator | None = None,
+) -> list[float]:
+    """Set every LIF threshold of `snn` in place from `images` (`[N, C, H, W]`, normalised like
+    training). Calibration runs with leak 1 semantics of the current layers for `timesteps`
+    steps; thresholds are finally multiplied by `scale`. Returns the thresholds set."""
+    if not 0.0 < percentile <= 100.0:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    if scale <= 0.0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    if timesteps < 1:
+        raise ValueError(f"calibration timesteps must be >= 1, got {timesteps}")
+    was_training = snn.training
+    snn.eval()
+    B, T = images.shape[0], timesteps
+    set_time(snn, T, B)
+    x = _encoding.ENCODINGS[snn.encoding](images, T)
+    # h: the signal entering the next unit: static [B, ...] or spike trains [T, B, ...] (uint8)
+    h: Tensor = x if x.shape[0] == B else x.view(T, B, *x.shape[1:])
+    static = x.shape[0] == B
+    pending: list[nn.Module] = []
+    found: list[float] = []
+    lifs: list[LIF] = []
+    for unit in snn.units():
+        if any(isinstance(m, LIF) for m in unit.modules()) and not isinstance(unit, LIF):
+            raise NotImplementedError(f"calibration of composite unit {type(unit).__name__}")
+        if not isinstance(unit, LIF):
+            pending.append(unit)
+            continue
+        if static:
+            current = _apply(pending, h)
+            thr = percentile_of(current, percentile)
+            unit.threshold.fill_(thr)
+            spikes, _, _ = lif_forward(current.unsqueeze(0).expand(T, *current.shape),
+                                       unit.leak, unit.threshold)
+            h = spikes.to(torch.uint8)
+            static = False
+        else:
+            thr = max(percentile_of(c[t], percentile)
+                      for c in _currents(pending, h) for t in range(c.shape[0]))
+            unit.threshold.fill_(thr)
+            out, u = [], None
+            for c in _currents(pending, h):
+                s, _, u = lif_forward(c, unit.leak, unit.threshold, u)
+                out.append(s.to(torch.uint8))
+            h = torch.cat(out)
+        found.append(thr)
+        lifs.append(unit)
+        pending = []
+    for m in lifs:
+        m.threshold.mul_(scale)
+    set_time(snn, None, None)
+    snn.train(was_training)
+    return [m.threshold.item() for m in lifs]
+
+
+def percentile_of(x: Tensor, p: float) -> float:
+    return percentile(x, p).item()
+
+
+def _currents(mods: list[nn.Module], spikes: Tensor):
+    """Input currents `[t, B, ...]` of the next LIF, chunk by chunk over time."""
+    T, B = spikes.shape[:2]
+    per_step = max(1, spikes[0].numel())
+    step = max(1, min(T, CHUNK_ELEMENTS // (per_step * 4)))
+    for t0 in range(0, T, step):
+        chunk = spikes[t0 : t0 + step]
+        c = _apply(mods, chunk.flatten(0, 1).float())
+        yield c.view(chunk.shape[0], B, *c.shape[1:])

@@ -1,0 +1,129 @@
+"""Checkpoints: weights (leaks and thresholds included) as safetensors with the model config in
+its metadata; training state for resume via `torch.save`, read back with `weights_only=True`.
+Every write goes to a temporary file that is renamed into place, so a crash keeps the last one."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from .errors import UserError
+from .models import Network, build_ann
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "state.pt"
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {e.strerror or e}; the previous file is intact. "
+                        "Free some space or choose another --out") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(path: str | os.PathLike, model: Network, extra: dict | None = None) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"config": json.dumps(model.config), "spiking": json.dumps(model.spiking_config()),
+            "extra": json.dumps(extra or {}), "format": "dietsnn-1"}
+    atomic_write(path, st_save(tensors, metadata=meta))
+
+
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        for cand in (p / MODEL_FILE, p / "snn" / MODEL_FILE, p / "ann" / MODEL_FILE):
+            if cand.is_file():
+                return cand
+        raise UserError(f"{p}: no {MODEL_FILE} in this run directory; train a model there first")
+    if not p.is_file():
+        raise UserError(f"{p}: no such checkpoint file or run directory")
+    return p
+
+
+def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    p = resolve_model_path(path)
+    raw = p.read_bytes()
+    try:
+        tensors = st_load(raw)
+        n = int.from_bytes(raw[:8], "little")
+        meta = json.loads(raw[8 : 8 + n]).get("__metadata__", {}) or {}
+    except (SafetensorError, ValueError, json.JSONDecodeError) as e:
+        raise UserError(f"{p}: not a dietsnn safetensors checkpoint ({e})") from None
+    if meta.get("format") != "dietsnn-1" or "config" not in meta:
+        raise UserError(f"{p}: safetensors file without dietsnn metadata; save models with dietsnn")
+    return tensors, meta
+
+
+def load_model(path: str | os.PathLike) -> Network:
+    """Rebuild the network described in the checkpoint and load its tensors strictly."""
+    from .snn import ann_to_snn
+
+    tensors, meta = read_model_file(path)
+    cfg = json.loads(meta["config"])
+    spiking = json.loads(meta.get("spiking", "{}"))
+    model = build_ann(**cfg)
+    if spiking:
+        model = ann_to_snn(model, **spiking)
+    load_state_strict(model, tensors, str(path))
+    return model
+
+
+def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
+                      allow_missing: tuple[str, ...] = ()) -> None:
+    """Load `state` into `model`; any missing, unexpected or mis-shaped key is a UserError that
+    names the keys. Keys ending in one of `allow_missing` may be absent."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith(allow_missing)]
+    unexpected = [k for k in state if k not in own]
+    shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+             for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shape:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:6])}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:6])}")
+        if shape:
+            parts.append(f"shape mismatch {', '.join(shape[:6])}")
+        raise UserError(f"{source} does not fit this architecture: {'; '.join(parts)}")
+    model.load_state_dict(state, strict=False)
+
+
+def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write(path, buf.getvalue())
+
+
+def load_state(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure to read is the same user problem
+        raise UserError(f"{path}: cannot load training state safely ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:200]})") from None
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())

@@ -1,0 +1,139 @@
+"""The three DIET-SNN steps as functions over run directories; the CLI is a thin layer on top."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .calibration import calibrate_thresholds
+from .data import Splits
+from .models import Network, build_ann
+from .modules import lif_layers
+from .snn import ann_to_snn
+from .training import TrainConfig, evaluate, fit, neuron_summary, spike_rates
+
+
+@dataclass
+class SNNOptions:
+    timesteps: int = 5
+    encoding: str = "direct"
+    percentile: float = 99.7
+    scale: float = 0.3
+    calib_size: int = 512
+    calib_timesteps: int = 100
+    gamma: float = 0.3
+    surrogate: str = "linear"
+
+
+@dataclass
+class Context:
+    data: Splits
+    device: str = "cpu"
+    progress: bool = True
+    log: object = print
+    eval_batch: int = 256
+    extra: dict = field(default_factory=dict)
+
+
+def _eval(model: Network, ctx: Context, desc: str) -> dict:
+    return evaluate(model, ctx.data.test_x, ctx.data.test_y, ctx.eval_batch,
+                    progress=ctx.progress, desc=desc, device=ctx.device)
+
+
+def layer_report(model: Network, ctx: Context, initial: list[dict] | None = None) -> list[dict]:
+    """Per LIF layer: name, leak, threshold, spike rate on the test set (and initial values)."""
+    rates = {r["name"]: r["spike_rate"]
+             for r in spike_rates(model, ctx.data.test_x, ctx.eval_batch, ctx.device)}
+    layers = neuron_summary(model)
+    for i, d in enumerate(layers):
+        d["spike_rate"] = rates.get(d["name"], 0.0)
+        if initial:
+            d["leak_init"] = initial[i]["leak"]
+            d["threshold_init"] = initial[i]["threshold"]
+    return layers
+
+
+def train_ann(arch: str, cfg: TrainConfig, ctx: Context, out: Path, resume: bool = False,
+              dropout: float = 0.2) -> dict:
+    info = ctx.data.info
+    torch.manual_seed(cfg.seed)
+    model = build_ann(arch, info.num_classes, info.in_channels, info.image_size, dropout)
+    model.to(ctx.device)
+    t0 = time.time()
+    res = fit(model, ctx.data, cfg, out, resume, ctx.progress, ctx.log, "ann", ctx.device)
+    best = ckpt.load_model(out / ckpt.MODEL_FILE).to(ctx.device)
+    test = _eval(best, ctx, "test")
+    metrics = {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
+               "val_accuracy": res["best_val_accuracy"], "epochs": cfg.epochs,
+               "seconds": time.time() - t0}
+    ckpt.write_json(out / "metrics.json", {"ann": metrics})
+    ctx.log(f"ANN test accuracy {metrics['test_accuracy']:.4f}")
+    return metrics
+
+
+def calibration_images(ctx: Context, n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(ctx.data.train_x), generator=g)[:n]
+    return ctx.data.train_x[idx]
+
+
+def convert(ann_path: Path, opts: SNNOptions, ctx: Context, out: Path, seed: int = 0) -> dict:
+    """ANN checkpoint -> calibrated SNN checkpoint in `out` (the ANN file is only read)."""
+    ann = ckpt.load_model(ann_path)
+    if ann.is_spiking:
+        from .errors import UserError
+
+        raise UserError(f"{ann_path} is already an SNN; convert takes an ANN checkpoint")
+    snn = ann_to_snn(ann, opts.timesteps, opts.encoding, gamma=opts.gamma,
+                     surrogate=opts.surrogate).to(ctx.device)
+    t0 = time.time()
+    images = calibration_images(ctx, opts.calib_size, seed).to(ctx.device)
+    torch.manual_seed(seed)
+    calibrate_thresholds(snn, images, opts.percentile, opts.scale, opts.calib_timesteps)
+    seconds = time.time() - t0
+    ctx.log(f"calibrated {len(lif_layers(snn))} thresholds in {seconds:.1f}s")
+    ckpt.save_model(out / ckpt.MODEL_FILE, snn, {"calibration": vars(opts)})
+    test = _eval(snn, ctx, "test")
+    metrics = {"test_accuracy": test["accuracy"], "timesteps": opts.timesteps,
+               "encoding": opts.encoding, "calibration_seconds": seconds,
+               "calibration": vars(opts), "layers": layer_report(snn, ctx)}
+    ckpt.write_json(out / "metrics.json", {"converted": metrics})
+    ctx.log(f"converted SNN (T={opts.timesteps}) test accuracy {metrics['test_accuracy']:.4f}")
+    return metrics
+
+
+def train_snn(snn_path: Path, cfg: TrainConfig, ctx: Context, out: Path, resume: bool = False,
+              timesteps: int | None = None) -> dict:
+    snn = ckpt.load_model(snn_path)
+    if not snn.is_spiking:
+        from .errors import UserError
+
+        raise UserError(f"{snn_path} is an ANN; run `dietsnn convert` first")
+    if timesteps:
+        snn.timesteps = timesteps
+    snn.to(ctx.device)
+    initial = neuron_summary(snn)
+    t0 = time.time()
+    res = fit(snn, ctx.data, cfg, out, resume, ctx.progress, ctx.log, "snn", ctx.device)
+    best = ckpt.load_model(out / ckpt.MODEL_FILE).to(ctx.device)
+    test = _eval(best, ctx, "test")
+    layers = layer_report(best, ctx, initial)
+    metrics = {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
+               "val_accuracy": res["best_val_accuracy"], "timesteps": best.timesteps,
+               "encoding": best.encoding, "epochs": cfg.epochs, "seconds": time.time() - t0,
+               "layers": layers}
+    ckpt.write_json(out / "metrics.json", {"snn": metrics})
+    ctx.log(f"DIET-SNN (T={best.timesteps}) test accuracy {metrics['test_accuracy']:.4f}")
+    for d in layers:
+        ctx.log(f"  {d['name']:<16} leak {d['leak_init']:.3f} -> {d['leak']:.3f}   threshold "
+                f"{d['threshold_init']:.3f} -> {d['threshold']:.3f}   spikes/neuron "
+                f"{d['spike_rate']:.3f}")
+    return metrics
+
+
+def snn_train_config(base: TrainConfig, **kw) -> TrainConfig:
+    return replace(base, **kw)

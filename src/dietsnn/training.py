@@ -1,0 +1,205 @@
+"""Training and evaluation loops, shared by the ANN and the SNN (BPTT through `lif`)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt
+from .data import Batches, Splits
+from .errors import UserError
+from .models import Network
+from .modules import LIF, constrain_, lif_layers
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    lr: float = 0.05
+    optimizer: str = "sgd"  # sgd | adam
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | step | none
+    batch_size: int = 128
+    augment: bool = True
+    seed: int = 0
+    train_leak: bool = True
+    train_threshold: bool = True
+    precision: str = "fp32"  # fp32 | bf16
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Weights with weight decay; leaks and thresholds in their own group without it."""
+    neuron, weights = [], []
+    for name, p in model.named_parameters():
+        if name.endswith((".leak", ".threshold")):
+            train = cfg.train_leak if name.endswith(".leak") else cfg.train_threshold
+            p.requires_grad_(train)
+            if train:
+                neuron.append(p)
+        else:
+            weights.append(p)
+    groups = [{"params": weights, "weight_decay": cfg.weight_decay}]
+    if neuron:
+        groups.append({"params": neuron, "weight_decay": 0.0})
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    raise UserError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adam")
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int):
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, [int(steps * f) for f in (0.5, 0.75)], 0.1)
+    if cfg.schedule == "none":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    raise UserError(f"unknown schedule {cfg.schedule!r}; choose cosine, step or none")
+
+
+def _autocast(precision: str, device: str | torch.device = "cpu"):
+    kind = torch.device(device).type
+    if precision == "bf16":
+        return torch.autocast(kind, dtype=torch.bfloat16)
+    if precision != "fp32":
+        raise UserError(f"unknown precision {precision!r}; choose fp32 or bf16")
+    return torch.autocast(kind, enabled=False)
+
+
+@torch.no_grad()
+def evaluate(model: Network, x: Tensor, y: Tensor, batch_size: int = 256,
+             precision: str = "fp32", progress: bool = False, desc: str = "eval",
+             device: str | torch.device = "cpu") -> dict:
+    """Accuracy (fraction) and mean cross-entropy of `model` on (x, y)."""
+    was = model.training
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    bar = tqdm(Batches(x, y, batch_size), desc=desc, leave=False, disable=not progress)
+    for xb, yb in bar:
+        xb, yb = xb.to(device), yb.to(device)
+        with _autocast(precision, device):
+            out = model(xb)
+        out = out.float()
+        loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
+        correct += (out.argmax(1) == yb).sum().item()
+    model.train(was)
+    n = max(1, len(y))
+    return {"accuracy": correct / n, "loss": loss_sum / n}
+
+
+def neuron_summary(model: nn.Module) -> list[dict]:
+    return [{"name": n, "leak": m.leak.item(), "threshold": m.threshold.item()}
+            for n, m in lif_layers(model)]
+
+
+def _check_finite(loss: Tensor, step: int, model: nn.Module) -> None:
+    if not torch.isfinite(loss):
+        th = ", ".join(f"{d['name']}={d['threshold']:.4g}" for d in neuron_summary(model))
+        raise UserError(f"loss became {loss.item()} at step {step}; training stopped"
+                        + (f" (thresholds: {th})" if th else "")
+                        + ". Lower --lr or raise --scale")
+
+
+def fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume: bool = False,
+        progress: bool = True, log=print, desc: str = "train",
+        device: str | torch.device = "cpu") -> dict:
+    """Train `model`, choosing the best epoch on the validation split. Writes into `out`:
+    `model.safetensors` (best on validation), `state.pt` (for resume), `history.json`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    batches = Batches(data.train_x, data.train_y, cfg.batch_size, shuffle=True, info=data.info,
+                      augment=cfg.augment, seed=cfg.seed)
+    opt = make_optimizer(model, cfg)
+    sched = make_scheduler(opt, cfg, cfg.epochs * len(batches))
+    history: list[dict] = []
+    start, best, step = 0, -1.0, 0
+    state_path = out / ckpt.STATE_FILE
+    if resume and state_path.is_file():
+        st = ckpt.load_state(state_path)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        batches.generator.set_state(st["batch_rng"])
+        torch.set_rng_state(st["torch_rng"])
+        model.to(device)
+        start, best, step, history = st["epoch"], st["best"], st["step"], st["history"]
+        log(f"resuming {desc} at epoch {start + 1}/{cfg.epochs} from {state_path}")
+    if start == 0 and not (out / ckpt.MODEL_FILE).exists():
+        ckpt.save_model(out / ckpt.MODEL_FILE, model, {"epoch": 0})
+    model.train()
+    for epoch in range(start, cfg.epochs):
+        t0 = time.time()
+        seen, correct, loss_sum = 0, 0, 0.0
+        bar = tqdm(batches, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=not progress, dynamic_ncols=True)
+        for xb, yb in bar:
+            xb, yb = xb.to(device), yb.to(device)
+            with _autocast(cfg.precision, device):
+                logits = model(xb)
+            loss = F.cross_entropy(logits.float(), yb)
+            _check_finite(loss, step, model)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            constrain_(model)
+            step += 1
+            seen += len(yb)
+            loss_sum += loss.item() * len(yb)
+            correct += (logits.argmax(1) == yb).sum().item()
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+        val = evaluate(model, data.val_x, data.val_y, max(256, cfg.batch_size),
+                       cfg.precision, progress, desc="val", device=device)
+        rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+               "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+               "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0}
+        if lif_layers(model):
+            rec["neurons"] = neuron_summary(model)
+        history.append(rec)
+        log(f"{desc} epoch {epoch + 1}/{cfg.epochs}: loss {rec['train_loss']:.4f} "
+            f"train {rec['train_accuracy']:.4f} val {rec['val_accuracy']:.4f} "
+            f"({rec['seconds']:.0f}s)")
+        if val["accuracy"] > best:
+            best = val["accuracy"]
+            ckpt.save_model(out / ckpt.MODEL_FILE, model, {"epoch": epoch + 1, "val_accuracy": best})
+        ckpt.save_state(state_path, {
+            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "batch_rng": batches.generator.get_state(),
+            "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "best": best, "step": step,
+            "history": history, "config": asdict(cfg)})
+        ckpt.write_json(out / "history.json", history)
+    return {"history": history, "best_val_accuracy": best}
+
+
+def spike_rates(model: Network, x: Tensor, batch_size: int = 256,
+                device: str | torch.device = "cpu") -> list[dict]:
+    """Per LIF layer: spikes per neuron per image summed over all T (SPEC 8's zeta)."""
+    totals: dict[str, list[float]] = {}
+    hooks = []
+    for name, m in lif_layers(model):
+        def hook(mod: LIF, inp, out, name=name):
+            acc = totals.setdefault(name, [0.0, 0.0])
+            acc[0] += out.sum().item()
+            acc[1] += out[0].numel() * mod.batch  # neurons x images
+        hooks.append(m.register_forward_hook(hook))
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for xb, _ in Batches(x, torch.zeros(len(x), dtype=torch.long), batch_size):
+                model(xb.to(device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    return [{"name": n, "spike_rate": s / max(1.0, c)} for n, (s, c) in totals.items()]
+

@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+import torch
+
+from dietsnn import ann_to_snn, build_ann, calibrate_thresholds
+from dietsnn.calibration import percentile
+from dietsnn.functional import lif_forward
+from dietsnn.modules import LIF
+
+
+@pytest.mark.parametrize("n", [7, 1000, 300_000])
+@pytest.mark.parametrize("p", [0.5, 50.0, 99.7, 100.0])
+def test_percentile_matches_numpy(n, p):
+    x = torch.randn(n).relu()
+    assert percentile(x, p).item() == pytest.approx(np.percentile(x.numpy(), p), rel=1e-6, abs=1e-7)
+
+
+@torch.no_grad()
+def naive_thresholds(snn, images, p, T):
+    """Reference: for each layer, re-run the whole prefix step by step (slow, obviously right)."""
+    units = snn.units()
+    lif_idx = [i for i, u in enumerate(units) if isinstance(u, LIF)]
+    thresholds = []
+    for k, li in enumerate(lif_idx):
+        states = [None] * k
+        best = -1.0
+        for _ in range(T):
+            h = images
+            j = 0
+            for i, u in enumerate(units[:li]):
+                if isinstance(u, LIF):
+                    o, _, states[j] = lif_forward(h.unsqueeze(0), u.leak, torch.tensor(thresholds[j]),
+                                                  states[j])
+                    h = o[0]
+                    j += 1
+                else:
+                    h = u(h)
+            best = max(best, np.percentile(h.numpy().ravel(), p))
+        thresholds.append(best)
+    return thresholds
+
+
+def test_layer_by_layer_calibration_matches_naive_prefix_rerun():
+    torch.manual_seed(1)
+    ann = build_ann("vgg_small", image_size=12).eval()
+    snn = ann_to_snn(ann, 5).eval()
+    images = torch.randn(16, 1, 12, 12)
+    got = calibrate_thresholds(snn, images, percentile=99.0, scale=1.0, timesteps=6)
+    want = naive_thresholds(snn, images, 99.0, 6)
+    assert got == pytest.approx(want, rel=1e-5)
+    snn2 = ann_to_snn(ann, 5)
+    scaled = calibrate_thresholds(snn2, images, percentile=99.0, scale=0.3, timesteps=6)
+    assert scaled == pytest.approx([0.3 * w for w in want], rel=1e-5)
+    assert snn2.features[1].threshold.item() == pytest.approx(0.3 * want[0], rel=1e-5)
+
+
+def test_calibration_rejects_bad_options():
+    snn = ann_to_snn(build_ann("vgg_small"), 5)
+    x = torch.randn(2, 1, 28, 28)
+    for kw in ({"percentile": 0.0}, {"percentile": 101.0}, {"scale": 0.0}, {"timesteps": 0}):
+        with pytest.raises(ValueError):
+            calibrate_thresholds(snn, x, **kw)

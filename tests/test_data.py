@@ -1,0 +1,69 @@
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from dietsnn import data
+from dietsnn.errors import UserError
+
+
+def write_idx(folder, n_train=50, n_test=20, size=28, corrupt=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        imgs = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        img_raw = struct.pack(">4B3I", 0, 0, 8, 3, n, size, size) + imgs.tobytes()
+        lab_raw = struct.pack(">4B1I", 0, 0, 8, 1, n) + labels.tobytes()
+        if corrupt == "magic" and prefix == "train":
+            img_raw = b"\x00\x00\x09\x03" + img_raw[4:]
+        if corrupt == "count" and prefix == "t10k":
+            lab_raw = struct.pack(">4B1I", 0, 0, 8, 1, n - 1) + labels[:-1].tobytes()
+        for name, raw in ((f"{prefix}-images-idx3-ubyte.gz", img_raw),
+                          (f"{prefix}-labels-idx1-ubyte.gz", lab_raw)):
+            blob = gzip.compress(raw)
+            if corrupt == "truncated" and name.startswith("train-images"):
+                blob = blob[: len(blob) // 2]
+            (folder / name).write_bytes(blob)
+    return folder
+
+
+def test_loads_idx_from_data_dir_with_seeded_validation_split(tmp_path):
+    write_idx(tmp_path / "fashion-mnist")
+    a = data.load("fashion-mnist", tmp_path, val_size=10, seed=3)
+    b = data.load("fashion-mnist", tmp_path, val_size=10, seed=3)
+    c = data.load("fashion-mnist", tmp_path, val_size=10, seed=4)
+    assert a.train_x.shape == (40, 1, 28, 28) and a.val_x.shape == (10, 1, 28, 28)
+    assert a.test_x.shape == (20, 1, 28, 28) and a.train_x.dtype == torch.float32
+    assert torch.equal(a.val_x, b.val_x) and not torch.equal(a.val_x, c.val_x)
+
+
+@pytest.mark.parametrize("corrupt,match", [("magic", "magic number"), ("truncated", "truncated"),
+                                           ("count", "do not match")])
+def test_corrupt_files_are_one_line_user_errors(tmp_path, corrupt, match):
+    write_idx(tmp_path / "fashion-mnist", corrupt=corrupt)
+    with pytest.raises(UserError, match=match) as e:
+        data.load("fashion-mnist", tmp_path)
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_dataset_lists_valid_names():
+    with pytest.raises(UserError, match="fashion-mnist"):
+        data.load("imagenet-tiny")
+
+
+def test_augment_keeps_shape_and_is_seeded():
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4)
+    a = data.augment(x, 1, True, torch.Generator().manual_seed(0))
+    b = data.augment(x, 1, True, torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and torch.equal(a, b)
+    same = data.augment(x, 0, False, torch.Generator().manual_seed(0))
+    assert torch.equal(same, x)
+
+
+def test_batches_cover_every_sample_once():
+    x = torch.arange(10).float().view(10, 1, 1, 1)
+    seen = torch.cat([xb.flatten() for xb, _ in data.Batches(x, torch.zeros(10), 3, shuffle=True)])
+    assert sorted(seen.tolist()) == list(range(10))

@@ -1,0 +1,107 @@
+import pytest
+import torch
+
+from dietsnn import LIF, ann_to_snn, build_ann
+from dietsnn.checkpoint import load_state_strict
+from dietsnn.errors import UserError
+from dietsnn.modules import Dropout, constrain_, set_time
+
+
+def test_dropout_mask_is_constant_over_time():
+    d = Dropout(0.5).train()
+    set_time(d, 4, 3)
+    x = torch.ones(4 * 3, 6, 5)
+    y = d(x).view(4, 3, 6, 5)
+    assert (y[0] == 0).any() and (y[0] == 2).any()
+    for t in range(1, 4):
+        assert torch.equal(y[t], y[0])
+    d.eval()
+    assert torch.equal(d(x), x)
+
+
+def test_dropout_masks_differ_between_batches():
+    d = Dropout(0.5).train()
+    set_time(d, 2, 8)
+    x = torch.ones(16, 50)
+    assert not torch.equal(d(x), d(x))
+
+
+def test_leak_and_threshold_are_parameters_in_state_dict():
+    snn = ann_to_snn(build_ann("vgg_small"), 5)
+    sd = snn.state_dict()
+    assert "features.1.leak" in sd and "features.1.threshold" in sd
+    names = {n for n, _ in snn.named_parameters()}
+    assert {"features.1.leak", "classifier.2.threshold"} <= names
+
+
+def test_constrain_keeps_leak_and_threshold_in_range():
+    m = LIF(1.0, 1.0)
+    with torch.no_grad():
+        m.leak.fill_(1.3)
+        m.threshold.fill_(-0.2)
+    constrain_(m)
+    assert m.leak.item() == 1.0 and m.threshold.item() > 0
+    with torch.no_grad():
+        m.leak.fill_(-1)
+    m.constrain_()
+    assert 0 < m.leak.item() <= 1
+
+
+def test_snn_shares_weights_layout_and_leaves_ann_untouched():
+    ann = build_ann("vgg_small")
+    before = {k: v.clone() for k, v in ann.state_dict().items()}
+    snn = ann_to_snn(ann, 3)
+    for k, v in ann.state_dict().items():
+        assert torch.equal(snn.state_dict()[k], v)
+    with torch.no_grad():
+        snn.features[0].weight.add_(1.0)
+    for k, v in ann.state_dict().items():
+        assert torch.equal(before[k], v)
+    assert not any(isinstance(m, torch.nn.ReLU) for m in snn.modules())
+    assert not ann.is_spiking and snn.is_spiking
+
+
+def test_strict_loading_rejects_mismatched_checkpoint():
+    a = build_ann("vgg_small")
+    b = build_ann("vgg5")
+    with pytest.raises(UserError, match="shape mismatch"):
+        load_state_strict(a, b.state_dict(), "vgg5.ckpt")
+    sd = a.state_dict()
+    sd.pop("features.0.weight")
+    with pytest.raises(UserError, match="missing features.0.weight"):
+        load_state_strict(a, sd, "x")
+    sd = dict(a.state_dict(), extra=torch.zeros(1))
+    with pytest.raises(UserError, match="unexpected extra"):
+        load_state_strict(a, sd, "x")
+
+
+def test_snn_forward_shapes_and_accumulating_output():
+    ann = build_ann("vgg_small").eval()
+    snn = ann_to_snn(ann, 4).eval()
+    x = torch.randn(3, 1, 28, 28)
+    out = snn(x)
+    assert out.shape == (3, 10)
+    snn.encoding = "rate"
+    assert snn(x).shape == (3, 10)
+
+
+def test_vgg_archs_build_for_their_inputs():
+    assert build_ann("vgg16", 10, 3, 32)(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    m = build_ann("vgg16", 1000, 3, 224)
+    assert m.classifier[1].in_features == 512 * 7 * 7
+    with pytest.raises(ValueError, match="unknown arch"):
+        build_ann("resnet999")
+
+
+def test_checkpoint_roundtrip(tmp_path):
+    from dietsnn import load_model, save_model
+
+    snn = ann_to_snn(build_ann("vgg_small"), 5)
+    with torch.no_grad():
+        snn.features[1].leak.fill_(0.8)
+        snn.features[1].threshold.fill_(0.37)
+    save_model(tmp_path / "m.safetensors", snn)
+    back = load_model(tmp_path / "m.safetensors")
+    assert back.timesteps == 5 and back.features[1].threshold.item() == pytest.approx(0.37)
+    for k, v in snn.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v)
