@@ -4,8 +4,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import needs_fmnist
+
 from dietsnn.cli import main
 
 

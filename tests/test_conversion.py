@@ -1,7 +1,7 @@
 import pytest
 import torch
-
 from conftest import needs_fmnist
+
 from dietsnn import ann_to_snn, build_ann, calibrate_thresholds
 from dietsnn.data import load
 from dietsnn.training import TrainConfig, evaluate, fit

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -155,6 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--timesteps", "-T", type=_positive_int("--timesteps"), default=None)
     e.add_argument("--batch-size", type=_positive_int("--batch-size"), default=256)
     e.add_argument("--json", action="store_true", help="print the result as JSON")
+    import importlib
+
+    for mod in EXTENSIONS:
+        try:
+            ext = importlib.import_module(mod)
+        except ModuleNotFoundError as err:
+            if err.name != mod:
+                raise
+            continue
+        COMMANDS.update(ext.add_commands(sub, _common))
     return p
 
 
@@ -321,6 +330,7 @@ def cmd_evaluate(args) -> dict:
 
 COMMANDS = {"run": cmd_run, "train-ann": cmd_train_ann, "convert": cmd_convert,
             "train-snn": cmd_train_snn, "evaluate": cmd_evaluate}
+EXTENSIONS = ("dietsnn.analysis_cli", "dietsnn.deploy_cli")  # modules with add_commands(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

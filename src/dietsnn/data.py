@@ -67,6 +67,16 @@ DATASETS: dict[str, DatasetInfo] = {
         },
         classes=tuple(str(i) for i in range(10)),
     ),
+    "cifar10": DatasetInfo(
+        "cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), crop_padding=4,
+        flip=True, urls=("https://www.cs.toronto.edu/~kriz/",),
+        classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                 "truck"),
+    ),
+    "cifar100": DatasetInfo(
+        "cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), crop_padding=4,
+        flip=True, urls=("https://www.cs.toronto.edu/~kriz/",),
+    ),
 }
 
 
@@ -193,7 +203,12 @@ def load(name: str, data_dir=None, val_size: int = 5000, seed: int = 0,
          limit_train: int | None = None, limit_test: int | None = None) -> Splits:
     """Load `name`, carve a seeded validation split off the training set, normalise to float32."""
     info = dataset_info(name)
-    tx, ty, sx, sy = load_idx_dataset(info, data_dir)
+    if name.startswith("cifar"):
+        from .cifar import load_cifar
+
+        tx, ty, sx, sy = load_cifar(info, data_dir)
+    else:
+        tx, ty, sx, sy = load_idx_dataset(info, data_dir)
     if limit_train:
         tx, ty = tx[:limit_train], ty[:limit_train]
     if limit_test:

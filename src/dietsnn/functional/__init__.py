@@ -1,6 +1,6 @@
 """Pure tensor functions: neuron dynamics, surrogates, encoders, energy math."""
 
-from . import energy, encoding, surrogate
+from . import encoding, energy, surrogate
 from .neuron import lif, lif_forward, lif_reference, spike
 
 __all__ = ["lif", "lif_forward", "lif_reference", "spike", "surrogate", "encoding", "energy"]
