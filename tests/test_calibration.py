@@ -27,7 +27,7 @@ def naive_thresholds(snn, images, p, T):
         for _ in range(T):
             h = images
             j = 0
-            for i, u in enumerate(units[:li]):
+            for u in units[:li]:
                 if isinstance(u, LIF):
                     o, _, states[j] = lif_forward(h.unsqueeze(0), u.leak, torch.tensor(thresholds[j]),
                                                   states[j])

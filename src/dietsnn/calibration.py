@@ -2,7 +2,7 @@
 
 Each LIF layer, in order, sees the input current produced by the already calibrated layers
 before it; its threshold is the maximum over time of the `percentile` of that current over the
-batch. Each layer runs once over the kept spike trains (uint8) of the layer before it, in time
+batch. Each layer runs once over the kept spike trains (int8) of the layer before it, in time
 chunks that carry the membrane across chunk borders, so memory stays bounded at large T.
 """
 
@@ -76,8 +76,9 @@ def calibrate_thresholds(
     B, T = images.shape[0], timesteps
     set_time(snn, T, B)
     x = _encoding.ENCODINGS[snn.encoding](images, T)
-    # h: the signal entering the next unit: static [B, ...] or spike trains [T, B, ...] (uint8)
-    h: Tensor = x if x.shape[0] == B else x.view(T, B, *x.shape[1:])
+    # h, the signal entering the next unit: static [B, ...] or spike trains [T, B, ...] as int8
+    # (signed for rate-coded input)
+    h: Tensor = x if x.shape[0] == B else x.view(T, B, *x.shape[1:]).to(torch.int8)
     static = x.shape[0] == B
     pending: list[nn.Module] = []
     found: list[float] = []
@@ -94,7 +95,7 @@ def calibrate_thresholds(
             unit.threshold.fill_(thr)
             spikes, _, _ = lif_forward(current.unsqueeze(0).expand(T, *current.shape),
                                        unit.leak, unit.threshold)
-            h = spikes.to(torch.uint8)
+            h = spikes.to(torch.int8)
             static = False
         else:
             thr = max(percentile_of(c[t], percentile)
@@ -103,7 +104,7 @@ def calibrate_thresholds(
             out, u = [], None
             for c in _currents(pending, h):
                 s, _, u = lif_forward(c, unit.leak, unit.threshold, u)
-                out.append(s.to(torch.uint8))
+                out.append(s.to(torch.int8))
             h = torch.cat(out)
         found.append(thr)
         lifs.append(unit)

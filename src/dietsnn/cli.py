@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     _train_opts(r, DEFAULTS["snn_epochs"], DEFAULTS["snn_lr"], DEFAULTS["snn_batch"], "adam",
                 0.0, "snn", snn=True)
     r.add_argument("--no-augment", dest="augment", action="store_false")
+    r.add_argument("--sweep-timesteps", default="1,2,3,4,5,6,8,10",
+                   help="T values for the latency sweep in the report ('' to skip)")
+    r.add_argument("--sweep-limit", type=_positive_int("--sweep-limit"), default=2000,
+                   metavar="N", help="test images used by the sweep")
 
     a = sub.add_parser("train-ann", help="step 1: train the ANN")
     _common(a, "runs/ann")
@@ -247,12 +251,39 @@ def cmd_run(args) -> dict:
     snn_cfg = _train_cfg(args, "snn_", snn=True)
     metrics["snn"] = pipeline.train_snn(out / "converted" / "model.safetensors", snn_cfg, ctx,
                                         out / "snn", args.resume)
+    _analyse(out, metrics, ctx, args)
     metrics["seconds"] = time.time() - t0
     write_json(out / "metrics.json", metrics)
+    from .report import write_report
+
+    write_report(out, metrics)
     ctx.log(f"ANN {metrics['ann']['test_accuracy']:.4f} | converted SNN T={args.timesteps} "
             f"{metrics['converted']['test_accuracy']:.4f} | DIET-SNN T={args.timesteps} "
             f"{metrics['snn']['test_accuracy']:.4f} | {metrics['seconds'] / 60:.1f} min -> {out}")
     return metrics
+
+
+def _analyse(out: Path, metrics: dict, ctx, args) -> None:
+    """Energy of the trained SNN on the test set, latency sweep of converted and trained SNN."""
+    from . import analysis
+    from .checkpoint import load_model
+    from .functional.energy import E_AC_PJ, E_MAC_PJ
+
+    snn = load_model(out / "snn" / "model.safetensors").to(ctx.device)
+    rates = {d["name"]: d["spike_rate"] for d in metrics["snn"]["layers"]}
+    metrics["energy"] = analysis.energy(snn, rates, None, E_MAC_PJ, E_AC_PJ)
+    ctx.log(analysis.format_energy_table(metrics["energy"]))
+    ts = [int(v) for v in args.sweep_timesteps.split(",") if v.strip()]
+    if not ts:
+        return
+    n = args.sweep_limit
+    x, y = ctx.data.test_x[:n], ctx.data.test_y[:n]
+    metrics["sweep"] = {}
+    metrics["sweep_images"] = len(y)
+    for name, sub in (("converted SNN", "converted"), ("DIET-SNN", "snn")):
+        ctx.log(f"latency sweep, {name} ({len(y)} test images):")
+        model = load_model(out / sub / "model.safetensors").to(ctx.device)
+        metrics["sweep"][name] = analysis.sweep(model, ts, x, y, device=ctx.device, log=ctx.log)
 
 
 def _step_cached(out: Path, resume: bool, key: str, fn):
@@ -311,12 +342,13 @@ def cmd_evaluate(args) -> dict:
     ctx = _setup(args)
     ctx.eval_batch = args.batch_size
     model.to(ctx.device)
-    res = pipeline._eval(model, ctx, "test")
-    out = {"test_accuracy": res["accuracy"], "test_loss": res["loss"],
-           "spiking": model.is_spiking}
     if model.is_spiking:
-        out["timesteps"] = model.timesteps
-        out["layers"] = pipeline.layer_report(model, ctx)
+        layers, acc = pipeline.layer_report(model, ctx)
+        out = {"test_accuracy": acc, "spiking": True, "timesteps": model.timesteps,
+               "layers": layers}
+    else:
+        res = pipeline._eval(model, ctx, "test")
+        out = {"test_accuracy": res["accuracy"], "test_loss": res["loss"], "spiking": False}
     if args.json:
         print(json.dumps(out, indent=2))
     else:

@@ -169,7 +169,8 @@ def load_idx_dataset(info: DatasetInfo, data_dir=None, download: bool = True):
     root = _find(info, data_dir)
     if root is None:
         if not download:
-            raise UserError(f"{info.name} not found in {', '.join(map(str, search_dirs(info.name, data_dir)))}")
+            where = ", ".join(map(str, search_dirs(info.name, data_dir)))
+            raise UserError(f"{info.name} not found in {where}")
         root = _download(info, cache_dir() / info.name)
     arrays = []
     for f in IDX_FILES:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -44,17 +44,20 @@ def _eval(model: Network, ctx: Context, desc: str) -> dict:
                     progress=ctx.progress, desc=desc, device=ctx.device)
 
 
-def layer_report(model: Network, ctx: Context, initial: list[dict] | None = None) -> list[dict]:
-    """Per LIF layer: name, leak, threshold, spike rate on the test set (and initial values)."""
-    rates = {r["name"]: r["spike_rate"]
-             for r in spike_rates(model, ctx.data.test_x, ctx.eval_batch, ctx.device)}
+def layer_report(model: Network, ctx: Context,
+                 initial: list[dict] | None = None) -> tuple[list[dict], float]:
+    """One pass over the test set: per LIF layer name, leak, threshold, spike rate (and initial
+    values), and the test accuracy."""
+    rows = spike_rates(model, ctx.data.test_x, ctx.eval_batch, ctx.device, ctx.data.test_y)
+    accuracy = rows.pop()["accuracy"]
+    rates = {r["name"]: r["spike_rate"] for r in rows}
     layers = neuron_summary(model)
     for i, d in enumerate(layers):
         d["spike_rate"] = rates.get(d["name"], 0.0)
         if initial:
             d["leak_init"] = initial[i]["leak"]
             d["threshold_init"] = initial[i]["threshold"]
-    return layers
+    return layers, accuracy
 
 
 def train_ann(arch: str, cfg: TrainConfig, ctx: Context, out: Path, resume: bool = False,
@@ -97,10 +100,10 @@ def convert(ann_path: Path, opts: SNNOptions, ctx: Context, out: Path, seed: int
     seconds = time.time() - t0
     ctx.log(f"calibrated {len(lif_layers(snn))} thresholds in {seconds:.1f}s")
     ckpt.save_model(out / ckpt.MODEL_FILE, snn, {"calibration": vars(opts)})
-    test = _eval(snn, ctx, "test")
-    metrics = {"test_accuracy": test["accuracy"], "timesteps": opts.timesteps,
+    layers, accuracy = layer_report(snn, ctx)
+    metrics = {"test_accuracy": accuracy, "timesteps": opts.timesteps,
                "encoding": opts.encoding, "calibration_seconds": seconds,
-               "calibration": vars(opts), "layers": layer_report(snn, ctx)}
+               "calibration": vars(opts), "layers": layers}
     ckpt.write_json(out / "metrics.json", {"converted": metrics})
     ctx.log(f"converted SNN (T={opts.timesteps}) test accuracy {metrics['test_accuracy']:.4f}")
     return metrics
@@ -120,9 +123,8 @@ def train_snn(snn_path: Path, cfg: TrainConfig, ctx: Context, out: Path, resume:
     t0 = time.time()
     res = fit(snn, ctx.data, cfg, out, resume, ctx.progress, ctx.log, "snn", ctx.device)
     best = ckpt.load_model(out / ckpt.MODEL_FILE).to(ctx.device)
-    test = _eval(best, ctx, "test")
-    layers = layer_report(best, ctx, initial)
-    metrics = {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
+    layers, accuracy = layer_report(best, ctx, initial)
+    metrics = {"test_accuracy": accuracy,
                "val_accuracy": res["best_val_accuracy"], "timesteps": best.timesteps,
                "encoding": best.encoding, "epochs": cfg.epochs, "seconds": time.time() - t0,
                "layers": layers}
@@ -134,6 +136,3 @@ def train_snn(snn_path: Path, cfg: TrainConfig, ctx: Context, out: Path, resume:
                 f"{d['spike_rate']:.3f}")
     return metrics
 
-
-def snn_train_config(base: TrainConfig, **kw) -> TrainConfig:
-    return replace(base, **kw)

@@ -181,8 +181,9 @@ def fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume:
 
 
 def spike_rates(model: Network, x: Tensor, batch_size: int = 256,
-                device: str | torch.device = "cpu") -> list[dict]:
-    """Per LIF layer: spikes per neuron per image summed over all T (SPEC 8's zeta)."""
+                device: str | torch.device = "cpu", y: Tensor | None = None) -> list[dict]:
+    """Per LIF layer: spikes per neuron per image summed over all T (SPEC 8's zeta). With labels
+    `y`, the same pass also counts accuracy: it is returned as a last row {"accuracy": ...}."""
     totals: dict[str, list[float]] = {}
     hooks = []
     for name, m in lif_layers(model):
@@ -193,13 +194,18 @@ def spike_rates(model: Network, x: Tensor, batch_size: int = 256,
         hooks.append(m.register_forward_hook(hook))
     was = model.training
     model.eval()
+    correct = 0
+    labels = y if y is not None else torch.zeros(len(x), dtype=torch.long)
     try:
         with torch.no_grad():
-            for xb, _ in Batches(x, torch.zeros(len(x), dtype=torch.long), batch_size):
-                model(xb.to(device))
+            for xb, yb in Batches(x, labels, batch_size):
+                out = model(xb.to(device))
+                correct += (out.argmax(1).cpu() == yb).sum().item()
     finally:
         for h in hooks:
             h.remove()
         model.train(was)
-    return [{"name": n, "spike_rate": s / max(1.0, c)} for n, (s, c) in totals.items()]
-
+    rows: list[dict] = [{"name": n, "spike_rate": s / max(1.0, c)} for n, (s, c) in totals.items()]
+    if y is not None:
+        rows.append({"accuracy": correct / max(1, len(y))})
+    return rows

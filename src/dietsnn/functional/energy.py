@@ -6,8 +6,10 @@ E_MAC_PJ = 4.6
 E_AC_PJ = 0.9
 
 
-def conv_flops(k: int, c_in: int, c_out: int, h_out: int, w_out: int, groups: int = 1) -> int:
-    return k * k * (c_in // groups) * c_out * h_out * w_out
+def conv_flops(k: int | tuple[int, int], c_in: int, c_out: int, h_out: int, w_out: int,
+               groups: int = 1) -> int:
+    kh, kw = (k, k) if isinstance(k, int) else k
+    return kh * kw * (c_in // groups) * c_out * h_out * w_out
 
 
 def linear_flops(f_in: int, f_out: int) -> int:

@@ -1,0 +1,128 @@
+"""Operation counts, spike rates and compute energy of a model (SPEC 8), and latency sweeps."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+
+from .functional import encoding as _encoding
+from .functional import energy as E
+from .models import Network, example_input
+from .modules import LIF
+from .training import spike_rates
+
+
+@torch.no_grad()
+def layer_flops(model: Network) -> list[dict]:
+    """FLOPs (multiply-accumulates) of every conv and linear layer for one image, in order."""
+    ann = copy.deepcopy(model)
+    ann.timesteps = None
+    for name, m in list(ann.named_modules()):
+        if isinstance(m, LIF):
+            parent, _, attr = name.rpartition(".")
+            setattr(ann.get_submodule(parent) if parent else ann, attr, nn.ReLU())
+    rows: list[dict] = []
+    hooks = []
+    for name, m in ann.named_modules():
+        if isinstance(m, nn.Conv2d):
+            def h(mod, inp, out, name=name):
+                rows.append({"name": name, "flops": E.conv_flops(
+                    tuple(mod.kernel_size), mod.in_channels, mod.out_channels, out.shape[2],
+                    out.shape[3], mod.groups)})
+            hooks.append(m.register_forward_hook(h))
+        elif isinstance(m, nn.Linear):
+            def h(mod, inp, out, name=name):
+                rows.append({"name": name, "flops": E.linear_flops(mod.in_features,
+                                                                    mod.out_features)})
+            hooks.append(m.register_forward_hook(h))
+    ann.eval()
+    ann(example_input(ann))
+    for hk in hooks:
+        hk.remove()
+    return rows
+
+
+def input_spike_rate(model: Network, x: Tensor) -> float:
+    """Rate-coded input: spikes per pixel per image over all T (|signed spikes|)."""
+    T = model.timesteps or 1
+    s = _encoding.poisson(x, T, torch.Generator().manual_seed(0))
+    return s.abs().sum().item() / x.numel()
+
+
+def energy(model: Network, rates: dict[str, float] | None = None, input_rate: float | None = None,
+           e_mac: float = E.E_MAC_PJ, e_ac: float = E.E_AC_PJ) -> dict:
+    """Per-layer and total compute energy of the ANN and of the SNN with measured `rates`
+    (LIF name -> spikes per neuron per image over T). Each conv/linear layer is driven by the
+    spikes of the LIF layer before it; the first layer by the image (direct: MACs once) or by
+    input spikes (rate coding: accumulates at `input_rate`)."""
+    flops = {r["name"]: r["flops"] for r in layer_flops(model)}
+    rows, last_rate = [], input_rate
+    for name, m in model.named_modules():
+        if isinstance(m, LIF) and rates is not None:
+            last_rate = rates.get(name, 0.0)
+        elif name in flops:
+            f = flops[name]
+            ann_pj = E.ann_energy([f], e_mac)[0]
+            snn_pj = E.snn_energy([f], [last_rate], e_mac, e_ac)[0] if rates is not None else None
+            rows.append({"name": name, "flops": f, "spike_rate_in": last_rate, "ann_pj": ann_pj,
+                         "snn_pj": snn_pj})
+    ann_total = sum(r["ann_pj"] for r in rows)
+    out = {"ann_pj": ann_total, "flops": sum(r["flops"] for r in rows), "layers": rows,
+           "e_mac_pj": e_mac, "e_ac_pj": e_ac}
+    if rates is not None:
+        snn_total = sum(r["snn_pj"] for r in rows)
+        out.update(snn_pj=snn_total, ratio=ann_total / snn_total if snn_total else float("inf"))
+    return out
+
+
+def measure(model: Network, x: Tensor, y: Tensor, batch_size: int = 256,
+            device: str | torch.device = "cpu", e_mac: float = E.E_MAC_PJ,
+            e_ac: float = E.E_AC_PJ) -> dict:
+    """Accuracy, per-layer spike rates and energy of an SNN on (x, y)."""
+    rows = spike_rates(model, x, batch_size, device, y)
+    acc = rows.pop()["accuracy"]
+    rates = {r["name"]: r["spike_rate"] for r in rows}
+    in_rate = input_spike_rate(model, x) if model.encoding == "rate" else None
+    en = energy(model, rates, in_rate, e_mac, e_ac)
+    return {"timesteps": model.timesteps, "accuracy": acc, "spike_rates": rates,
+            "mean_spike_rate": sum(rates.values()) / max(1, len(rates)), "energy": en}
+
+
+def sweep(model: Network, timesteps: list[int], x: Tensor, y: Tensor, batch_size: int = 256,
+          device: str | torch.device = "cpu", log=None) -> list[dict]:
+    """`measure` at each T (the model's own T restored afterwards)."""
+    own = model.timesteps
+    rows = []
+    try:
+        for T in timesteps:
+            model.timesteps = T
+            m = measure(model, x, y, batch_size, device)
+            rows.append({"timesteps": T, "accuracy": m["accuracy"],
+                         "mean_spike_rate": m["mean_spike_rate"],
+                         "energy_ratio": m["energy"]["ratio"], "snn_pj": m["energy"]["snn_pj"]})
+            if log:
+                log(f"  T={T:<3d} accuracy {m['accuracy']:.4f}  mean spikes/neuron "
+                    f"{m['mean_spike_rate']:.3f}  ANN/SNN energy {m['energy']['ratio']:.1f}x")
+    finally:
+        model.timesteps = own
+    return rows
+
+
+def smallest_t_within(rows: list[dict], target: float, tol: float = 0.01) -> int | None:
+    """The smallest T whose accuracy is within `tol` of `target` (None if none is)."""
+    ok = [r["timesteps"] for r in rows if r["accuracy"] >= target - tol]
+    return min(ok) if ok else None
+
+
+def format_energy_table(en: dict) -> str:
+    lines = [f"{'layer':<16}{'FLOPs':>14}{'rate in':>10}{'ANN uJ':>10}{'SNN uJ':>10}"]
+    for r in en["layers"]:
+        rate = "analog" if r["spike_rate_in"] is None else f"{r['spike_rate_in']:.3f}"
+        snn = "" if r["snn_pj"] is None else f"{r['snn_pj'] / 1e6:.3f}"
+        lines.append(f"{r['name']:<16}{r['flops']:>14,}{rate:>10}{r['ann_pj'] / 1e6:>10.3f}{snn:>10}")
+    tail = f"total: ANN {en['ann_pj'] / 1e6:.3f} uJ"
+    if "snn_pj" in en:
+        tail += f", SNN {en['snn_pj'] / 1e6:.3f} uJ, ANN/SNN {en['ratio']:.2f}x"
+    return "\n".join(lines + [tail])

@@ -1,0 +1,82 @@
+"""CLI commands for using a trained model: `dietsnn predict` and `dietsnn export`.
+
+Loaded by `dietsnn.cli` through its extension hook (`add_commands`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import UserError
+
+DEFAULT_DATASET = "fashion-mnist"
+
+
+def run_dataset(run: str | Path) -> str:
+    """The dataset a run was trained on: `dataset` in RUN/config.json or its parent's, else the
+    default. A checkpoint file's folder counts as the run directory."""
+    p = Path(run)
+    start = p if p.is_dir() else p.parent
+    for cfg in (start / "config.json", start.parent / "config.json"):
+        if cfg.is_file():
+            try:
+                name = json.loads(cfg.read_text()).get("dataset")
+            except (OSError, ValueError, AttributeError):
+                raise UserError(f"{cfg}: not a readable JSON config; fix it or pass --dataset") from None
+            if name:
+                return str(name)
+    return DEFAULT_DATASET
+
+
+def cmd_predict(args: argparse.Namespace) -> list[dict]:
+    from .checkpoint import load_model
+    from .data import dataset_info
+    from .predict import predict_images
+
+    model = load_model(args.run)
+    info = dataset_info(args.dataset or run_dataset(args.run))
+    results = predict_images(model, args.images, info)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(f"{r['path']}: {r['class']} (class {r['class_index']}) confidence "
+                  f"{r['confidence']:.3f} spikes {r['spikes']}")
+    return results
+
+
+def cmd_export(args: argparse.Namespace) -> dict:
+    from .checkpoint import load_model
+    from .export import export_nir
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise UserError(f"{out} is a directory; give the output file name, e.g. model.nir")
+    if not out.parent.is_dir():
+        raise UserError(f"{out.parent}: no such directory for the output file")
+    model = load_model(args.run)
+    graph = export_nir(model, out)
+    print(f"wrote {out} ({args.format}, {len(graph.nodes)} nodes, T={model.timesteps}, "
+          f"{model.encoding} encoding)")
+    return {"out": str(out), "nodes": len(graph.nodes)}
+
+
+def add_commands(sub, common: Callable | None = None) -> dict[str, Callable]:
+    """Add `predict` and `export` to the subparsers `sub`; return {name: function}."""
+    from .data import DATASETS
+
+    p = sub.add_parser("predict", help="classify image files (PNG/JPEG) with a trained model")
+    p.add_argument("run", metavar="RUN_DIR", help="run directory or model.safetensors")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
+    p.add_argument("--dataset", default=None, choices=sorted(DATASETS),
+                   help="normalisation and class names (default: from RUN_DIR/config.json, "
+                        f"else {DEFAULT_DATASET})")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+
+    e = sub.add_parser("export", help="export an SNN to NIR (neuromorphic intermediate representation)")
+    e.add_argument("run", metavar="RUN_DIR", help="SNN run directory or model.safetensors")
+    e.add_argument("--format", choices=["nir"], default="nir", help="output format (default nir)")
+    e.add_argument("out", metavar="OUT", help="file to write, e.g. model.nir")
+    return {"predict": cmd_predict, "export": cmd_export}

@@ -1,0 +1,80 @@
+"""Classify image files with a trained ANN or SNN: class, softmax confidence, spike count."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .data import DatasetInfo, normalize
+from .errors import UserError
+from .models import Network
+from .modules import lif_layers
+
+
+def load_image(path: str | os.PathLike, channels: int, size: int) -> Tensor:
+    """Read a PNG/JPEG/... file as uint8 [channels, size, size] (grey 'L' or 'RGB', resized)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise UserError("reading images needs Pillow: pip install pillow") from None
+    if channels not in (1, 3):
+        raise UserError(f"the model takes {channels}-channel images; only 1 or 3 are supported")
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
+            a = np.asarray(im, dtype=np.uint8)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such image file") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise UserError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    t = torch.from_numpy(a.copy())
+    return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
+
+
+def _class_names(info: DatasetInfo, n: int) -> list[str]:
+    return list(info.classes) if len(info.classes) == n else [str(i) for i in range(n)]
+
+
+@torch.no_grad()
+def predict_images(model: Network, paths: Sequence[str | os.PathLike], dataset_info: DatasetInfo,
+                   batch_size: int = 64) -> list[dict]:
+    """Per image: {"path", "class_index", "class", "confidence", "spikes"}; `spikes` is the total
+    number of spikes over all LIF layers and timesteps for that image (0 for an ANN)."""
+    c = model.config
+    channels, size, classes = c["in_channels"], c["image_size"], c["num_classes"]
+    if dataset_info.in_channels != channels:
+        raise UserError(f"the model takes {channels}-channel images but {dataset_info.name} has "
+                        f"{dataset_info.in_channels}; pass the dataset the model was trained on")
+    names = _class_names(dataset_info, classes)
+    images = [load_image(p, channels, size) for p in paths]  # read all first: fail before compute
+    device = next(model.parameters()).device
+    model.eval()
+    counts: list[Tensor] = []
+
+    def hook(mod, _inp, out):  # out: spikes [T*B, ...], time-major
+        counts.append(out.reshape(mod.timesteps, mod.batch, -1).sum((0, 2)))
+
+    handles = [m.register_forward_hook(hook) for _, m in lif_layers(model)]
+    results: list[dict] = []
+    try:
+        for i in range(0, len(images), batch_size):
+            chunk = list(paths[i : i + batch_size])
+            x = normalize(torch.stack(images[i : i + batch_size]), dataset_info).to(device)
+            counts.clear()
+            probs = torch.softmax(model(x).float(), dim=1)
+            spikes = torch.stack(counts).sum(0) if counts else torch.zeros(len(chunk))
+            conf, idx = probs.max(1)
+            for j, p in enumerate(chunk):
+                k = int(idx[j])
+                results.append({"path": str(p), "class_index": k, "class": names[k],
+                                "confidence": float(conf[j]), "spikes": int(round(float(spikes[j])))})
+    finally:
+        for h in handles:
+            h.remove()
+    return results

@@ -1,0 +1,172 @@
+"""report.md and PNG plots of a run directory (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.dpi": 110, "font.size": 10, "axes.grid": True,
+                         "grid.alpha": 0.3})
+    return plt
+
+
+def _history(path: Path) -> list[dict]:
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def plot_training(run: Path, out: Path) -> Path | None:
+    plt = _plt()
+    phases = [(p, _history(run / p / "history.json")) for p in ("ann", "snn")]
+    phases = [(p, h) for p, h in phases if h]
+    if not phases:
+        return None
+    fig, axes = plt.subplots(1, len(phases), figsize=(5.2 * len(phases), 3.6), squeeze=False)
+    for ax, (phase, h) in zip(axes[0], phases):
+        ep = [r["epoch"] for r in h]
+        ax.plot(ep, [r["train_accuracy"] for r in h], "o-", label="train accuracy")
+        ax.plot(ep, [r["val_accuracy"] for r in h], "s-", label="validation accuracy")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{phase.upper()} training")
+        ax2 = ax.twinx()
+        ax2.plot(ep, [r["train_loss"] for r in h], "--", color="gray", label="train loss")
+        ax2.set_ylabel("loss")
+        ax2.grid(False)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = out / "training.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_sweep(sweeps: dict[str, list[dict]], ann_acc: float | None, path: Path,
+               title: str = "Accuracy against timesteps") -> Path:
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10.4, 3.6))
+    for name, rows in sweeps.items():
+        T = [r["timesteps"] for r in rows]
+        a1.plot(T, [100 * r["accuracy"] for r in rows], "o-", label=name)
+        a2.plot(T, [r["mean_spike_rate"] for r in rows], "o-", label=name)
+    if ann_acc is not None:
+        a1.axhline(100 * ann_acc, color="k", ls="--", lw=1, label="ANN")
+        a1.axhline(100 * ann_acc - 1, color="k", ls=":", lw=1, label="ANN - 1 point")
+    a1.set_xlabel("timesteps T")
+    a1.set_ylabel("test accuracy (%)")
+    a1.set_title(title)
+    a1.legend(fontsize=8)
+    a2.set_xlabel("timesteps T")
+    a2.set_ylabel("spikes per neuron per image")
+    a2.set_title("Mean spike rate against timesteps")
+    a2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_layers(layers: list[dict], path: Path) -> Path:
+    plt = _plt()
+    names = [d["name"] for d in layers]
+    x = range(len(names))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    axes[0].bar(x, [d["spike_rate"] for d in layers], color="tab:purple")
+    axes[0].set_title("Spike rate per layer (spikes/neuron/image over T)")
+    for ax, key in ((axes[1], "leak"), (axes[2], "threshold")):
+        w = 0.38
+        if f"{key}_init" in layers[0]:
+            ax.bar([i - w / 2 for i in x], [d[f"{key}_init"] for d in layers], w, label="converted")
+            ax.bar([i + w / 2 for i in x], [d[key] for d in layers], w, label="after DIET training")
+            ax.legend(fontsize=8)
+        else:
+            ax.bar(x, [d[key] for d in layers])
+        ax.set_title(f"{key.capitalize()} per layer")
+    for ax in axes:
+        ax.set_xticks(list(x))
+        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_energy(en: dict, path: Path) -> Path:
+    plt = _plt()
+    rows = en["layers"]
+    names = [r["name"] for r in rows]
+    x = range(len(rows))
+    w = 0.38
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    ax.bar([i - w / 2 for i in x], [r["ann_pj"] / 1e6 for r in rows], w, label="ANN (MAC)")
+    ax.bar([i + w / 2 for i in x], [r["snn_pj"] / 1e6 for r in rows], w, label="SNN (AC x spikes)")
+    ax.set_yscale("log")
+    ax.set_ylabel("energy per image (uJ)")
+    ax.set_title(f"Compute energy per layer: ANN/SNN = {en['ratio']:.1f}x")
+    ax.set_xticks(list(x))
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(run: Path, metrics: dict) -> Path:
+    """Write plots and report.md for a `dietsnn run` directory; returns the report's path."""
+    from .analysis import format_energy_table
+
+    figs = []
+    p = plot_training(run, run)
+    if p:
+        figs.append(("Training curves", p.name))
+    ann_acc = metrics.get("ann", {}).get("test_accuracy")
+    if metrics.get("sweep"):
+        figs.append(("Accuracy and spike rate against T",
+                     plot_sweep(metrics["sweep"], ann_acc, run / "sweep.png").name))
+    layers = metrics.get("snn", {}).get("layers")
+    if layers:
+        figs.append(("Spike rate, leak and threshold per layer",
+                     plot_layers(layers, run / "layers.png").name))
+    en = metrics.get("energy")
+    if en:
+        figs.append(("Compute energy per layer", plot_energy(en, run / "energy.png").name))
+    snn, conv = metrics.get("snn", {}), metrics.get("converted", {})
+    T = snn.get("timesteps")
+    lines = ["# DIET-SNN run report", "",
+             "| model | test accuracy | timesteps |", "|---|---|---|"]
+    if ann_acc is not None:
+        lines.append(f"| ANN | {100 * ann_acc:.2f}% | - |")
+    if conv:
+        lines.append(f"| converted SNN (no training) | {100 * conv['test_accuracy']:.2f}% | "
+                     f"{conv['timesteps']} |")
+    if snn:
+        lines.append(f"| DIET-SNN | {100 * snn['test_accuracy']:.2f}% | {T} |")
+    if en:
+        lines += ["", f"Compute energy per image: ANN {en['ann_pj'] / 1e6:.3f} uJ, SNN "
+                      f"{en['snn_pj'] / 1e6:.3f} uJ: **{en['ratio']:.1f}x** less "
+                      f"(E_MAC {en['e_mac_pj']} pJ, E_AC {en['e_ac_pj']} pJ; first layer as MACs).",
+                  "", "```", format_energy_table(en), "```"]
+    if layers:
+        lines += ["", "| layer | leak (init -> learned) | threshold (init -> learned) | "
+                      "spikes/neuron/image |", "|---|---|---|---|"]
+        for d in layers:
+            lines.append(f"| {d['name']} | {d.get('leak_init', d['leak']):.3f} -> {d['leak']:.3f} | "
+                         f"{d.get('threshold_init', d['threshold']):.3f} -> {d['threshold']:.3f} | "
+                         f"{d['spike_rate']:.3f} |")
+    for name, rows in (metrics.get("sweep") or {}).items():
+        lines += ["", f"Latency sweep, {name}:", "", "| T | accuracy | spikes/neuron | ANN/SNN energy |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['timesteps']} | {100 * r['accuracy']:.2f}% | {r['mean_spike_rate']:.3f} | "
+                  f"{r['energy_ratio']:.1f}x |" for r in rows]
+    for title, f in figs:
+        lines += ["", f"## {title}", "", f"![{title}]({f})"]
+    path = run / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
