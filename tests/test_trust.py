@@ -1,0 +1,85 @@
+"""Untrusted files: a training state whose pickle would run code, and checkpoints that are not
+dietsnn safetensors, are refused with a UserError (and the code never runs)."""
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import dietsnn
+from dietsnn.checkpoint import load_model, load_state, save_state
+from dietsnn.errors import UserError
+
+
+class _Touch:
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))  # would create the marker when unpickled
+
+
+def test_crafted_state_is_refused_and_not_run(tmp_path):
+    marker = tmp_path / "marker"
+    path = tmp_path / "state.pt"
+    torch.save({"epoch": 1, "payload": _Touch(marker)}, path)
+    with pytest.raises(UserError, match="cannot load training state safely"):
+        load_state(path)
+    assert not marker.exists()
+
+
+def test_genuine_state_still_loads(tmp_path):
+    state = {"epoch": 3, "model": {"w": torch.arange(4.0)}, "best": 0.5}
+    save_state(tmp_path / "state.pt", state)
+    got = load_state(tmp_path / "state.pt")
+    assert got["epoch"] == 3 and torch.equal(got["model"]["w"], state["model"]["w"])
+
+
+def test_safetensors_without_dietsnn_metadata(tmp_path):
+    path = tmp_path / "model.safetensors"
+    save_file({"features.0.weight": torch.zeros(32, 1, 3, 3)}, str(path))
+    with pytest.raises(UserError, match="without dietsnn metadata"):
+        load_model(path)
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"format": "other"})
+    with pytest.raises(UserError, match="without dietsnn metadata"):
+        load_model(tmp_path)  # the run directory form finds the same file
+
+
+@pytest.mark.parametrize("raw", [os.urandom(4096), b"", b"\x05", b"\xff" * 8 + b"{}",
+                                 (20).to_bytes(8, "little") + b'{"a": 1}' + b" " * 12])
+def test_random_or_broken_bytes_are_refused(tmp_path, raw):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(raw)
+    with pytest.raises(UserError, match="not a dietsnn safetensors checkpoint") as e:
+        load_model(path)
+    assert "\n" not in str(e.value)
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    path = tmp_path / "model.safetensors"
+    dietsnn.save_model(path, dietsnn.build_ann("vgg_small"))
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    cfg = json.loads(header["__metadata__"]["config"])
+    cfg["in_channels"] = 3  # first conv now expects [32, 3, 3, 3]
+    header["__metadata__"]["config"] = json.dumps(cfg)
+    new = json.dumps(header).encode()
+    new += b" " * (-len(new) % 8)
+    path.write_bytes(len(new).to_bytes(8, "little") + new + raw[8 + n :])
+    with pytest.raises(UserError, match="does not fit this architecture"):
+        load_model(path)
+
+
+@pytest.mark.xfail(reason="checkpoint.load_model does not yet turn bad dietsnn metadata into a UserError",
+                   raises=(TypeError, ValueError), strict=False)
+@pytest.mark.parametrize("meta", [{"config": "{}"}, {"config": '{"arch": "nope"}'},
+                                  {"config": "not json"},
+                                  {"config": '{"arch": "vgg_small"}', "spiking": '{"timesteps": 0}'}])
+def test_bad_dietsnn_metadata_is_a_user_error(tmp_path, meta):
+    path = tmp_path / "model.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"format": "dietsnn-1", **meta})
+    with pytest.raises(UserError):
+        load_model(path)
