@@ -73,13 +73,11 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
         load_model(path)
 
 
-@pytest.mark.xfail(reason="checkpoint.load_model does not yet turn bad dietsnn metadata into a UserError",
-                   raises=(TypeError, ValueError), strict=False)
 @pytest.mark.parametrize("meta", [{"config": "{}"}, {"config": '{"arch": "nope"}'},
                                   {"config": "not json"},
                                   {"config": '{"arch": "vgg_small"}', "spiking": '{"timesteps": 0}'}])
 def test_bad_dietsnn_metadata_is_a_user_error(tmp_path, meta):
     path = tmp_path / "model.safetensors"
     save_file({"w": torch.zeros(2)}, str(path), metadata={"format": "dietsnn-1", **meta})
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="invalid dietsnn metadata"):
         load_model(path)

@@ -79,11 +79,15 @@ def load_model(path: str | os.PathLike) -> Network:
     from .snn import ann_to_snn
 
     tensors, meta = read_model_file(path)
-    cfg = json.loads(meta["config"])
-    spiking = json.loads(meta.get("spiking", "{}"))
-    model = build_ann(**cfg)
-    if spiking:
-        model = ann_to_snn(model, **spiking)
+    try:
+        cfg = json.loads(meta["config"])
+        spiking = json.loads(meta.get("spiking", "{}"))
+        model = build_ann(**cfg)
+        if spiking:
+            model = ann_to_snn(model, **spiking)
+    except (TypeError, ValueError) as e:  # JSONDecodeError is a ValueError
+        raise UserError(f"{path}: invalid dietsnn metadata ({e}); the file is damaged or was "
+                        "written by an incompatible tool") from None
     load_state_strict(model, tensors, str(path))
     return model
 
