@@ -31,7 +31,8 @@ T, B, C = 5, 64, 10
 
 
 def peer_spikingjelly(ann: nn.Module):
-    from spikingjelly.activation_based import functional, layer, neuron as sjn, surrogate
+    from spikingjelly.activation_based import functional, layer, surrogate
+    from spikingjelly.activation_based import neuron as sjn
 
     def make(m):
         if isinstance(m, nn.ReLU):
@@ -157,7 +158,8 @@ def main():
         for t in (1, 2, 5, 10, 20):
             snn.timesteps = t
             snn.train()
-            print(f"dietsnn T={t:<3d} train step {timed(snn, snn.parameters(), x, y, args.steps) * 1000:8.1f} ms")
+            ms = timed(snn, snn.parameters(), x, y, args.steps) * 1000
+            print(f"dietsnn T={t:<3d} train step {ms:8.1f} ms")
 
 
 if __name__ == "__main__":

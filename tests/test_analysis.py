@@ -2,12 +2,12 @@ import json
 
 import pytest
 import torch
+from test_data import write_idx
 
 from dietsnn import ann_to_snn, build_ann, save_model
 from dietsnn.analysis import energy, layer_flops, smallest_t_within
 from dietsnn.cli import main
 from dietsnn.functional.energy import snn_energy
-from test_data import write_idx
 
 
 def test_vgg16_flops_match_the_paper_counts():
