@@ -60,3 +60,15 @@ def test_calibration_rejects_bad_options():
     for kw in ({"percentile": 0.0}, {"percentile": 101.0}, {"scale": 0.0}, {"timesteps": 0}):
         with pytest.raises(ValueError):
             calibrate_thresholds(snn, x, **kw)
+
+
+def test_time_chunks_and_recompute_path_give_the_same_thresholds(monkeypatch):
+    import dietsnn.calibration as cal
+
+    torch.manual_seed(1)
+    ann = build_ann("vgg_small", image_size=12).eval()
+    x = torch.randn(16, 1, 12, 12)
+    want = calibrate_thresholds(ann_to_snn(ann, 5), x, 99.0, 1.0, 6)
+    monkeypatch.setattr(cal, "CHUNK_ELEMENTS", 300)  # many small time chunks
+    monkeypatch.setattr(cal, "CACHE_BYTES", 10)  # currents recomputed for the firing pass
+    assert calibrate_thresholds(ann_to_snn(ann, 5), x, 99.0, 1.0, 6) == want

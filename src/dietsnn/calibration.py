@@ -19,6 +19,7 @@ from .models import Network
 from .modules import LIF, set_time
 
 CHUNK_ELEMENTS = 1 << 25  # floats per time chunk of currents (128 MiB)
+CACHE_BYTES = 4 << 30  # keep a layer's currents between its two passes up to this size
 
 
 def percentile(x: Tensor, p: float) -> Tensor:
@@ -81,7 +82,6 @@ def calibrate_thresholds(
     h: Tensor = x if x.shape[0] == B else x.view(T, B, *x.shape[1:]).to(torch.int8)
     static = x.shape[0] == B
     pending: list[nn.Module] = []
-    found: list[float] = []
     lifs: list[LIF] = []
     for unit in snn.units():
         if any(isinstance(m, LIF) for m in unit.modules()) and not isinstance(unit, LIF):
@@ -89,24 +89,15 @@ def calibrate_thresholds(
         if not isinstance(unit, LIF):
             pending.append(unit)
             continue
-        if static:
+        if static:  # one current for every step: its percentile is the max over time
             current = _apply(pending, h)
             thr = percentile_of(current, percentile)
-            unit.threshold.fill_(thr)
-            spikes, _, _ = lif_forward(current.unsqueeze(0).expand(T, *current.shape),
-                                       unit.leak, unit.threshold)
-            h = spikes.to(torch.int8)
-            static = False
+            chunks = _static_chunks(current, T)
         else:
-            thr = max(percentile_of(c[t], percentile)
-                      for c in _currents(pending, h) for t in range(c.shape[0]))
-            unit.threshold.fill_(thr)
-            out, u = [], None
-            for c in _currents(pending, h):
-                s, _, u = lif_forward(c, unit.leak, unit.threshold, u)
-                out.append(s.to(torch.int8))
-            h = torch.cat(out)
-        found.append(thr)
+            thr, chunks = _percentile_pass(_currents(pending, h), percentile)
+        unit.threshold.fill_(thr)
+        h = _fire(unit, chunks if chunks.cached else _currents(pending, h))
+        static = False
         lifs.append(unit)
         pending = []
     for m in lifs:
@@ -120,11 +111,48 @@ def percentile_of(x: Tensor, p: float) -> float:
     return percentile(x, p).item()
 
 
+class _Chunks(list):
+    cached = True
+
+
+def _percentile_pass(chunks, p: float) -> tuple[float, _Chunks]:
+    """Max over steps of the per-step percentile. The chunks are kept for the firing pass while
+    they fit in CACHE_BYTES; beyond it they are dropped (`cached = False`) and recomputed."""
+    thr, kept, size = float("-inf"), _Chunks(), 0
+    for c in chunks:
+        thr = max(thr, *(percentile_of(c[t], p) for t in range(c.shape[0])))
+        size += c.numel() * c.element_size()
+        if kept.cached and size <= CACHE_BYTES:
+            kept.append(c)
+        else:
+            kept.cached = False
+            kept.clear()
+    return thr, kept
+
+
+def _static_chunks(current: Tensor, T: int) -> _Chunks:
+    step = _chunk_steps(current[0].numel() if current.dim() else 1, T)
+    return _Chunks(current.unsqueeze(0).expand(min(step, T - t0), *current.shape)
+                   for t0 in range(0, T, step))
+
+
+def _fire(unit: LIF, chunks) -> Tensor:
+    """Run `unit` over its input current chunks, carrying the membrane; int8 spikes [T, B, ...]."""
+    out, u = [], None
+    for c in chunks:
+        s, _, u = lif_forward(c, unit.leak, unit.threshold, u)
+        out.append(s.to(torch.int8))
+    return torch.cat(out)
+
+
+def _chunk_steps(per_step: int, T: int) -> int:
+    return max(1, min(T, CHUNK_ELEMENTS // max(1, per_step)))
+
+
 def _currents(mods: list[nn.Module], spikes: Tensor):
     """Input currents `[t, B, ...]` of the next LIF, chunk by chunk over time."""
     T, B = spikes.shape[:2]
-    per_step = max(1, spikes[0].numel())
-    step = max(1, min(T, CHUNK_ELEMENTS // (per_step * 4)))
+    step = _chunk_steps(spikes[0].numel() * 4, T)  # currents may have more channels than spikes
     for t0 in range(0, T, step):
         chunk = spikes[t0 : t0 + step]
         c = _apply(mods, chunk.flatten(0, 1).float())
