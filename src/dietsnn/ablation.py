@@ -15,7 +15,7 @@ from .calibration import calibrate_thresholds
 from .checkpoint import write_json
 from .errors import UserError
 from .functional import neuron
-from .pipeline import calibration_images
+from .pipeline import calibration_images, load_checked
 from .snn import ann_to_snn
 from .training import TrainConfig, evaluate, fit
 
@@ -33,10 +33,9 @@ def run_ablation(args, ctx) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     neuron.set_backend("compile" if args.compile and _has_compiler() else "eager")
-    ann = ckpt.load_model(args.ann)
+    ann = load_checked(args.ann, ctx)
     if ann.is_spiking:
         raise UserError(f"{args.ann} is an SNN; the ablation starts from a trained ANN")
-    ann.to(ctx.device)
     ann_acc = evaluate(ann, ctx.data.test_x, ctx.data.test_y, device=ctx.device)["accuracy"]
     ctx.log(f"ANN test accuracy {ann_acc:.4f}")
     images = calibration_images(ctx, args.calib_size, args.seed).to(ctx.device)

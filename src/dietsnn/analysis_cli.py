@@ -67,6 +67,7 @@ def _metrics_file(model_arg: str) -> Path | None:
 
 def cmd_energy(args) -> dict:
     from . import analysis, checkpoint
+    from .pipeline import check_fits
 
     model = checkpoint.load_model(args.model)
     if not model.is_spiking:
@@ -74,7 +75,7 @@ def cmd_energy(args) -> dict:
                         "converted or trained SNN")
     args.quiet = args.quiet or args.json
     ctx = _ctx(args)
-    model.to(ctx.device)
+    check_fits(model, ctx, args.model)
     m = analysis.measure(model, ctx.data.test_x, ctx.data.test_y, device=ctx.device,
                          e_mac=args.e_mac, e_ac=args.e_ac)
     en = m["energy"]
@@ -99,6 +100,7 @@ def cmd_energy(args) -> dict:
 def cmd_sweep(args) -> dict:
     from . import analysis, checkpoint
     from .checkpoint import write_json
+    from .pipeline import check_fits
     from .report import plot_sweep
 
     root = Path(args.run)
@@ -112,10 +114,9 @@ def cmd_sweep(args) -> dict:
     ctx = _ctx(args)
     result = {}
     for name, path in targets.items():
-        model = checkpoint.load_model(path)
+        model = check_fits(checkpoint.load_model(path), ctx, str(path))
         if not model.is_spiking:
             raise UserError(f"{path} is an ANN; sweep needs an SNN")
-        model.to(ctx.device)
         ctx.log(f"{name}:")
         result[name] = analysis.sweep(model, args.timesteps, ctx.data.test_x, ctx.data.test_y,
                                       device=ctx.device, log=ctx.log)

@@ -71,6 +71,8 @@ def _snn_opts(p: argparse.ArgumentParser) -> None:
     g.add_argument("--percentile", type=_float_in("--percentile", 0, 100), default=99.7)
     g.add_argument("--scale", type=_float_in("--scale", 0, float("inf")), default=0.3,
                    help="threshold scaling factor after calibration (0.2-0.3 for T=5)")
+    g.add_argument("--leak", type=_float_in("--leak", 0, 1), default=1.0,
+                   help="initial membrane leak of every layer (1 = IF, as converted)")
     g.add_argument("--calib-size", type=_positive_int("--calib-size"), default=512)
     g.add_argument("--calib-timesteps", type=_positive_int("--calib-timesteps"), default=100)
     g.add_argument("--surrogate", default="linear",
@@ -204,7 +206,7 @@ def _snn_options(args):
     from .pipeline import SNNOptions
 
     return SNNOptions(args.timesteps, args.encoding, args.percentile, args.scale, args.calib_size,
-                      args.calib_timesteps, args.gamma, args.surrogate)
+                      args.calib_timesteps, args.gamma, args.surrogate, args.leak)
 
 
 def _backend(args) -> None:
@@ -341,7 +343,7 @@ def cmd_evaluate(args) -> dict:
     args.quiet = args.quiet or args.json
     ctx = _setup(args)
     ctx.eval_batch = args.batch_size
-    model.to(ctx.device)
+    pipeline.check_fits(model, ctx, args.model)
     if model.is_spiking:
         layers, acc = pipeline.layer_report(model, ctx)
         out = {"test_accuracy": acc, "spiking": True, "timesteps": model.timesteps,

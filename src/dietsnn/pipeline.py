@@ -11,6 +11,7 @@ import torch
 from . import checkpoint as ckpt
 from .calibration import calibrate_thresholds
 from .data import Splits
+from .errors import UserError
 from .models import Network, build_ann
 from .modules import lif_layers
 from .snn import ann_to_snn
@@ -27,6 +28,7 @@ class SNNOptions:
     calib_timesteps: int = 100
     gamma: float = 0.3
     surrogate: str = "linear"
+    leak: float = 1.0
 
 
 @dataclass
@@ -37,6 +39,23 @@ class Context:
     log: object = print
     eval_batch: int = 256
     extra: dict = field(default_factory=dict)
+
+
+def check_fits(model: Network, ctx: Context, source: str) -> Network:
+    """A model must match the dataset's image shape and classes; otherwise a UserError."""
+    c, info = model.config, ctx.data.info
+    want = (info.in_channels, info.image_size, info.num_classes)
+    got = (c.get("in_channels"), c.get("image_size"), c.get("num_classes"))
+    if got != want:
+        raise UserError(
+            f"{source} expects {got[0]}x{got[1]}x{got[1]} images and {got[2]} classes, but "
+            f"{info.name} has {want[0]}x{want[1]}x{want[1]} and {want[2]}: pass the --dataset it "
+            "was trained on")
+    return model.to(ctx.device)
+
+
+def load_checked(path, ctx: Context) -> Network:
+    return check_fits(ckpt.load_model(path), ctx, str(path))
 
 
 def _eval(model: Network, ctx: Context, desc: str) -> dict:
@@ -86,12 +105,10 @@ def calibration_images(ctx: Context, n: int, seed: int) -> torch.Tensor:
 
 def convert(ann_path: Path, opts: SNNOptions, ctx: Context, out: Path, seed: int = 0) -> dict:
     """ANN checkpoint -> calibrated SNN checkpoint in `out` (the ANN file is only read)."""
-    ann = ckpt.load_model(ann_path)
+    ann = load_checked(ann_path, ctx)
     if ann.is_spiking:
-        from .errors import UserError
-
         raise UserError(f"{ann_path} is already an SNN; convert takes an ANN checkpoint")
-    snn = ann_to_snn(ann, opts.timesteps, opts.encoding, gamma=opts.gamma,
+    snn = ann_to_snn(ann, opts.timesteps, opts.encoding, leak=opts.leak, gamma=opts.gamma,
                      surrogate=opts.surrogate).to(ctx.device)
     t0 = time.time()
     images = calibration_images(ctx, opts.calib_size, seed).to(ctx.device)
@@ -111,10 +128,8 @@ def convert(ann_path: Path, opts: SNNOptions, ctx: Context, out: Path, seed: int
 
 def train_snn(snn_path: Path, cfg: TrainConfig, ctx: Context, out: Path, resume: bool = False,
               timesteps: int | None = None) -> dict:
-    snn = ckpt.load_model(snn_path)
+    snn = load_checked(snn_path, ctx)
     if not snn.is_spiking:
-        from .errors import UserError
-
         raise UserError(f"{snn_path} is an ANN; run `dietsnn convert` first")
     if timesteps:
         snn.timesteps = timesteps

@@ -1,0 +1,118 @@
+"""Every user mistake: one line naming the problem and the fix, exit code 2, no traceback,
+nothing already written lost (docs/ERRORS.md lists the same cases)."""
+
+import errno
+import os
+
+import pytest
+import torch
+from test_data import write_idx
+
+from dietsnn import build_ann, save_model
+from dietsnn.checkpoint import atomic_write
+from dietsnn.cli import main
+from dietsnn.errors import UserError
+from dietsnn.training import TrainConfig, fit
+
+
+def one_line_error(capsys, argv, match):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert match in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    write_idx(tmp_path / "data" / "fashion-mnist", n_train=60, n_test=20)
+    return tmp_path
+
+
+@pytest.mark.parametrize("corrupt,match", [("truncated", "truncated or corrupt"),
+                                           ("magic", "wrong magic number"),
+                                           ("count", "do not match")])
+def test_corrupt_dataset_files(tiny, capsys, corrupt, match):
+    d = tiny / "bad"
+    write_idx(d / "fashion-mnist", corrupt=corrupt)
+    one_line_error(capsys, ["train-ann", "--data-dir", str(d), "--out", str(tiny / "o"),
+                            "--quiet"], match)
+
+
+def test_missing_dataset_offline(tiny, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tiny / "cache"))
+    import urllib.request
+
+    def offline(*a, **k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    one_line_error(capsys, ["train-ann", "--dataset", "mnist", "--data-dir", str(tiny / "none"),
+                            "--out", str(tiny / "o"), "--quiet"], "download failed")
+
+
+def test_model_of_another_image_size_or_channels(tiny, capsys):
+    save_model(tiny / "c10" / "model.safetensors", build_ann("vgg_small", 10, 3, 32))
+    one_line_error(capsys, ["evaluate", str(tiny / "c10"), "--data-dir", str(tiny / "data")],
+                   "expects 3x32x32 images")
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["convert", "X", "--leak", "1.5"], "--leak must be in (0, 1]"),
+    (["convert", "X", "--leak", "0"], "--leak must be in (0, 1]"),
+    (["run", "--timesteps", "-3"], "--timesteps must be >= 1"),
+    (["run", "--percentile", "0"], "--percentile must be in (0, 100]"),
+    (["run", "--scale", "0"], "--scale must be in (0, inf]"),
+    (["run", "--dataset", "imagenet-x"], "choose from"),
+    (["run", "--arch", "resnet1000"], "choose from"),
+])
+def test_invalid_options(capsys, argv, match):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err
+
+
+def test_non_finite_loss_stops_naming_step_and_thresholds(tiny):
+    from dietsnn import ann_to_snn
+    from dietsnn.data import load
+
+    data = load("fashion-mnist", tiny / "data", val_size=10)
+    snn = ann_to_snn(build_ann("vgg_small"), 2)
+    with torch.no_grad():
+        snn.classifier[-1].weight.fill_(float("nan"))
+    with pytest.raises(UserError, match=r"loss became nan at step 0.*thresholds: features\.1="):
+        fit(snn, data, TrainConfig(epochs=1, batch_size=16), tiny / "nan", progress=False,
+            log=lambda *a: None)
+
+
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "model.safetensors"
+    atomic_write(path, b"good")
+    real = os.fdopen
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: Full(real(fd, mode)))
+    with pytest.raises(UserError, match="No space left on device; the previous file is intact"):
+        atomic_write(path, b"new")
+    assert path.read_bytes() == b"good"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
+def test_convert_refuses_to_write_into_the_ann_folder(tiny, capsys):
+    save_model(tiny / "ann" / "model.safetensors", build_ann("vgg_small"))
+    one_line_error(capsys, ["convert", str(tiny / "ann"), "--out", str(tiny / "ann"),
+                            "--data-dir", str(tiny / "data")], "never modified")
