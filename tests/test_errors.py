@@ -116,3 +116,19 @@ def test_convert_refuses_to_write_into_the_ann_folder(tiny, capsys):
     save_model(tiny / "ann" / "model.safetensors", build_ann("vgg_small"))
     one_line_error(capsys, ["convert", str(tiny / "ann"), "--out", str(tiny / "ann"),
                             "--data-dir", str(tiny / "data")], "never modified")
+
+
+def test_ann_given_to_train_snn_and_missing_cuda(tiny, capsys):
+    save_model(tiny / "ann" / "model.safetensors", build_ann("vgg_small"))
+    one_line_error(capsys, ["train-snn", str(tiny / "ann"), "--data-dir", str(tiny / "data"),
+                            "--out", str(tiny / "s"), "--quiet"], "run `dietsnn convert` first")
+    if not torch.cuda.is_available():
+        one_line_error(capsys, ["evaluate", str(tiny / "ann"), "--device", "cuda"],
+                       "no CUDA device here")
+
+
+def test_option_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--timesteps", "0"])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "usage" not in err

@@ -106,8 +106,15 @@ def _train_opts(p, epochs, lr, batch, optimizer, wd, prefix="", snn=False) -> No
         g.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Option mistakes as one line (no usage dump), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="dietsnn",
         description="DIET-SNN: train an ANN, convert it to a spiking network with calibrated "
                     "thresholds, then train the SNN's weights, leaks and thresholds with BPTT.")
