@@ -4,6 +4,8 @@ Each LIF layer, in order, sees the input current produced by the already calibra
 before it; its threshold is the maximum over time of the `percentile` of that current over the
 batch. Each layer runs once over the kept spike trains (int8) of the layer before it, in time
 chunks that carry the membrane across chunk borders, so memory stays bounded at large T.
+A residual block is calibrated the same way, its two LIFs in order: the second one's current is
+conv2's plus the shortcut's, both recomputed per time chunk from the kept spike trains.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import math
 import torch
 from torch import Tensor, nn
 
+from . import distributed
 from .functional import encoding as _encoding
-from .functional import lif_forward
 from .models import Network
 from .modules import LIF, set_time
+from .resnet import BasicBlock
 
-CHUNK_ELEMENTS = 1 << 25  # floats per time chunk of currents (128 MiB)
-CACHE_BYTES = 4 << 30  # keep a layer's currents between its two passes up to this size
+CHUNK_ELEMENTS = 1 << 23  # floats per time chunk of currents (32 MiB)
+CACHE_BYTES = 1 << 30  # keep a layer's currents between its two passes up to this size
 
 
 def percentile(x: Tensor, p: float) -> Tensor:
@@ -84,27 +87,69 @@ def calibrate_thresholds(
     pending: list[nn.Module] = []
     lifs: list[LIF] = []
     for unit in snn.units():
-        if any(isinstance(m, LIF) for m in unit.modules()) and not isinstance(unit, LIF):
+        if isinstance(unit, LIF):
+            h = _calibrate_lif(unit, pending, h, static, T, percentile)
+            lifs.append(unit)
+        elif isinstance(unit, BasicBlock):
+            h = _calibrate_block(unit, pending, h, static, T, percentile)
+            lifs += [unit.relu1, unit.relu2]
+        elif any(isinstance(m, LIF) for m in unit.modules()):
             raise NotImplementedError(f"calibration of composite unit {type(unit).__name__}")
-        if not isinstance(unit, LIF):
+        else:
             pending.append(unit)
             continue
-        if static:  # one current for every step: its percentile is the max over time
-            current = _apply(pending, h)
-            thr = percentile_of(current, percentile)
-            chunks = _static_chunks(current, T)
-        else:
-            thr, chunks = _percentile_pass(_currents(pending, h), percentile)
-        unit.threshold.fill_(thr)
-        h = _fire(unit, chunks if chunks.cached else _currents(pending, h))
-        static = False
-        lifs.append(unit)
-        pending = []
+        static, pending = False, []
     for m in lifs:
         m.threshold.mul_(scale)
+        distributed.broadcast_(m.threshold.data)  # every rank keeps rank 0's values
     set_time(snn, None, None)
     snn.train(was_training)
     return [m.threshold.item() for m in lifs]
+
+
+def _set_threshold(unit: LIF, static_current: Tensor | None, make_chunks, T: int, p: float) -> Tensor:
+    """Calibrate `unit` from its input current, either one static `[B, ...]` tensor or
+    `make_chunks()`, a fresh iterator of `[t, B, ...]` time chunks; return its int8 spikes."""
+    if static_current is not None:  # one current for every step: its percentile is the max
+        thr = percentile_of(static_current, p)
+        chunks = _static_chunks(static_current, T)
+    else:
+        thr, chunks = _percentile_pass(make_chunks(), p)
+    unit.threshold.fill_(thr)
+    return _fire(unit, chunks if chunks.cached else make_chunks())
+
+
+def _calibrate_lif(unit: LIF, pre: list[nn.Module], h: Tensor, static: bool, T: int,
+                   p: float) -> Tensor:
+    if static:
+        return _set_threshold(unit, _apply(pre, h), None, T, p)
+    return _set_threshold(unit, None, lambda: _currents(pre, h), T, p)
+
+
+def _calibrate_block(block: BasicBlock, pre: list[nn.Module], h: Tensor, static: bool, T: int,
+                     p: float) -> Tensor:
+    """Residual block: relu1 from conv1's current, then relu2 from conv2's current plus the
+    shortcut's, both driven by the block input `pre(h)`. Returns relu2's int8 spikes."""
+    first = [*pre, block.conv1]
+    s1 = _calibrate_lif(block.relu1, first, h, static, T, p)
+    skip = [*pre, block.shortcut]
+    skip_static = _apply(skip, h) if static else None
+
+    def currents():
+        B = s1.shape[1]
+        per_step = s1[0].numel() + (0 if static else h[0].numel())
+        step = _chunk_steps(per_step * 4, T)
+        for t0 in range(0, T, step):
+            a = s1[t0 : t0 + step]
+            c = _apply(block.main_path(), a.flatten(0, 1).float())
+            c = c.view(a.shape[0], B, *c.shape[1:])
+            if skip_static is not None:
+                yield c + skip_static
+            else:
+                sk = _apply(skip, h[t0 : t0 + step].flatten(0, 1).float())
+                yield c + sk.view(a.shape[0], B, *sk.shape[1:])
+
+    return _set_threshold(block.relu2, None, currents, T, p)
 
 
 def percentile_of(x: Tensor, p: float) -> float:
@@ -137,11 +182,17 @@ def _static_chunks(current: Tensor, T: int) -> _Chunks:
 
 
 def _fire(unit: LIF, chunks) -> Tensor:
-    """Run `unit` over its input current chunks, carrying the membrane; int8 spikes [T, B, ...]."""
+    """Run `unit` over its input current chunks, carrying the membrane; int8 spikes [T, B, ...]
+    (the same recurrence as `lif_forward`, without keeping anything but the spikes)."""
     out, u = [], None
     for c in chunks:
-        s, _, u = lif_forward(c, unit.leak, unit.threshold, u)
-        out.append(s.to(torch.int8))
+        s = torch.empty(c.shape, dtype=torch.int8, device=c.device)
+        for t in range(c.shape[0]):
+            u = c[t].clone() if u is None else torch.addcmul(c[t], u, unit.leak)
+            fired = u > unit.threshold
+            s[t] = fired
+            u.sub_(fired * unit.threshold)
+        out.append(s)
     return torch.cat(out)
 
 
