@@ -23,6 +23,20 @@ STATE_FILE = "state.pt"
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    from . import distributed  # under torchrun: rank 0 writes, between two barriers
+
+    if distributed.is_initialized():
+        distributed.barrier()
+        try:
+            if distributed.is_writer():
+                _atomic_write(path, data)
+        finally:
+            distributed.barrier()
+        return
+    _atomic_write(path, data)
+
+
+def _atomic_write(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)

@@ -263,9 +263,11 @@ def cmd_run(args) -> dict:
     _analyse(out, metrics, ctx, args)
     metrics["seconds"] = time.time() - t0
     write_json(out / "metrics.json", metrics)
+    from .distributed import is_writer
     from .report import write_report
 
-    write_report(out, metrics)
+    if is_writer():
+        write_report(out, metrics)
     ctx.log(f"ANN {metrics['ann']['test_accuracy']:.4f} | converted SNN T={args.timesteps} "
             f"{metrics['converted']['test_accuracy']:.4f} | DIET-SNN T={args.timesteps} "
             f"{metrics['snn']['test_accuracy']:.4f} | {metrics['seconds'] / 60:.1f} min -> {out}")
@@ -371,12 +373,17 @@ def cmd_evaluate(args) -> dict:
 
 COMMANDS = {"run": cmd_run, "train-ann": cmd_train_ann, "convert": cmd_convert,
             "train-snn": cmd_train_snn, "evaluate": cmd_evaluate}
-EXTENSIONS = ("dietsnn.analysis_cli", "dietsnn.deploy_cli")  # modules with add_commands(sub)
+# modules with add_commands(sub)
+EXTENSIONS = ("dietsnn.analysis_cli", "dietsnn.deploy_cli", "dietsnn.presets")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from . import distributed, presets
+
+    args = presets.apply(parser, argv, args)  # --preset: defaults that explicit options override
+    distributed.setup_args(args)  # under torchrun: process group, this rank's device
     try:
         COMMANDS[args.command](args)
     except UserError as e:
@@ -386,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dietsnn {args.command}: interrupted; rerun with --resume to continue",
               file=sys.stderr)
         return 130
+    finally:
+        distributed.cleanup()
     return 0
 
 

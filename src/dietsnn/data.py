@@ -77,6 +77,10 @@ DATASETS: dict[str, DatasetInfo] = {
         "cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), crop_padding=4,
         flip=True, urls=("https://www.cs.toronto.edu/~kriz/",),
     ),
+    # class folders read lazily by dietsnn.imagenet; num_classes is set from the folders found
+    "imagenet": DatasetInfo(
+        "imagenet", 1000, 3, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), flip=True,
+    ),
 }
 
 
@@ -204,6 +208,10 @@ def load(name: str, data_dir=None, val_size: int = 5000, seed: int = 0,
          limit_train: int | None = None, limit_test: int | None = None) -> Splits:
     """Load `name`, carve a seeded validation split off the training set, normalise to float32."""
     info = dataset_info(name)
+    if name == "imagenet":  # too large for memory: images stay on disk (dietsnn.imagenet)
+        from .imagenet import load_imagenet
+
+        return load_imagenet(data_dir, val_size, seed, limit_train, limit_test, info)
     if name.startswith("cifar"):
         from .cifar import load_cifar
 

@@ -21,6 +21,8 @@ VGG_FEATURES: dict[str, list[int | str]] = {
 }
 VGG_HIDDEN: dict[str, list[int]] = {"vgg_small": [256], "vgg5": [1024, 1024]}
 DEFAULT_HIDDEN = [4096, 4096]
+# basic blocks per stage (dietsnn.resnet): the paper's ResNet20 and a ResNet34 of the same rules
+RESNET_BLOCKS: dict[str, tuple[int, ...]] = {"resnet20": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 
 
 class Network(nn.Module):
@@ -114,7 +116,7 @@ class VGG(Network):
         return [*self.features, *self.classifier]
 
 
-ARCHS = sorted(VGG_FEATURES)
+ARCHS = sorted([*VGG_FEATURES, *RESNET_BLOCKS])
 
 
 def build_ann(
@@ -125,14 +127,19 @@ def build_ann(
     dropout: float = 0.2,
 ) -> Network:
     """Build the ANN of `arch` (ReLU, no bias, no batch-norm, average pooling, dropout)."""
-    if arch not in VGG_FEATURES:
+    if arch in RESNET_BLOCKS:
+        from .resnet import ResNet
+
+        model: Network = ResNet(RESNET_BLOCKS[arch], num_classes, in_channels, image_size, dropout)
+    elif arch in VGG_FEATURES:
+        cfg = list(VGG_FEATURES[arch])
+        pools = cfg.count("A")
+        if arch == "vgg16" and image_size // 2**pools > 4:  # ImageNet: 224 -> 7x7 before classifier
+            cfg.append("A")
+        model = VGG(cfg, VGG_HIDDEN.get(arch, DEFAULT_HIDDEN), num_classes, in_channels,
+                    image_size, dropout)
+    else:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
-    cfg = list(VGG_FEATURES[arch])
-    pools = cfg.count("A")
-    if arch == "vgg16" and image_size // 2**pools > 4:  # ImageNet: 224 -> 7x7 before the classifier
-        cfg.append("A")
-    model = VGG(cfg, VGG_HIDDEN.get(arch, DEFAULT_HIDDEN), num_classes, in_channels, image_size,
-                dropout)
     model.config = {
         "arch": arch,
         "num_classes": num_classes,

@@ -1,4 +1,12 @@
-"""Training and evaluation loops, shared by the ANN and the SNN (BPTT through `lif`)."""
+"""Training and evaluation loops, shared by the ANN and the SNN (BPTT through `lif`).
+
+Data are in-memory tensors (`data.Batches`) or a dataset object with a `batches(batch_size,
+shuffle, augment, seed)` method yielding this rank's part of each global batch (ImageNet folders,
+`dietsnn.imagenet`). Under torchrun (`dietsnn.distributed`) the model trains in
+DistributedDataParallel: each rank takes a disjoint shard of every global batch of the same
+seeded permutation, the loss is weighted so that the averaged gradient is the global batch's
+mean, and metrics are summed over ranks.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +20,28 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
+from . import distributed
 from .data import Batches, Splits
 from .errors import UserError
 from .models import Network
 from .modules import LIF, constrain_, lif_layers
+
+RANK_SEED = 1_000_003  # rank r > 0 seeds its dropout RNG with seed + r * RANK_SEED
+
+
+def _eval_batches(x, y: Tensor, batch_size: int):
+    """This rank's batches of (x, y): a contiguous shard of tensors, or the dataset's own."""
+    if isinstance(x, Tensor):
+        x, y = distributed.shard(x, y)
+        return Batches(x, y, batch_size)
+    return x.batches(batch_size)
+
+
+def _train_batches(data: Splits, cfg: TrainConfig):
+    if isinstance(data.train_x, Tensor):
+        return Batches(data.train_x, data.train_y, cfg.batch_size, shuffle=True, info=data.info,
+                       augment=cfg.augment, seed=cfg.seed)
+    return data.train_x.batches(cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed)
 
 
 @dataclass
@@ -75,14 +101,15 @@ def _autocast(precision: str, device: str | torch.device = "cpu"):
 
 
 @torch.no_grad()
-def evaluate(model: Network, x: Tensor, y: Tensor, batch_size: int = 256,
+def evaluate(model: Network, x, y: Tensor, batch_size: int = 256,
              precision: str = "fp32", progress: bool = False, desc: str = "eval",
              device: str | torch.device = "cpu") -> dict:
-    """Accuracy (fraction) and mean cross-entropy of `model` on (x, y)."""
+    """Accuracy (fraction) and mean cross-entropy of `model` on (x, y) (x: a tensor or a folder
+    dataset; in a process group each rank evaluates a shard and the sums are all-reduced)."""
     was = model.training
     model.eval()
-    correct, loss_sum = 0, 0.0
-    bar = tqdm(Batches(x, y, batch_size), desc=desc, leave=False, disable=not progress)
+    correct, loss_sum, n = 0, 0.0, 0
+    bar = tqdm(_eval_batches(x, y, batch_size), desc=desc, leave=False, disable=not progress)
     for xb, yb in bar:
         xb, yb = xb.to(device), yb.to(device)
         with _autocast(precision, device):
@@ -90,8 +117,10 @@ def evaluate(model: Network, x: Tensor, y: Tensor, batch_size: int = 256,
         out = out.float()
         loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
         correct += (out.argmax(1) == yb).sum().item()
+        n += len(yb)
     model.train(was)
-    n = max(1, len(y))
+    correct, loss_sum, n = distributed.all_reduce_sum([correct, loss_sum, n])
+    n = max(1, n)
     return {"accuracy": correct / n, "loss": loss_sum / n}
 
 
@@ -115,9 +144,10 @@ def fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume:
     `model.safetensors` (best on validation), `state.pt` (for resume), `history.json`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    batches = Batches(data.train_x, data.train_y, cfg.batch_size, shuffle=True, info=data.info,
-                      augment=cfg.augment, seed=cfg.seed)
+    rank, world = distributed.rank(), distributed.world()
+    torch.manual_seed(cfg.seed + RANK_SEED * rank)
+    batches = _train_batches(data, cfg)
+    presharded = getattr(batches, "sharded", False)
     opt = make_optimizer(model, cfg)
     sched = make_scheduler(opt, cfg, cfg.epochs * len(batches))
     history: list[dict] = []
@@ -130,11 +160,14 @@ def fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume:
         sched.load_state_dict(st["scheduler"])
         batches.generator.set_state(st["batch_rng"])
         torch.set_rng_state(st["torch_rng"])
+        if rank:  # the saved RNG is rank 0's; other ranks draw their own dropout masks
+            torch.manual_seed(cfg.seed + RANK_SEED * rank + st["epoch"])
         model.to(device)
         start, best, step, history = st["epoch"], st["best"], st["step"], st["history"]
         log(f"resuming {desc} at epoch {start + 1}/{cfg.epochs} from {state_path}")
     if start == 0 and not (out / ckpt.MODEL_FILE).exists():
         ckpt.save_model(out / ckpt.MODEL_FILE, model, {"epoch": 0})
+    net = distributed.wrap(model, device)
     model.train()
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
@@ -142,20 +175,33 @@ def fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume:
         bar = tqdm(batches, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not progress, dynamic_ncols=True)
         for xb, yb in bar:
+            if world > 1 and not presharded:
+                if len(yb) < world:  # a last batch too small to give every rank a sample
+                    continue
+                xb, yb = distributed.shard(xb, yb)
             xb, yb = xb.to(device), yb.to(device)
             with _autocast(cfg.precision, device):
-                logits = model(xb)
-            loss = F.cross_entropy(logits.float(), yb)
-            _check_finite(loss, step, model)
+                logits = net(xb)
+            if world == 1:
+                loss = F.cross_entropy(logits.float(), yb)
+                _check_finite(loss, step, model)
+                n_b, loss_b = len(yb), loss.item() * len(yb)
+                correct_b = (logits.argmax(1) == yb).sum().item()
+            else:  # DDP averages gradients over ranks: weight each by its share of the batch
+                local = F.cross_entropy(logits.float(), yb, reduction="sum")
+                n_b, loss_b, correct_b = distributed.all_reduce_sum(
+                    [len(yb), local.item(), (logits.argmax(1) == yb).sum().item()])
+                _check_finite(torch.tensor(loss_b / n_b), step, model)
+                loss = local * (world / n_b)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             constrain_(model)
             step += 1
-            seen += len(yb)
-            loss_sum += loss.item() * len(yb)
-            correct += (logits.argmax(1) == yb).sum().item()
+            seen += n_b
+            loss_sum += loss_b
+            correct += correct_b
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
         val = evaluate(model, data.val_x, data.val_y, max(256, cfg.batch_size),
                        cfg.precision, progress, desc="val", device=device)
@@ -180,7 +226,7 @@ def fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume:
     return {"history": history, "best_val_accuracy": best}
 
 
-def spike_rates(model: Network, x: Tensor, batch_size: int = 256,
+def spike_rates(model: Network, x, batch_size: int = 256,
                 device: str | torch.device = "cpu", y: Tensor | None = None) -> list[dict]:
     """Per LIF layer: spikes per neuron per image summed over all T (SPEC 8's zeta). With labels
     `y`, the same pass also counts accuracy: it is returned as a last row {"accuracy": ...}."""
@@ -198,14 +244,18 @@ def spike_rates(model: Network, x: Tensor, batch_size: int = 256,
     labels = y if y is not None else torch.zeros(len(x), dtype=torch.long)
     try:
         with torch.no_grad():
-            for xb, yb in Batches(x, labels, batch_size):
+            for xb, yb in _eval_batches(x, labels, batch_size):
                 out = model(xb.to(device))
                 correct += (out.argmax(1).cpu() == yb).sum().item()
     finally:
         for h in hooks:
             h.remove()
         model.train(was)
+    names = [n for n, _ in lif_layers(model)]
+    sums = distributed.all_reduce_sum([v for n in names for v in totals.get(n, (0.0, 0.0))]
+                                      + [correct])
+    totals = {n: sums[2 * i : 2 * i + 2] for i, n in enumerate(names) if sums[2 * i + 1] > 0}
     rows: list[dict] = [{"name": n, "spike_rate": s / max(1.0, c)} for n, (s, c) in totals.items()]
     if y is not None:
-        rows.append({"accuracy": correct / max(1, len(y))})
+        rows.append({"accuracy": sums[-1] / max(1, len(y))})
     return rows

@@ -1,0 +1,47 @@
+import pytest
+
+from dietsnn import presets
+from dietsnn.cli import build_parser, main
+
+
+def parse(*argv):
+    parser = build_parser()
+    return presets.apply(parser, list(argv), parser.parse_args(list(argv)))
+
+
+def test_preset_sets_paper_defaults_for_run():
+    a = parse("run", "--preset", "cifar10-resnet20")
+    assert (a.dataset, a.arch, a.timesteps, a.scale, a.dropout) == ("cifar10", "resnet20", 5, 0.2, 0.2)
+    assert (a.ann_epochs, a.ann_lr, a.ann_optimizer, a.ann_weight_decay) == (300, 1e-2, "sgd", 5e-4)
+    assert (a.snn_lr, a.snn_batch_size, a.snn_optimizer, a.snn_weight_decay) == (1e-4, 64, "adam", 0.0)
+
+
+def test_explicit_options_override_the_preset_in_any_order():
+    a = parse("run", "--ann-epochs", "3", "--preset", "cifar10-vgg16", "--scale", "0.25",
+              "--dataset", "cifar100")
+    assert (a.ann_epochs, a.scale, a.dataset, a.arch, a.snn_epochs) == (3, 0.25, "cifar100", "vgg16", 60)
+
+
+@pytest.mark.parametrize("argv,want", [
+    (["train-ann", "--preset", "imagenet-vgg16"],
+     {"dataset": "imagenet", "epochs": 90, "batch_size": 256, "lr": 1e-2, "val_size": 10000}),
+    (["train-snn", "ck", "--preset", "cifar100-vgg16"],
+     {"dataset": "cifar100", "epochs": 60, "batch_size": 64, "lr": 1e-4, "timesteps": 5}),
+    (["convert", "ck", "--preset", "cifar10-resnet20"], {"scale": 0.2, "timesteps": 5}),
+])
+def test_preset_per_command(argv, want):
+    a = parse(*argv)
+    assert {k: getattr(a, k) for k in want} == want
+
+
+def test_no_preset_keeps_the_defaults():
+    a, b = parse("run"), build_parser().parse_args(["run"])
+    assert vars(a) == vars(b) and a.preset is None and a.ann_epochs == 8
+
+
+def test_presets_command_lists_the_table(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in presets.PRESETS:
+        assert name in out
+    assert "resnet20" in out and "300 / 0.01 / 128" in out
