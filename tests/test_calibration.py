@@ -72,3 +72,11 @@ def test_time_chunks_and_recompute_path_give_the_same_thresholds(monkeypatch):
     monkeypatch.setattr(cal, "CHUNK_ELEMENTS", 300)  # many small time chunks
     monkeypatch.setattr(cal, "CACHE_BYTES", 10)  # currents recomputed for the firing pass
     assert calibrate_thresholds(ann_to_snn(ann, 5), x, 99.0, 1.0, 6) == want
+
+
+def test_layer_without_positive_current_gets_a_positive_threshold():
+    snn = ann_to_snn(build_ann("vgg_small", image_size=8), 3)
+    with torch.no_grad():
+        snn.features[0].weight.fill_(-1.0)  # positive images -> negative current everywhere
+    th = calibrate_thresholds(snn, torch.rand(4, 1, 8, 8), 99.7, 0.5, 4)
+    assert th[0] == 0.5 and all(t > 0 for t in th)

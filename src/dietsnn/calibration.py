@@ -115,7 +115,8 @@ def _set_threshold(unit: LIF, static_current: Tensor | None, make_chunks, T: int
         chunks = _static_chunks(static_current, T)
     else:
         thr, chunks = _percentile_pass(make_chunks(), p)
-    unit.threshold.fill_(thr)
+    # a layer whose current never gets above 0 cannot fire at any threshold: keep it usable
+    unit.threshold.fill_(thr if thr > 0 else 1.0)
     return _fire(unit, chunks if chunks.cached else make_chunks())
 
 
