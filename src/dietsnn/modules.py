@@ -82,8 +82,10 @@ class Dropout(Temporal):
             return x
         if self.timesteps is None:
             return F.dropout(x, self.p, True)
-        mask = torch.empty((self.batch, *x.shape[1:]), dtype=x.dtype, device=x.device)
-        mask.bernoulli_(1.0 - self.p).div_(1.0 - self.p)
+        keep = 1.0 - self.p
+        shape = (self.batch, *x.shape[1:])
+        # rand < keep is about twice as fast as bernoulli_ on CPU
+        mask = (torch.rand(shape, device=x.device) < keep).to(x.dtype).div_(keep)
         if x.shape[0] == self.batch:
             return x * mask
         return (self.unfold(x) * mask).flatten(0, 1)
