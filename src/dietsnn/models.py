@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .functional import encoding as _encoding
-from .modules import Dropout, lif_layers, set_time
+from .modules import AvgPool2d, Dropout, lif_layers, set_time
 
 # 3x3 convs (int = output channels), "A" = 2x2 average pooling.
 VGG_FEATURES: dict[str, list[int | str]] = {
@@ -92,7 +92,7 @@ class VGG(Network):
         c, size = in_channels, image_size
         for v in cfg:
             if v == "A":
-                layers.append(nn.AvgPool2d(2))
+                layers.append(AvgPool2d(2))
                 size //= 2
             else:
                 layers += [nn.Conv2d(c, int(v), 3, 1, 1, bias=False), nn.ReLU(), Dropout(dropout)]

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from .models import Network, _init_weights
-from .modules import Dropout, Temporal
+from .modules import AvgPool2d, Dropout, Temporal
 
 WIDTHS = (64, 128, 256, 512)
 STRIDES = (1, 2, 2, 2)
@@ -73,7 +73,7 @@ class ResNet(Network):
         for _ in range(3):
             stem += [nn.Conv2d(c, stem_width, 3, 1, 1, bias=False), nn.ReLU(), Dropout(dropout)]
             c = stem_width
-        stem.append(nn.AvgPool2d(2))
+        stem.append(AvgPool2d(2))
         self.stem = nn.Sequential(*stem)
         size = image_size // 2
         layers: list[nn.Module] = []
@@ -88,7 +88,7 @@ class ResNet(Network):
         self.layers = nn.Sequential(*layers)
         head: list[nn.Module] = []
         if size > 2:  # ImageNet-sized input: global average pooling keeps the classifier small
-            head.append(nn.AvgPool2d(size))
+            head.append(AvgPool2d(size))
             size = 1
         head += [nn.Flatten(), nn.Linear(c * size * size, num_classes, bias=False)]
         self.classifier = nn.Sequential(*head)
