@@ -43,7 +43,7 @@ def add_commands(sub, common) -> dict:
     a.add_argument("--snn-epochs", type=int, default=1)
     a.add_argument("--snn-lr", type=float, default=1e-4)
     a.add_argument("--batch-size", type=int, default=64)
-    a.add_argument("--scale", type=float, default=0.3)
+    a.add_argument("--scale", type=float, default=0.6)
     a.add_argument("--percentile", type=float, default=99.7)
     a.add_argument("--calib-size", type=int, default=512)
     a.add_argument("--calib-timesteps", type=int, default=100)

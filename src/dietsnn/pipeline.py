@@ -23,7 +23,7 @@ class SNNOptions:
     timesteps: int = 5
     encoding: str = "direct"
     percentile: float = 99.7
-    scale: float = 0.3
+    scale: float = 0.6
     calib_size: int = 512
     calib_timesteps: int = 100
     gamma: float = 0.3
