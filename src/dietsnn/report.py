@@ -118,25 +118,34 @@ def plot_energy(en: dict, path: Path) -> Path:
     return path
 
 
-def write_report(run: Path, metrics: dict) -> Path:
-    """Write plots and report.md for a `dietsnn run` directory; returns the report's path."""
-    from .analysis import format_energy_table
-
+def _figures(run: Path, metrics: dict, ann_acc, layers, en) -> list[tuple[str, str]]:
     figs = []
     p = plot_training(run, run)
     if p:
         figs.append(("Training curves", p.name))
-    ann_acc = metrics.get("ann", {}).get("test_accuracy")
     if metrics.get("sweep"):
         figs.append(("Accuracy and spike rate against T",
                      plot_sweep(metrics["sweep"], ann_acc, run / "sweep.png").name))
-    layers = metrics.get("snn", {}).get("layers")
     if layers:
         figs.append(("Spike rate, leak and threshold per layer",
                      plot_layers(layers, run / "layers.png").name))
-    en = metrics.get("energy")
     if en:
         figs.append(("Compute energy per layer", plot_energy(en, run / "energy.png").name))
+    return figs
+
+
+def write_report(run: Path, metrics: dict) -> Path:
+    """Write plots and report.md for a `dietsnn run` directory; returns the report's path."""
+    from .analysis import format_energy_table
+
+    ann_acc = metrics.get("ann", {}).get("test_accuracy")
+    layers = metrics.get("snn", {}).get("layers")
+    en = metrics.get("energy")
+    try:
+        figs = _figures(run, metrics, ann_acc, layers, en)
+        note = []
+    except ImportError:
+        figs, note = [], ["", "(No plots: install matplotlib, e.g. `pip install dietsnn[plots]`.)"]
     snn, conv = metrics.get("snn", {}), metrics.get("converted", {})
     T = snn.get("timesteps")
     lines = ["# DIET-SNN run report", "",
@@ -165,6 +174,7 @@ def write_report(run: Path, metrics: dict) -> Path:
                   "|---|---|---|---|"]
         lines += [f"| {r['timesteps']} | {100 * r['accuracy']:.2f}% | {r['mean_spike_rate']:.3f} | "
                   f"{r['energy_ratio']:.1f}x |" for r in rows]
+    lines += note
     for title, f in figs:
         lines += ["", f"## {title}", "", f"![{title}]({f})"]
     path = run / "report.md"
