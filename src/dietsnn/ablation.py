@@ -70,9 +70,10 @@ def run_ablation(args, ctx) -> dict:
             "thresholds": [m.threshold.item() for _, m in _lifs(best)]}
     write_json(out / "ablation.json", results)
     (out / "ablation.md").write_text(ablation_markdown(results))
-    from .report import plot_sweep
+    from .report import plot_sweep_if_possible
 
-    plot_sweep(sweeps, ann_acc, out / "ablation.png", "Ablation: accuracy against T")
+    plot_sweep_if_possible(sweeps, ann_acc, out / "ablation.png", "Ablation: accuracy against T",
+                           ctx.log)
     ctx.log(ablation_markdown(results))
     return results
 

@@ -101,7 +101,7 @@ def cmd_sweep(args) -> dict:
     from . import analysis, checkpoint
     from .checkpoint import write_json
     from .pipeline import check_fits
-    from .report import plot_sweep
+    from .report import plot_sweep_if_possible
 
     root = Path(args.run)
     targets = {}
@@ -130,8 +130,8 @@ def cmd_sweep(args) -> dict:
         write_json(mf, data)
     else:
         write_json(out_dir / "sweep.json", result)
-    plot_sweep(result, ann_acc, out_dir / "sweep.png")
-    ctx.log(f"wrote {out_dir / 'sweep.png'}")
+    if plot_sweep_if_possible(result, ann_acc, out_dir / "sweep.png", "Accuracy against T", ctx.log):
+        ctx.log(f"wrote {out_dir / 'sweep.png'}")
     return result
 
 

@@ -72,6 +72,15 @@ def plot_sweep(sweeps: dict[str, list[dict]], ann_acc: float | None, path: Path,
     return path
 
 
+def plot_sweep_if_possible(sweeps: dict, ann_acc: float | None, path: Path, title: str,
+                           log=print) -> Path | None:
+    try:
+        return plot_sweep(sweeps, ann_acc, path, title)
+    except ImportError:
+        log("no plot written: install matplotlib (pip install dietsnn[plots])")
+        return None
+
+
 def plot_layers(layers: list[dict], path: Path) -> Path:
     plt = _plt()
     names = [d["name"] for d in layers]
