@@ -121,13 +121,13 @@ def main():
     neuron.set_backend("compile" if args.compile else "eager")
     contenders = {}
     snn = dietsnn.ann_to_snn(ann, T).train()
-    contenders["dietsnn"] = (snn.parameters, snn)
+    contenders["dietsnn"] = (snn, snn)
     big = torch.randn(T * B, 1, 28, 28)
     big_y = torch.randint(0, C, (T * B,))
     for name, make in (("spikingjelly", peer_spikingjelly), ("snntorch", peer_snntorch)):
         try:
             net, step = make(ann)
-            contenders[name] = (net.parameters, step)
+            contenders[name] = (net, step)
         except ImportError as e:
             print(f"skip {name}: {e}")
     if args.only:
@@ -135,8 +135,9 @@ def main():
     res = {k: [] for k in contenders}
     ann_times = []
     for _ in range(args.rounds):
-        for name, (params, step) in contenders.items():
-            res[name].append(timed(step, params(), x, y, args.steps))
+        for name, (net, step) in contenders.items():
+            net.train()
+            res[name].append(timed(step, net.parameters(), x, y, args.steps))
             gc.collect()
         if not args.only:
             ann_times.append(timed(ann.train(), ann.parameters(), big, big_y, args.steps))
@@ -151,9 +152,9 @@ def main():
             print(f"{k:<14} / ANN(T*B) = {v / dense:.2f}")
     if args.only:
         print(f"peak RSS {peak_rss_mb():.0f} MB")
-    for name, (_, step) in contenders.items():
-        m = step if not isinstance(step, nn.Module) else step.eval()
-        print(f"{name:<14} inference {throughput(m, torch.randn(256, 1, 28, 28)):8.0f} images/s")
+    for name, (net, step) in contenders.items():
+        net.eval()
+        print(f"{name:<14} inference {throughput(step, torch.randn(256, 1, 28, 28)):8.0f} images/s")
     if "dietsnn" in contenders and not args.only:
         for t in (1, 2, 5, 10, 20):
             snn.timesteps = t
