@@ -24,7 +24,11 @@ def lif_forward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Run the recurrence without autograd. Returns (spikes, u~ per step, final membrane)."""
     fn = _compiled("forward") if _BACKEND == "compile" else _forward_loop
-    return fn(x, leak, threshold, u0)
+    shape = x.shape
+    # elementwise in the neurons: one [T, N] layout serves every layer (one compiled graph)
+    flat = x.reshape(shape[0], -1)
+    spikes, u_tilde, u = fn(flat, leak, threshold, None if u0 is None else u0.reshape(-1))
+    return spikes.view(shape), u_tilde.view(shape), u.view(shape[1:])
 
 
 def _forward_loop(x: Tensor, leak: Tensor, v: Tensor, u0: Tensor | None):
@@ -100,8 +104,10 @@ class _LIF(torch.autograd.Function):
     def backward(ctx, grad_spikes):  # type: ignore[override]
         u_tilde, leak, v = ctx.saved_tensors
         fn = _compiled("backward") if _BACKEND == "compile" else _backward_loop
-        grad_x, g_leak, g_v = fn(u_tilde, grad_spikes.contiguous(), leak, v, ctx.gamma,
-                                 ctx.surrogate)
+        T = u_tilde.shape[0]
+        grad_x, g_leak, g_v = fn(u_tilde.view(T, -1), grad_spikes.reshape(T, -1), leak, v,
+                                 ctx.gamma, ctx.surrogate)
+        grad_x = grad_x.view(u_tilde.shape)
         need_x, need_leak, need_v = ctx.needs_input_grad[:3]
         return (grad_x if need_x else None, g_leak if need_leak else None,
                 g_v if need_v else None, None, None)
