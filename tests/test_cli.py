@@ -46,7 +46,7 @@ def test_run_end_to_end_on_a_subset(tmp_path):
     t0 = time.time()
     r = run_cli("run", "--limit-train", "2000", "--limit-test", "500", "--ann-epochs", "2",
                 "--snn-epochs", "1", "--calib-size", "128", "--calib-timesteps", "20",
-                "--no-compile", "--out", str(out))
+                "--sweep-timesteps", "2,5", "--sweep-limit", "200", "--no-compile", "--out", str(out))
     elapsed = time.time() - t0
     assert r.returncode == 0, r.stderr[-2000:]
     assert elapsed < 180

@@ -36,7 +36,10 @@ def test_preset_per_command(argv, want):
 
 def test_no_preset_keeps_the_defaults():
     a, b = parse("run"), build_parser().parse_args(["run"])
-    assert vars(a) == vars(b) and a.preset is None and a.ann_epochs == 8
+    from dietsnn.cli import DEFAULTS
+
+    assert vars(a) == vars(b) and a.preset is None
+    assert a.ann_epochs == DEFAULTS["ann_epochs"] and a.scale == 0.6
 
 
 def test_presets_command_lists_the_table(capsys):
