@@ -44,7 +44,8 @@ def test_missing_checkpoint_is_a_clean_error(tmp_path, capsys):
 def test_run_end_to_end_on_a_subset(tmp_path):
     out = tmp_path / "run"
     t0 = time.time()
-    r = run_cli("run", "--limit-train", "2000", "--limit-test", "500", "--ann-epochs", "2", "--ann-batch-size", "32",
+    r = run_cli("run", "--limit-train", "2000", "--limit-test", "500", "--ann-epochs", "2",
+                "--ann-batch-size", "32",
                 "--snn-epochs", "1", "--calib-size", "128", "--calib-timesteps", "20",
                 "--sweep-timesteps", "2,5", "--sweep-limit", "200", "--no-compile", "--out", str(out))
     elapsed = time.time() - t0
