@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from . import distributed
 from .functional import encoding as _encoding
+from .functional.neuron import lif_forward
 from .models import Network
 from .modules import LIF, set_time
 from .resnet import BasicBlock
@@ -183,17 +184,11 @@ def _static_chunks(current: Tensor, T: int) -> _Chunks:
 
 
 def _fire(unit: LIF, chunks) -> Tensor:
-    """Run `unit` over its input current chunks, carrying the membrane; int8 spikes [T, B, ...]
-    (the same recurrence as `lif_forward`, without keeping anything but the spikes)."""
+    """Run `unit` over its input current chunks, carrying the membrane; int8 spikes [T, B, ...]."""
     out, u = [], None
     for c in chunks:
-        s = torch.empty(c.shape, dtype=torch.int8, device=c.device)
-        for t in range(c.shape[0]):
-            u = c[t].clone() if u is None else torch.addcmul(c[t], u, unit.leak)
-            fired = u > unit.threshold
-            s[t] = fired
-            u.sub_(fired * unit.threshold)
-        out.append(s)
+        s, _, u = lif_forward(c, unit.leak, unit.threshold, u, keep_u_tilde=False)
+        out.append(s.to(torch.int8))
     return torch.cat(out)
 
 

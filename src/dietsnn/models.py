@@ -8,6 +8,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from . import compact
 from .functional import encoding as _encoding
 from .modules import AvgPool2d, Dropout, lif_layers, set_time
 
@@ -51,7 +52,11 @@ class Network(nn.Module):
             return self.body(x)
         T, B = self.timesteps, x.shape[0]
         set_time(self, T, B)
-        out = self.body(_encoding.ENCODINGS[self.encoding](x, T))
+        if torch.is_grad_enabled():
+            with compact.saving_spikes():
+                out = self.body(_encoding.ENCODINGS[self.encoding](x, T))
+        else:
+            out = self.body(_encoding.ENCODINGS[self.encoding](x, T))
         if out.shape[0] == B and T > 1:  # never driven by spikes: constant over time
             return out * T
         return out.view(T, B, *out.shape[1:]).sum(0)

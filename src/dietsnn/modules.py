@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import compact
 from .functional import lif, neuron
+from .functional.pool import avg_pool
 
 MIN_LEAK = 1e-3
 MIN_THRESHOLD = 1e-4
@@ -53,7 +55,8 @@ class LIF(Temporal):
     def forward(self, x: Tensor) -> Tensor:
         if self.timesteps is None:
             raise RuntimeError("LIF needs the network's time context; call it through the SNN")
-        return lif(self.unfold(x), self.leak, self.threshold, self.gamma, self.surrogate).flatten(0, 1)
+        out = lif(self.unfold(x), self.leak, self.threshold, self.gamma, self.surrogate)
+        return compact.mark(out.flatten(0, 1))
 
     @torch.no_grad()
     def constrain_(self) -> None:
@@ -83,24 +86,31 @@ class Dropout(Temporal):
         if self.timesteps is None:
             return F.dropout(x, self.p, True)
         keep = 1.0 - self.p
-        shape = (self.batch, *x.shape[1:])
-        # rand < keep is about twice as fast as bernoulli_ on CPU
-        mask = (torch.rand(shape, device=x.device) < keep).to(x.dtype).div_(keep)
+        scale = torch.tensor(1.0 / keep, dtype=x.dtype, device=x.device)
+        # rand < keep is about twice as fast as bernoulli_ on CPU; values exactly 0 or scale;
+        # x's memory format (channels-last or not)
+        mask = compact.mark((torch.rand_like(x[: self.batch]) < keep).to(x.dtype) * scale, scale)
         if x.shape[0] == self.batch:
-            return x * mask
-        return (self.unfold(x) * mask).flatten(0, 1)
+            out = x * mask
+        else:
+            out = (self.unfold(x) * mask).flatten(0, 1)
+        return compact.mark(out, scale) if compact.is_spikes(x) else out
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
 
 class AvgPool2d(nn.AvgPool2d):
-    """Average pooling; under the neuron core's compile backend it runs through torch.compile
-    (forward plus backward about twice as fast as the eager kernel on CPU)."""
+    """Average pooling that keeps nothing for backward when windows do not overlap (the
+    architectures' 2x2 pooling); under the neuron core's compile backend its forward runs
+    through torch.compile (about twice as fast as the eager kernel on CPU)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if neuron.get_backend() == "compile":
-            return _compiled_pool()(x, self.kernel_size, self.stride)
+        k, s = self.kernel_size, self.stride
+        if (isinstance(k, int) and k == s and self.padding == 0 and not self.ceil_mode
+                and x.dim() == 4):
+            pool = _compiled_pool() if neuron.get_backend() == "compile" else F.avg_pool2d
+            return avg_pool(x, k, pool)
         return super().forward(x)
 
 

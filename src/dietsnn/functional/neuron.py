@@ -20,18 +20,37 @@ from . import surrogate as _surrogate
 
 
 def lif_forward(
-    x: Tensor, leak: Tensor, threshold: Tensor, u0: Tensor | None = None
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Run the recurrence without autograd. Returns (spikes, u~ per step, final membrane)."""
+    x: Tensor, leak: Tensor, threshold: Tensor, u0: Tensor | None = None,
+    keep_u_tilde: bool = True,
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Run the recurrence without autograd. Returns (spikes, u~ per step or None if not
+    `keep_u_tilde`, final membrane). `x` may be a time-constant view (stride 0 over time)."""
     fn = _compiled("forward") if _BACKEND == "compile" else _forward_loop
-    shape = x.shape
-    # elementwise in the neurons: one [T, N] layout serves every layer (one compiled graph)
-    flat = x.reshape(shape[0], -1)
-    spikes, u_tilde, u = fn(flat, leak, threshold, None if u0 is None else u0.reshape(-1))
-    return spikes.view(shape), u_tilde.view(shape), u.view(shape[1:])
+    # elementwise in the neurons: one [T, N] layout in memory order serves every layer (one
+    # compiled graph) and every memory format (channels-last included) without a copy
+    flat, perm = _flat(x)
+    if u0 is not None:
+        u0 = u0.permute([d - 1 for d in perm[1:]]).reshape(-1)
+    spikes, u_tilde, u = fn(flat, leak, threshold, u0, keep_u_tilde)
+    return (_unflat(spikes, x, perm), None if u_tilde is None else _unflat(u_tilde, x, perm),
+            _unflat(u.unsqueeze(0), x[:1], perm)[0])
 
 
-def _forward_loop(x: Tensor, leak: Tensor, v: Tensor, u0: Tensor | None):
+def _flat(x: Tensor, like: Tensor | None = None) -> tuple[Tensor, list[int]]:
+    """`[T, ...]` as `[T, N]`, the non-time dims taken in the memory order of `like` (default
+    `x`): a view for contiguous and channels-last tensors. Returns the view and the dim order."""
+    ref = x if like is None else like
+    perm = [0, *sorted(range(1, ref.dim()), key=lambda d: -ref.stride(d))]
+    return x.permute(perm).reshape(x.shape[0], -1), perm
+
+
+def _unflat(flat: Tensor, like: Tensor, perm: list[int]) -> Tensor:
+    """Inverse of `_flat`: `[T, N]` back to `like`'s shape (and memory order)."""
+    inverse = sorted(range(len(perm)), key=perm.__getitem__)
+    return flat.view([flat.shape[0], *(like.shape[d] for d in perm[1:])]).permute(inverse)
+
+
+def _forward_loop(x: Tensor, leak: Tensor, v: Tensor, u0: Tensor | None, keep_u_tilde: bool):
     u = torch.zeros_like(x[0]) if u0 is None else u0
     spikes, u_tilde = [], []
     for t in range(x.shape[0]):
@@ -39,8 +58,9 @@ def _forward_loop(x: Tensor, leak: Tensor, v: Tensor, u0: Tensor | None):
         o = (ut > v).to(x.dtype)
         u = ut - o * v
         spikes.append(o)
-        u_tilde.append(ut)
-    return torch.stack(spikes), torch.stack(u_tilde), u
+        if keep_u_tilde:
+            u_tilde.append(ut)
+    return torch.stack(spikes), torch.stack(u_tilde) if keep_u_tilde else None, u
 
 
 def _backward_loop(u_tilde: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamma: float,
@@ -92,10 +112,16 @@ def _compiled(which: str):
 
 
 class _LIF(torch.autograd.Function):
+    """Saves u~ ([T, ...] floats) for backward; when the input current is constant over time
+    (direct encoding's first layer, a stride-0 view) it saves that one step instead and
+    recomputes u~ in backward: T times less memory for one cheap elementwise loop."""
+
     @staticmethod
     def forward(ctx, x, leak, threshold, gamma, surrogate_name):  # type: ignore[override]
-        spikes, u_tilde, _ = lif_forward(x, leak, threshold)
-        ctx.save_for_backward(u_tilde, leak, threshold)
+        constant = x.shape[0] > 1 and x.stride(0) == 0
+        spikes, u_tilde, _ = lif_forward(x, leak, threshold, keep_u_tilde=not constant)
+        ctx.save_for_backward(x[0] if constant else u_tilde, leak, threshold)
+        ctx.steps = x.shape[0] if constant else 0
         ctx.gamma = gamma
         ctx.surrogate = surrogate_name
         return spikes
@@ -103,11 +129,14 @@ class _LIF(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spikes):  # type: ignore[override]
         u_tilde, leak, v = ctx.saved_tensors
+        if ctx.steps:  # saved the constant input: recompute u~
+            x = u_tilde.unsqueeze(0).expand(ctx.steps, *u_tilde.shape)
+            u_tilde = lif_forward(x, leak, v)[1]
         fn = _compiled("backward") if _BACKEND == "compile" else _backward_loop
-        T = u_tilde.shape[0]
-        grad_x, g_leak, g_v = fn(u_tilde.view(T, -1), grad_spikes.reshape(T, -1), leak, v,
-                                 ctx.gamma, ctx.surrogate)
-        grad_x = grad_x.view(u_tilde.shape)
+        flat_u, perm = _flat(u_tilde)
+        grad_x, g_leak, g_v = fn(flat_u, _flat(grad_spikes, u_tilde)[0], leak, v, ctx.gamma,
+                                 ctx.surrogate)
+        grad_x = _unflat(grad_x, u_tilde, perm)
         need_x, need_leak, need_v = ctx.needs_input_grad[:3]
         return (grad_x if need_x else None, g_leak if need_leak else None,
                 g_v if need_v else None, None, None)
@@ -130,6 +159,9 @@ def lif(
     if x.dim() < 1:
         raise ValueError("lif expects x with time first, shape [T, ...]")
     _surrogate.get(surrogate)
+    if not (torch.is_grad_enabled() and (x.requires_grad or leak.requires_grad
+                                         or threshold.requires_grad)):
+        return lif_forward(x, leak, threshold, keep_u_tilde=False)[0]  # inference: keep nothing
     return _LIF.apply(x, leak, threshold, gamma, surrogate)
 
 

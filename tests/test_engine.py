@@ -1,0 +1,126 @@
+"""The training engine's memory savings are exact: constant-input LIF, pooling that keeps
+nothing, spikes saved as bool, layout-agnostic neurons."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import dietsnn
+from dietsnn import compact
+from dietsnn.functional import lif
+from dietsnn.functional.pool import avg_pool
+from dietsnn.modules import set_time
+
+D = torch.float64
+
+
+@pytest.mark.parametrize("size,k", [(8, 2), (7, 2), (9, 3)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_avg_pool_matches_torch_and_keeps_nothing(size, k, channels_last):
+    x = torch.randn(2, 3, size, size, dtype=D)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(2, 3, size // k, size // k, dtype=D)
+    grads = []
+    for fn in (avg_pool, lambda a, k: F.avg_pool2d(a, k)):
+        xi = x.clone().requires_grad_()
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            out = fn(xi, k)
+        (out * w).sum().backward()
+        grads.append((out.detach(), xi.grad, saved))
+    assert torch.equal(grads[0][0], grads[1][0])
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-15)
+    assert grads[0][2] == [] and len(grads[1][2]) == 1  # torch keeps the input, avg_pool nothing
+    assert torch.autograd.gradcheck(lambda a: avg_pool(a, k), x.clone().requires_grad_())
+
+
+def test_constant_input_saves_one_step_and_gives_the_same_gradients():
+    base = torch.randn(3, 4, 5, dtype=D) * 1.5
+    w = torch.randn(6, 3, 4, 5, dtype=D)
+    res = []
+    for materialise in (False, True):
+        b = base.clone().requires_grad_()
+        lk = torch.tensor(0.9, dtype=D, requires_grad=True)
+        th = torch.tensor(0.7, dtype=D, requires_grad=True)
+        x = b.unsqueeze(0).expand(6, 3, 4, 5)
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t,
+                                                      lambda t: t):
+            out = lif(x.clone() if materialise else x, lk, th)
+        (out * w).sum().backward()
+        res.append((out.detach(), b.grad, lk.grad, th.grad, max(saved)))
+    for a, c in zip(res[0][:4], res[1][:4]):
+        assert torch.allclose(a, c, atol=1e-13)
+    assert res[0][4] == base.numel() and res[1][4] == 6 * base.numel()
+
+
+def test_lif_keeps_channels_last_layout_without_copies():
+    x = torch.randn(3, 2, 4, 5, 5)  # [T, B, C, H, W], channels-last per step
+    xcl = x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    assert xcl.is_contiguous() is False
+    a = lif(x, 0.9, 0.5)
+    b = lif(xcl, 0.9, 0.5)
+    assert torch.equal(a, b) and b.stride() == xcl.stride()
+    xi = xcl.clone().requires_grad_()
+    xr = x.clone().requires_grad_()
+    lif(xi, 0.9, 0.5).mul(torch.arange(5.0)).sum().backward()
+    lif(xr, 0.9, 0.5).mul(torch.arange(5.0)).sum().backward()
+    assert torch.allclose(xi.grad, xr.grad)
+
+
+def test_inference_matches_training_forward():
+    x = torch.randn(5, 8, 3) * 2
+    with torch.no_grad():
+        a = lif(x, 0.8, 0.6)
+    b = lif(x.clone().requires_grad_(), 0.8, 0.6)
+    assert torch.equal(a, b.detach())
+
+
+def _snn(T=3):
+    snn = dietsnn.ann_to_snn(dietsnn.build_ann("vgg_small", dropout=0.2).double(), T,
+                             threshold=0.3).train()
+    return snn
+
+
+def test_spikes_saved_as_bool_give_identical_gradients():
+    snn = _snn()
+    x = torch.rand(4, 1, 28, 28, dtype=D)
+    grads = []
+    for use_compact in (True, False):
+        snn.zero_grad()
+        torch.manual_seed(1)
+        if use_compact:
+            out = snn(x)
+        else:  # the same layers without the bool saving
+            set_time(snn, 3, 4)
+            out = snn.body(x).view(3, 4, -1).sum(0)
+        out.square().sum().backward()
+        grads.append([p.grad.clone() for p in snn.parameters()])
+    assert any(g.abs().sum() > 0 for g in grads[0])
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
+
+
+def test_spike_tensors_are_packed_as_bool(monkeypatch):
+    snn = _snn(T=4)
+    packed = []
+    real = compact._pack
+
+    def spy(t):
+        p = real(t)
+        packed.append(p)
+        return p
+
+    monkeypatch.setattr(compact, "_pack", spy)
+    snn(torch.rand(8, 1, 28, 28, dtype=D)).sum().backward()
+    bools = [p[0] for p in packed if isinstance(p, tuple)]
+    floats = [p for p in packed if isinstance(p, torch.Tensor)]
+    # 4 dropout masks, conv3's and the last linear layer's spike inputs
+    assert len(bools) == 6 and all(b.dtype == torch.bool for b in bools)
+    # what stays float: the pooled spikes into conv2 and linear1, and u~ of the LIFs after them
+    # (the first LIF keeps its [B, ...] input current; the pooling keeps nothing)
+    acts = [tuple(f.shape) for f in floats
+            if f.dim() >= 2 and f.shape[0] in (4, 32) and not isinstance(f, torch.nn.Parameter)]
+    assert acts == [(32, 32, 14, 14), (4, 8, 64, 14, 14), (4, 8, 64, 14, 14), (32, 3136),
+                    (4, 8, 256)]
