@@ -124,3 +124,26 @@ def test_spike_tensors_are_packed_as_bool(monkeypatch):
             if f.dim() >= 2 and f.shape[0] in (4, 32) and not isinstance(f, torch.nn.Parameter)]
     assert acts == [(32, 32, 14, 14), (4, 8, 64, 14, 14), (4, 8, 64, 14, 14), (32, 3136),
                     (4, 8, 256)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("backend", ["eager", "compile"])
+def test_cuda_training_step_matches_cpu(backend):
+    """On a GPU the same step (compiled: Triton kernels for the neuron loops) gives the CPU's
+    gradients."""
+    from dietsnn.functional import neuron
+
+    snn = _snn().float()
+    x = torch.rand(4, 1, 28, 28)
+    grads = []
+    neuron.set_backend(backend)
+    try:
+        for device in ("cpu", "cuda"):
+            m = snn.to(device).eval()  # eval: no dropout masks, same computation on both
+            m.zero_grad()
+            m(x.to(device)).square().sum().backward()
+            grads.append([p.grad.cpu() for p in m.parameters()])
+    finally:
+        neuron.set_backend("eager")
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-4)

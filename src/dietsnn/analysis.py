@@ -81,8 +81,7 @@ def measure(model: Network, x: Tensor, y: Tensor, batch_size: int = 256,
             device: str | torch.device = "cpu", e_mac: float = E.E_MAC_PJ,
             e_ac: float = E.E_AC_PJ) -> dict:
     """Accuracy, per-layer spike rates and energy of an SNN on (x, y)."""
-    rows = spike_rates(model, x, batch_size, device, y)
-    acc = rows.pop()["accuracy"]
+    rows, acc = spike_rates(model, x, batch_size, device, y)
     rates = {r["name"]: r["spike_rate"] for r in rows}
     in_rate = input_spike_rate(model, x) if model.encoding == "rate" else None
     en = energy(model, rates, in_rate, e_mac, e_ac)

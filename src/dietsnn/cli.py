@@ -294,9 +294,9 @@ def _analyse(out: Path, metrics: dict, ctx, args) -> None:
     x, y = ctx.data.test_x[:n], ctx.data.test_y[:n]
     metrics["sweep"] = {}
     metrics["sweep_images"] = len(y)
-    for name, sub in (("converted SNN", "converted"), ("DIET-SNN", "snn")):
+    converted = load_model(out / "converted" / "model.safetensors").to(ctx.device)
+    for name, model in (("converted SNN", converted), ("DIET-SNN", snn)):
         ctx.log(f"latency sweep, {name} ({len(y)} test images):")
-        model = load_model(out / sub / "model.safetensors").to(ctx.device)
         metrics["sweep"][name] = analysis.sweep(model, ts, x, y, device=ctx.device, log=ctx.log)
 
 
@@ -361,7 +361,7 @@ def cmd_evaluate(args) -> dict:
         out = {"test_accuracy": acc, "spiking": True, "timesteps": model.timesteps,
                "layers": layers}
     else:
-        res = pipeline._eval(model, ctx, "test")
+        res = pipeline.evaluate_test(model, ctx)
         out = {"test_accuracy": res["accuracy"], "test_loss": res["loss"], "spiking": False}
     if args.json:
         print(json.dumps(out, indent=2))

@@ -58,7 +58,8 @@ def load_checked(path, ctx: Context) -> Network:
     return check_fits(ckpt.load_model(path), ctx, str(path))
 
 
-def _eval(model: Network, ctx: Context, desc: str) -> dict:
+def evaluate_test(model: Network, ctx: Context, desc: str = "test") -> dict:
+    """Loss and accuracy of `model` on the run's test set."""
     return evaluate(model, ctx.data.test_x, ctx.data.test_y, ctx.eval_batch,
                     progress=ctx.progress, desc=desc, device=ctx.device)
 
@@ -67,8 +68,8 @@ def layer_report(model: Network, ctx: Context,
                  initial: list[dict] | None = None) -> tuple[list[dict], float]:
     """One pass over the test set: per LIF layer name, leak, threshold, spike rate (and initial
     values), and the test accuracy."""
-    rows = spike_rates(model, ctx.data.test_x, ctx.eval_batch, ctx.device, ctx.data.test_y)
-    accuracy = rows.pop()["accuracy"]
+    rows, accuracy = spike_rates(model, ctx.data.test_x, ctx.eval_batch, ctx.device,
+                                 ctx.data.test_y)
     rates = {r["name"]: r["spike_rate"] for r in rows}
     layers = neuron_summary(model)
     for i, d in enumerate(layers):
@@ -88,7 +89,7 @@ def train_ann(arch: str, cfg: TrainConfig, ctx: Context, out: Path, resume: bool
     t0 = time.time()
     res = fit(model, ctx.data, cfg, out, resume, ctx.progress, ctx.log, "ann", ctx.device)
     best = ckpt.load_model(out / ckpt.MODEL_FILE).to(ctx.device)
-    test = _eval(best, ctx, "test")
+    test = evaluate_test(best, ctx, "test")
     metrics = {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
                "val_accuracy": res["best_val_accuracy"], "epochs": cfg.epochs,
                "seconds": time.time() - t0}

@@ -227,9 +227,10 @@ def fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume:
 
 
 def spike_rates(model: Network, x, batch_size: int = 256,
-                device: str | torch.device = "cpu", y: Tensor | None = None) -> list[dict]:
-    """Per LIF layer: spikes per neuron per image summed over all T (SPEC 8's zeta). With labels
-    `y`, the same pass also counts accuracy: it is returned as a last row {"accuracy": ...}."""
+                device: str | torch.device = "cpu",
+                y: Tensor | None = None) -> tuple[list[dict], float | None]:
+    """Per LIF layer: spikes per neuron per image summed over all T (SPEC 8's zeta), as rows
+    {"name", "spike_rate"}; and the accuracy on labels `y` from the same pass (None without)."""
     totals: dict[str, list[float]] = {}
     hooks = []
     for name, m in lif_layers(model):
@@ -256,6 +257,4 @@ def spike_rates(model: Network, x, batch_size: int = 256,
                                       + [correct])
     totals = {n: sums[2 * i : 2 * i + 2] for i, n in enumerate(names) if sums[2 * i + 1] > 0}
     rows: list[dict] = [{"name": n, "spike_rate": s / max(1.0, c)} for n, (s, c) in totals.items()]
-    if y is not None:
-        rows.append({"accuracy": sums[-1] / max(1, len(y))})
-    return rows
+    return rows, (sums[-1] / max(1, len(y)) if y is not None else None)
