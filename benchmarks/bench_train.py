@@ -100,6 +100,13 @@ def make_contenders(arch: str, T: int, B: int, names: list[str]):
         if name in ("dietsnn", "dietsnn-eager"):
             snn = dietsnn.ann_to_snn(ann, T)
             out[name] = (snn, snn, x, y)
+        elif name == "dietsnn-bf16":  # the default engine under bf16 autocast
+            snn = dietsnn.ann_to_snn(ann, T)
+
+            def bf16(x, snn=snn):
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return snn(x).float()
+            out[name] = (snn, bf16, x, y)
         elif name == "ann-TxB":
             a = copy.deepcopy(ann)
             out[name] = (a, a, torch.randn(T * B, 1, 28, 28), torch.randint(0, C, (T * B,)))
@@ -200,7 +207,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10, help="timed steps per contender per round")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--contenders", default="dietsnn,dietsnn-eager,spikingjelly,snntorch,ann-TxB")
+    p.add_argument("--contenders", default="dietsnn,dietsnn-eager,spikingjelly,snntorch,ann-TxB",
+                   help="comma-separated; also dietsnn-bf16 (bf16 autocast)")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--no-scaling", action="store_true")
     p.add_argument("--memory-of", help=argparse.SUPPRESS)  # child process: one contender's memory

@@ -43,11 +43,13 @@ def test_constant_input_saves_one_step_and_gives_the_same_gradients():
         b = base.clone().requires_grad_()
         lk = torch.tensor(0.9, dtype=D, requires_grad=True)
         th = torch.tensor(0.7, dtype=D, requires_grad=True)
-        x = b.unsqueeze(0).expand(6, 3, 4, 5)
         saved = []
         with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t,
                                                       lambda t: t):
-            out = lif(x.clone() if materialise else x, lk, th)
+            if materialise:
+                out = lif(b.unsqueeze(0).expand(6, 3, 4, 5).clone(), lk, th)
+            else:
+                out = lif(b, lk, th, steps=6)
         (out * w).sum().backward()
         res.append((out.detach(), b.grad, lk.grad, th.grad, max(saved)))
     for a, c in zip(res[0][:4], res[1][:4]):
@@ -147,3 +149,52 @@ def test_cuda_training_step_matches_cpu(backend):
         neuron.set_backend("eager")
     for a, b in zip(*grads):
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_eager_and_traceable_loops_agree(keep):
+    from dietsnn.functional import neuron
+
+    x = torch.randn(6, 50, dtype=D) * 1.3
+    u0 = torch.randn(50, dtype=D) * 0.3
+    u0_before = u0.clone()
+    lk, v = torch.tensor(0.85, dtype=D), torch.tensor(0.6, dtype=D)
+    a = neuron._forward_loop(x, lk, v, u0, keep)
+    b = neuron._forward_eager(x, lk, v, u0, keep)
+    assert torch.equal(a[0], b[0]) and torch.allclose(a[2], b[2], atol=1e-14)
+    assert (a[1] is None) == (b[1] is None) == (not keep)
+    if keep:
+        assert torch.allclose(a[1], b[1], atol=1e-14)
+        g = torch.randn(6, 50, dtype=D)
+        for name in ("linear", "exponential", "sigmoid", "atan"):
+            ga = neuron._backward_loop(a[1], g, lk, v, 0.3, name)
+            gb = neuron._backward_eager(a[1], g, lk, v, 0.3, name)
+            for p, q in zip(ga, gb):
+                assert torch.allclose(p, q, atol=1e-12)
+    assert torch.equal(u0, u0_before)  # the caller's membrane is not modified
+
+
+@pytest.mark.parametrize("steps", [None, 4])
+def test_compiled_loops_match_eager_with_and_without_constant_input(steps):
+    import shutil
+
+    from dietsnn.functional import neuron
+
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler for torch.compile")
+    x = torch.randn(3, 2, 8) * 1.5 if steps else torch.randn(4, 3, 2, 8) * 1.5
+    w = torch.randn(4, 3, 2, 8)
+    res = []
+    try:
+        for backend in ("eager", "compile"):
+            neuron.set_backend(backend)
+            xi = x.clone().requires_grad_()
+            lk = torch.tensor(0.9, requires_grad=True)
+            th = torch.tensor(0.7, requires_grad=True)
+            out = lif(xi, lk, th, steps=steps)
+            (out * w).sum().backward()
+            res.append((out.detach(), xi.grad, lk.grad, th.grad))
+    finally:
+        neuron.set_backend("eager")
+    for a, b in zip(*res):
+        assert torch.allclose(a, b, atol=1e-5)

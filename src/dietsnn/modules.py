@@ -55,7 +55,11 @@ class LIF(Temporal):
     def forward(self, x: Tensor) -> Tensor:
         if self.timesteps is None:
             raise RuntimeError("LIF needs the network's time context; call it through the SNN")
-        out = lif(self.unfold(x), self.leak, self.threshold, self.gamma, self.surrogate)
+        if x.shape[0] == self.batch and self.timesteps * self.batch != x.shape[0]:
+            # constant over time (direct encoding): the input current enters once
+            out = lif(x, self.leak, self.threshold, self.gamma, self.surrogate, self.timesteps)
+        else:
+            out = lif(self.unfold(x), self.leak, self.threshold, self.gamma, self.surrogate)
         return compact.mark(out.flatten(0, 1))
 
     @torch.no_grad()

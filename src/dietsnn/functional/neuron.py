@@ -7,8 +7,11 @@ Per step t, for one layer with scalar leak `lam` and threshold `v`:
     u  = u~ - v * o              soft reset, o detached
 
 `lif` is the fused operation: one forward loop with no autograd graph and a hand-written backward
-that keeps only the integrated membrane u~ (spikes are recomputed from it). `lif_reference` is the
-plain loop through autograd, kept as the oracle for tests.
+that keeps only the integrated membrane u~ (spikes are recomputed from it). The loops exist twice:
+`_forward_loop`/`_backward_loop` in the form torch.compile fuses into one kernel each (the
+"compile" backend), `_forward_eager`/`_backward_eager` in the form that is fastest op by op (the
+"eager" backend); tests hold them equal. `lif_reference` is the plain loop through autograd,
+kept as the oracle for tests.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ def lif_forward(
 ) -> tuple[Tensor, Tensor | None, Tensor]:
     """Run the recurrence without autograd. Returns (spikes, u~ per step or None if not
     `keep_u_tilde`, final membrane). `x` may be a time-constant view (stride 0 over time)."""
-    fn = _compiled("forward") if _BACKEND == "compile" else _forward_loop
+    fn = _compiled("forward") if _BACKEND == "compile" else _forward_eager
     # elementwise in the neurons: one [T, N] layout in memory order serves every layer (one
     # compiled graph) and every memory format (channels-last included) without a copy
     flat, perm = _flat(x)
@@ -51,6 +54,7 @@ def _unflat(flat: Tensor, like: Tensor, perm: list[int]) -> Tensor:
 
 
 def _forward_loop(x: Tensor, leak: Tensor, v: Tensor, u0: Tensor | None, keep_u_tilde: bool):
+    """The recurrence as torch.compile fuses it best (one kernel for all steps)."""
     u = torch.zeros_like(x[0]) if u0 is None else u0
     spikes, u_tilde = [], []
     for t in range(x.shape[0]):
@@ -63,9 +67,44 @@ def _forward_loop(x: Tensor, leak: Tensor, v: Tensor, u0: Tensor | None, keep_u_
     return torch.stack(spikes), torch.stack(u_tilde) if keep_u_tilde else None, u
 
 
+def _forward_eager(x: Tensor, leak: Tensor, v: Tensor, u0: Tensor | None, keep_u_tilde: bool):
+    """`_forward_loop` for eager mode: the same steps written in place into preallocated
+    outputs, three passes over memory per step and no temporaries."""
+    spikes = x.new_empty(x.shape)
+    u_tilde = x.new_empty(x.shape) if keep_u_tilde else None
+    u = torch.zeros_like(x[0]) if u0 is None else u0.clone()
+    for t in range(x.shape[0]):
+        ut = u_tilde[t] if keep_u_tilde else u
+        torch.addcmul(x[t], u, leak, out=ut)  # u~ = x + leak * u
+        o = torch.gt(ut, v, out=spikes[t])
+        torch.addcmul(ut, o, v, value=-1, out=u)  # u = u~ - v * o
+    return spikes, u_tilde, u
+
+
+def _backward_eager(u_tilde: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamma: float,
+                    surrogate: str, reduce_time: bool = False):
+    """`_backward_loop` for eager mode: everything but the recurrence of dL/du~ vectorised
+    over all steps at once, sums as dot products."""
+    inv_v = 1.0 / v
+    gs = _surrogate.get(surrogate)(u_tilde * inv_v - 1.0, gamma).mul_(grad)  # dL/dz, [T, N]
+    d = gs * inv_v  # dL/du~ once the later steps are added
+    T = d.shape[0]
+    for t in range(T - 2, -1, -1):
+        d[t].addcmul_(d[t + 1], leak)
+    g_v = -torch.dot(gs.reshape(-1), u_tilde.reshape(-1)) * inv_v * inv_v
+    g_leak = torch.zeros((), dtype=d.dtype, device=d.device)
+    if T > 1:  # through the membrane carried to the next step, u = u~ - v * H(u~ - v)
+        later, earlier = d[1:].reshape(-1), u_tilde[:-1].reshape(-1)
+        fired = torch.dot(later, (earlier > v).to(d.dtype))
+        g_v = g_v - leak * fired
+        g_leak = torch.dot(later, earlier) - v * fired
+    return d.sum(0) if reduce_time else d, g_leak, g_v
+
+
 def _backward_loop(u_tilde: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamma: float,
-                   surrogate: str):
-    """BPTT of `_forward_loop`: returns dL/dx, dL/dleak, dL/dv given dL/dspikes (SPEC 2)."""
+                   surrogate: str, reduce_time: bool = False):
+    """BPTT of `_forward_loop`: returns dL/dx, dL/dleak, dL/dv given dL/dspikes (SPEC 2);
+    with `reduce_time`, dL/dx summed over the steps (for an input that is the same at all)."""
     sg = _surrogate.get(surrogate)
     inv_v = 1.0 / v
     grad_x = []
@@ -83,6 +122,8 @@ def _backward_loop(u_tilde: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamma
             prev = u_tilde[t - 1]
             g_leak = g_leak + (d * (prev - v * (prev > v))).sum()
         grad_x.append(d)
+    if reduce_time:
+        return sum(grad_x), g_leak, g_v
     grad_x.reverse()
     return torch.stack(grad_x), g_leak, g_v
 
@@ -112,34 +153,41 @@ def _compiled(which: str):
 
 
 class _LIF(torch.autograd.Function):
-    """Saves u~ ([T, ...] floats) for backward; when the input current is constant over time
-    (direct encoding's first layer, a stride-0 view) it saves that one step instead and
-    recomputes u~ in backward: T times less memory for one cheap elementwise loop."""
+    """Saves u~ ([T, ...] floats) for backward. With `steps`, the input is one step's current,
+    the same at every step (direct encoding's first layer): then it saves that instead, T times
+    less, recomputes u~ in backward, and sums the input gradient over time in the same loop."""
 
     @staticmethod
-    def forward(ctx, x, leak, threshold, gamma, surrogate_name):  # type: ignore[override]
-        constant = x.shape[0] > 1 and x.stride(0) == 0
-        spikes, u_tilde, _ = lif_forward(x, leak, threshold, keep_u_tilde=not constant)
-        ctx.save_for_backward(x[0] if constant else u_tilde, leak, threshold)
-        ctx.steps = x.shape[0] if constant else 0
-        ctx.gamma = gamma
-        ctx.surrogate = surrogate_name
+    def forward(ctx, x, leak, threshold, gamma, surrogate_name, steps):  # type: ignore[override]
+        if steps:
+            spikes = lif_forward(_repeat(x, steps), leak, threshold, keep_u_tilde=False)[0]
+            ctx.save_for_backward(x, leak, threshold)
+        else:
+            spikes, u_tilde, _ = lif_forward(x, leak, threshold)
+            ctx.save_for_backward(u_tilde, leak, threshold)
+        ctx.steps, ctx.gamma, ctx.surrogate = steps, gamma, surrogate_name
         return spikes
 
     @staticmethod
     def backward(ctx, grad_spikes):  # type: ignore[override]
         u_tilde, leak, v = ctx.saved_tensors
         if ctx.steps:  # saved the constant input: recompute u~
-            x = u_tilde.unsqueeze(0).expand(ctx.steps, *u_tilde.shape)
-            u_tilde = lif_forward(x, leak, v)[1]
-        fn = _compiled("backward") if _BACKEND == "compile" else _backward_loop
+            u_tilde = lif_forward(_repeat(u_tilde, ctx.steps), leak, v)[1]
+        fn = _compiled("backward") if _BACKEND == "compile" else _backward_eager
         flat_u, perm = _flat(u_tilde)
         grad_x, g_leak, g_v = fn(flat_u, _flat(grad_spikes, u_tilde)[0], leak, v, ctx.gamma,
-                                 ctx.surrogate)
-        grad_x = _unflat(grad_x, u_tilde, perm)
+                                 ctx.surrogate, bool(ctx.steps))
+        if ctx.steps:
+            grad_x = _unflat(grad_x.unsqueeze(0), u_tilde[:1], perm)[0]
+        else:
+            grad_x = _unflat(grad_x, u_tilde, perm)
         need_x, need_leak, need_v = ctx.needs_input_grad[:3]
         return (grad_x if need_x else None, g_leak if need_leak else None,
-                g_v if need_v else None, None, None)
+                g_v if need_v else None, None, None, None)
+
+
+def _repeat(x: Tensor, steps: int) -> Tensor:
+    return x.unsqueeze(0).expand(steps, *x.shape)  # a view: no copy
 
 
 def lif(
@@ -148,8 +196,11 @@ def lif(
     threshold: Tensor | float,
     gamma: float = 0.3,
     surrogate: str = "linear",
+    steps: int | None = None,
 ) -> Tensor:
-    """DIET-SNN LIF over time. `x`: input current `[T, ...]`; returns spikes `[T, ...]` (0/1, x's dtype).
+    """DIET-SNN LIF over time. `x`: input current `[T, ...]`, or with `steps` one step's current
+    `[...]` that is the same at each of `steps` steps (direct encoding: the first layer runs once).
+    Returns spikes `[T, ...]` (0/1, x's dtype).
 
     Differentiable in `x`, `leak` and `threshold` (0-dim tensors) with the surrogate `surrogate`
     scaled by `gamma` (SPEC section 2). Integrate-then-fire in the same step, soft reset.
@@ -158,11 +209,14 @@ def lif(
     threshold = torch.as_tensor(threshold, dtype=x.dtype, device=x.device)
     if x.dim() < 1:
         raise ValueError("lif expects x with time first, shape [T, ...]")
+    if steps is not None and steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
     _surrogate.get(surrogate)
     if not (torch.is_grad_enabled() and (x.requires_grad or leak.requires_grad
                                          or threshold.requires_grad)):
-        return lif_forward(x, leak, threshold, keep_u_tilde=False)[0]  # inference: keep nothing
-    return _LIF.apply(x, leak, threshold, gamma, surrogate)
+        xs = x if steps is None else _repeat(x, steps)
+        return lif_forward(xs, leak, threshold, keep_u_tilde=False)[0]  # inference: keep nothing
+    return _LIF.apply(x, leak, threshold, gamma, surrogate, steps or 0)
 
 
 class _Spike(torch.autograd.Function):
