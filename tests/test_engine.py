@@ -159,8 +159,8 @@ def test_eager_and_traceable_loops_agree(keep):
     u0 = torch.randn(50, dtype=D) * 0.3
     u0_before = u0.clone()
     lk, v = torch.tensor(0.85, dtype=D), torch.tensor(0.6, dtype=D)
-    a = neuron._forward_loop(x, lk, v, u0, keep)
-    b = neuron._forward_eager(x, lk, v, u0, keep)
+    a = neuron._forward_loop(x, lk, v, u0, keep, neuron._step_traceable)
+    b = neuron._forward_loop(x, lk, v, u0, keep, neuron._step_eager)
     assert torch.equal(a[0], b[0]) and torch.allclose(a[2], b[2], atol=1e-14)
     assert (a[1] is None) == (b[1] is None) == (not keep)
     if keep:

@@ -7,10 +7,10 @@ Per step t, for one layer with scalar leak `lam` and threshold `v`:
     u  = u~ - v * o              soft reset, o detached
 
 `lif` is the fused operation: one forward loop with no autograd graph and a hand-written backward
-that keeps only the integrated membrane u~ (spikes are recomputed from it). The loops exist twice:
-`_forward_loop`/`_backward_loop` in the form torch.compile fuses into one kernel each (the
-"compile" backend), `_forward_eager`/`_backward_eager` in the form that is fastest op by op (the
-"eager" backend); tests hold them equal. `lif_reference` is the plain loop through autograd,
+that keeps only the integrated membrane u~ (spikes are recomputed from it). The step and the
+backward exist twice: `_step_traceable`/`_backward_loop` in the form torch.compile fuses into one
+kernel each (the "compile" backend), `_step_eager`/`_backward_eager` in the form that is fastest
+op by op (the "eager" backend); tests hold them equal. `lif_reference` is the plain loop through autograd,
 kept as the oracle for tests.
 """
 
@@ -28,13 +28,14 @@ def lif_forward(
 ) -> tuple[Tensor, Tensor | None, Tensor]:
     """Run the recurrence without autograd. Returns (spikes, u~ per step or None if not
     `keep_u_tilde`, final membrane). `x` may be a time-constant view (stride 0 over time)."""
-    fn = _compiled("forward") if _BACKEND == "compile" else _forward_eager
+    step = _compiled("step") if _BACKEND == "compile" else _step_eager
     # elementwise in the neurons: one [T, N] layout in memory order serves every layer (one
     # compiled graph) and every memory format (channels-last included) without a copy
-    flat, perm = _flat(x)
+    flat, perm = _flat(x.detach())
     if u0 is not None:
-        u0 = u0.permute([d - 1 for d in perm[1:]]).reshape(-1)
-    spikes, u_tilde, u = fn(flat, leak, threshold, u0, keep_u_tilde)
+        u0 = u0.detach().permute([d - 1 for d in perm[1:]]).reshape(-1)
+    spikes, u_tilde, u = _forward_loop(flat, leak.detach(), threshold.detach(), u0, keep_u_tilde,
+                                       step)
     return (_unflat(spikes, x, perm), None if u_tilde is None else _unflat(u_tilde, x, perm),
             _unflat(u.unsqueeze(0), x[:1], perm)[0])
 
@@ -53,38 +54,40 @@ def _unflat(flat: Tensor, like: Tensor, perm: list[int]) -> Tensor:
     return flat.view([flat.shape[0], *(like.shape[d] for d in perm[1:])]).permute(inverse)
 
 
-def _forward_loop(x: Tensor, leak: Tensor, v: Tensor, u0: Tensor | None, keep_u_tilde: bool):
-    """The recurrence as torch.compile fuses it best (one kernel for all steps)."""
-    u = torch.zeros_like(x[0]) if u0 is None else u0
-    spikes, u_tilde = [], []
-    for t in range(x.shape[0]):
-        ut = x[t] + leak * u
-        o = (ut > v).to(x.dtype)
-        u = ut - o * v
-        spikes.append(o)
-        if keep_u_tilde:
-            u_tilde.append(ut)
-    return torch.stack(spikes), torch.stack(u_tilde) if keep_u_tilde else None, u
-
-
-def _forward_eager(x: Tensor, leak: Tensor, v: Tensor, u0: Tensor | None, keep_u_tilde: bool):
-    """`_forward_loop` for eager mode: the same steps written in place into preallocated
-    outputs, three passes over memory per step and no temporaries."""
+def _forward_loop(x: Tensor, leak: Tensor, v: Tensor, u0: Tensor | None, keep_u_tilde: bool,
+                  step=None):
+    """The recurrence over `[T, N]`, one `step` per time step into preallocated outputs."""
+    step = step or _step_eager
     spikes = x.new_empty(x.shape)
     u_tilde = x.new_empty(x.shape) if keep_u_tilde else None
+    scratch = None if keep_u_tilde else x.new_empty(x.shape[1:])
     u = torch.zeros_like(x[0]) if u0 is None else u0.clone()
     for t in range(x.shape[0]):
-        ut = u_tilde[t] if keep_u_tilde else u
-        torch.addcmul(x[t], u, leak, out=ut)  # u~ = x + leak * u
-        o = torch.gt(ut, v, out=spikes[t])
-        torch.addcmul(ut, o, v, value=-1, out=u)  # u = u~ - v * o
+        step(x[t], u, leak, v, u_tilde[t] if keep_u_tilde else scratch, spikes[t])
     return spikes, u_tilde, u
+
+
+def _step_eager(x: Tensor, u: Tensor, leak: Tensor, v: Tensor, ut: Tensor, o: Tensor) -> None:
+    """One step in place, three passes over memory: u~ -> `ut`, spikes -> `o`, `u` updated."""
+    torch.addcmul(x, u, leak, out=ut)  # u~ = x + leak * u
+    torch.gt(ut, v, out=o)
+    torch.addcmul(ut, o, v, value=-1, out=u)  # u = u~ - v * o
+
+
+def _step_traceable(x: Tensor, u: Tensor, leak: Tensor, v: Tensor, ut: Tensor, o: Tensor) -> None:
+    """`_step_eager` in the form torch.compile turns into one kernel (it does not take `out=`).
+    Compiled per step, not per sequence, so that no length of time triggers a recompile."""
+    u_tilde = x + leak * u
+    fired = (u_tilde > v).to(x.dtype)
+    ut.copy_(u_tilde)
+    o.copy_(fired)
+    u.copy_(u_tilde - fired * v)
 
 
 def _backward_eager(u_tilde: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamma: float,
                     surrogate: str, reduce_time: bool = False):
     """`_backward_loop` for eager mode: everything but the recurrence of dL/du~ vectorised
-    over all steps at once, sums as dot products."""
+    over all steps at once, sums as dot products (fastest op by op)."""
     inv_v = 1.0 / v
     gs = _surrogate.get(surrogate)(u_tilde * inv_v - 1.0, gamma).mul_(grad)  # dL/dz, [T, N]
     d = gs * inv_v  # dL/du~ once the later steps are added
@@ -104,7 +107,9 @@ def _backward_eager(u_tilde: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamm
 def _backward_loop(u_tilde: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamma: float,
                    surrogate: str, reduce_time: bool = False):
     """BPTT of `_forward_loop`: returns dL/dx, dL/dleak, dL/dv given dL/dspikes (SPEC 2);
-    with `reduce_time`, dL/dx summed over the steps (for an input that is the same at all)."""
+    with `reduce_time`, dL/dx summed over the steps (for an input that is the same at all).
+    Written for torch.compile, which fuses all T steps into one kernel (compiled per T: only
+    training runs it, at one T)."""
     sg = _surrogate.get(surrogate)
     inv_v = 1.0 / v
     grad_x = []
@@ -147,7 +152,7 @@ def get_backend() -> str:
 
 def _compiled(which: str):
     if which not in _COMPILED:
-        fn = _forward_loop if which == "forward" else _backward_loop
+        fn = _step_traceable if which == "step" else _backward_loop
         _COMPILED[which] = torch.compile(fn, dynamic=True)
     return _COMPILED[which]
 
