@@ -31,9 +31,10 @@ def lif_forward(
     step = _compiled("step") if _BACKEND == "compile" else _step_eager
     # elementwise in the neurons: one [T, N] layout in memory order serves every layer (one
     # compiled graph) and every memory format (channels-last included) without a copy
-    flat, perm = _flat(x.detach())
+    flat, perm = _flat(x)
+    flat = flat.detach()  # not a view: views add guards (and recompiles) on their bases
     if u0 is not None:
-        u0 = u0.detach().permute([d - 1 for d in perm[1:]]).reshape(-1)
+        u0 = u0.permute([d - 1 for d in perm[1:]]).reshape(-1).detach()
     spikes, u_tilde, u = _forward_loop(flat, leak.detach(), threshold.detach(), u0, keep_u_tilde,
                                        step)
     return (_unflat(spikes, x, perm), None if u_tilde is None else _unflat(u_tilde, x, perm),
@@ -105,18 +106,24 @@ def _backward_eager(u_tilde: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamm
 
 
 def _backward_loop(u_tilde: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamma: float,
-                   surrogate: str, reduce_time: bool = False):
-    """BPTT of `_forward_loop`: returns dL/dx, dL/dleak, dL/dv given dL/dspikes (SPEC 2);
-    with `reduce_time`, dL/dx summed over the steps (for an input that is the same at all).
-    Written for torch.compile, which fuses all T steps into one kernel (compiled per T: only
-    training runs it, at one T)."""
+                   surrogate: str, steps: int = 0):
+    """BPTT of `_forward_loop`: returns dL/dx, dL/dleak, dL/dv given dL/dspikes (SPEC 2).
+    With `steps`, `u_tilde` is instead the input current `[N]` that was the same at each of
+    `steps` steps: u~ is recomputed here and dL/dx summed over the steps. Written for
+    torch.compile, which fuses all steps, recomputation included, into one kernel (compiled per
+    T: only training runs it, at one T)."""
     sg = _surrogate.get(surrogate)
     inv_v = 1.0 / v
+    if steps:
+        x, u, u_tilde = u_tilde, torch.zeros_like(u_tilde), []
+        for _ in range(steps):
+            u_tilde.append(x + leak * u)
+            u = u_tilde[-1] - (u_tilde[-1] > v).to(x.dtype) * v
     grad_x = []
-    g_leak = torch.zeros((), dtype=u_tilde.dtype, device=u_tilde.device)
-    g_v = torch.zeros((), dtype=u_tilde.dtype, device=u_tilde.device)
+    g_leak = torch.zeros((), dtype=u_tilde[0].dtype, device=u_tilde[0].device)
+    g_v = torch.zeros((), dtype=u_tilde[0].dtype, device=u_tilde[0].device)
     d = torch.zeros_like(u_tilde[0])  # dL/du~ at step t+1
-    T = u_tilde.shape[0]
+    T = len(u_tilde)
     for t in range(T - 1, -1, -1):
         ut = u_tilde[t]
         gs = grad[t] * sg(ut * inv_v - 1.0, gamma)  # dL/dz through the spike
@@ -127,7 +134,7 @@ def _backward_loop(u_tilde: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamma
             prev = u_tilde[t - 1]
             g_leak = g_leak + (d * (prev - v * (prev > v))).sum()
         grad_x.append(d)
-    if reduce_time:
+    if steps:
         return sum(grad_x), g_leak, g_v
     grad_x.reverse()
     return torch.stack(grad_x), g_leak, g_v
@@ -144,6 +151,10 @@ def set_backend(backend: str) -> None:
     if backend not in ("eager", "compile"):
         raise ValueError(f"unknown backend {backend!r}; choose eager or compile")
     _BACKEND = backend
+    if backend == "compile":  # the backward is compiled per T (and per input kind): room for
+        # a sweep of training lengths in one process before torch falls back to eager
+        cfg = torch._dynamo.config
+        cfg.recompile_limit = max(cfg.recompile_limit, 64)
 
 
 def get_backend() -> str:
@@ -175,17 +186,23 @@ class _LIF(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_spikes):  # type: ignore[override]
-        u_tilde, leak, v = ctx.saved_tensors
-        if ctx.steps:  # saved the constant input: recompute u~
-            u_tilde = lif_forward(_repeat(u_tilde, ctx.steps), leak, v)[1]
-        fn = _compiled("backward") if _BACKEND == "compile" else _backward_eager
-        flat_u, perm = _flat(u_tilde)
-        grad_x, g_leak, g_v = fn(flat_u, _flat(grad_spikes, u_tilde)[0], leak, v, ctx.gamma,
-                                 ctx.surrogate, bool(ctx.steps))
-        if ctx.steps:
-            grad_x = _unflat(grad_x.unsqueeze(0), u_tilde[:1], perm)[0]
+        saved, leak, v = ctx.saved_tensors
+        leak, v, steps = leak.detach(), v.detach(), ctx.steps
+        like = _repeat(saved, steps) if steps else saved  # [T, ...] in the saved memory order
+        flat, perm = _flat(like)
+        # detached: views of other tensors would add guards (and recompiles) on their bases
+        flat, grad = flat.detach(), _flat(grad_spikes, like)[0].detach()
+        if _BACKEND == "compile":  # u~ recomputed inside the fused kernel when steps
+            grad_x, g_leak, g_v = _compiled("backward")(
+                flat[0] if steps else flat, grad, leak, v, ctx.gamma, ctx.surrogate, steps)
         else:
-            grad_x = _unflat(grad_x, u_tilde, perm)
+            u_tilde = _forward_loop(flat, leak, v, None, True)[1] if steps else flat
+            grad_x, g_leak, g_v = _backward_eager(u_tilde, grad, leak, v, ctx.gamma,
+                                                  ctx.surrogate, bool(steps))
+        if steps:
+            grad_x = _unflat(grad_x.unsqueeze(0), like[:1], perm)[0]
+        else:
+            grad_x = _unflat(grad_x, like, perm)
         need_x, need_leak, need_v = ctx.needs_input_grad[:3]
         return (grad_x if need_x else None, g_leak if need_leak else None,
                 g_v if need_v else None, None, None, None)
