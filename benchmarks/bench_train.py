@@ -33,6 +33,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 import dietsnn  # noqa: E402
+from dietsnn import runtime  # noqa: E402
 from dietsnn.functional import neuron  # noqa: E402
 
 C = 10
@@ -210,6 +211,9 @@ def main() -> None:
     p.add_argument("--contenders", default="dietsnn,dietsnn-eager,spikingjelly,snntorch,ann-TxB",
                    help="comma-separated; also dietsnn-bf16 (bf16 autocast)")
     p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc's malloc as it is (by default the timed process keeps freed "
+                        "memory, as the dietsnn command does; it applies to every contender)")
     p.add_argument("--no-scaling", action="store_true")
     p.add_argument("--memory-of", help=argparse.SUPPRESS)  # child process: one contender's memory
     args = p.parse_args()
@@ -219,6 +223,8 @@ def main() -> None:
         print(json.dumps(measure_memory(args.memory_of, args.arch, T, B, args.steps)))
         return
 
+    if not args.default_malloc:
+        runtime.keep_freed_memory()
     names = args.contenders.split(",")
     cont = make_contenders(args.arch, T, B, names)
     for name, (net, step, x, y) in cont.items():  # warm-up (compiles, allocator)
@@ -241,8 +247,10 @@ def main() -> None:
             inf[name].append(infer_steps(net, step, xi, 3))
     ips = {k: statistics.median(v) for k, v in inf.items()}
 
+    malloc = "glibc default" if args.default_malloc else "freed memory kept (all contenders)"
     print(f"\narch={args.arch} T={T} B={B} float32 threads={args.threads} "
-          f"steps={args.steps}x{args.rounds} rounds (interleaved)  torch {torch.__version__}")
+          f"steps={args.steps}x{args.rounds} rounds (interleaved)  torch {torch.__version__}  "
+          f"malloc: {malloc}")
     peers = [k for k in ms if k in ("spikingjelly", "snntorch")]
     fastest = min(peers, key=ms.get) if peers else None
     dense = ms.get("ann-TxB")
@@ -284,15 +292,24 @@ def main() -> None:
                           f"held for backward {mem[k]['held_mb'] / sj['held_mb']:.2f}")
 
     if not args.no_scaling and "dietsnn" in cont:
-        print("\ndietsnn step time against T")
+        print("\ndietsnn step time against T (T values interleaved over the rounds)")
         use("dietsnn")
         snn, _, x, y = cont["dietsnn"]
-        for t in (1, 2, 5, 10, 20):
-            snn.timesteps = t
-            train_steps(snn, snn, x, y, 1)
-            v = statistics.median(train_steps(snn, snn, x, y, args.steps)) * 1000
-            print(f"T={t:<3d} {v:8.1f} ms/step  {v / t:6.1f} ms per timestep")
+        ts = (1, 2, 5, 10, 20)
+        per_t: dict[int, list[float]] = {t: [] for t in ts}
+        for r in range(args.rounds + 1):  # round 0 compiles the backward for each T
+            for t in ts:
+                snn.timesteps = t
+                got = train_steps(snn, snn, x, y, 2 if r == 0 else max(2, args.steps // 2))
+                if r:
+                    per_t[t] += got
         snn.timesteps = T
+        med = {t: statistics.median(v) * 1000 for t, v in per_t.items()}
+        slope = (med[20] - med[1]) / 19
+        for t in ts:
+            line = med[1] + slope * (t - 1)
+            print(f"T={t:<3d} {med[t]:8.1f} ms/step  {med[t] / t:6.1f} ms per timestep  "
+                  f"(line through T=1 and T=20: {line:6.1f})")
 
 
 if __name__ == "__main__":
