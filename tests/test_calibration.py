@@ -80,3 +80,21 @@ def test_layer_without_positive_current_gets_a_positive_threshold():
         snn.features[0].weight.fill_(-1.0)  # positive images -> negative current everywhere
     th = calibrate_thresholds(snn, torch.rand(4, 1, 8, 8), 99.7, 0.5, 4)
     assert th[0] == 0.5 and all(t > 0 for t in th)
+
+
+def test_firing_runs_in_bounded_chunks(monkeypatch):
+    """The LIF runs over at most CHUNK_ELEMENTS floats at a time (or one step), whatever T."""
+    from dietsnn import calibration
+
+    monkeypatch.setattr(calibration, "CHUNK_ELEMENTS", 5000)
+    sizes = []
+    real = calibration.lif_forward
+
+    def spy(x, *a, **k):
+        sizes.append((x.numel(), x[0].numel()))
+        return real(x, *a, **k)
+
+    monkeypatch.setattr(calibration, "lif_forward", spy)
+    snn = ann_to_snn(build_ann("vgg_small"), 5)
+    calibrate_thresholds(snn, torch.rand(8, 1, 28, 28), timesteps=40)
+    assert sizes and all(n <= max(5000, step) for n, step in sizes)

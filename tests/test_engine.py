@@ -198,3 +198,14 @@ def test_compiled_loops_match_eager_with_and_without_constant_input(steps):
         neuron.set_backend("eager")
     for a, b in zip(*res):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_keep_freed_memory_takes_effect_on_glibc():
+    import platform
+
+    from dietsnn import runtime
+
+    glibc = platform.libc_ver()[0] == "glibc"
+    with runtime.reusing_freed_memory():
+        pass  # back to glibc's defaults on exit
+    assert runtime._set(runtime._DEFAULT_MMAP_MAX, runtime._DEFAULT_TRIM_THRESHOLD) is glibc

@@ -186,9 +186,12 @@ def _static_chunks(current: Tensor, T: int) -> _Chunks:
 def _fire(unit: LIF, chunks) -> Tensor:
     """Run `unit` over its input current chunks, carrying the membrane; int8 spikes [T, B, ...]."""
     out, u = [], None
-    for c in chunks:
-        s, _, u = lif_forward(c, unit.leak, unit.threshold, u, keep_u_tilde=False)
-        out.append(s.to(torch.int8))
+    for c in chunks:  # float spikes for at most CHUNK_ELEMENTS at a time, kept as int8
+        step = _chunk_steps(c[0].numel(), c.shape[0])
+        for t0 in range(0, c.shape[0], step):
+            s, _, u = lif_forward(c[t0 : t0 + step], unit.leak, unit.threshold, u,
+                                  keep_u_tilde=False)
+            out.append(s.to(torch.int8))
     return torch.cat(out)
 
 

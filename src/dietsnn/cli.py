@@ -383,9 +383,8 @@ EXTENSIONS = ("dietsnn.analysis_cli", "dietsnn.deploy_cli", "dietsnn.presets")
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from . import distributed, presets, runtime
+    from . import distributed, presets
 
-    runtime.keep_freed_memory()
     args = presets.apply(parser, argv, args)  # --preset: defaults that explicit options override
     distributed.setup_args(args)  # under torchrun: process group, this rank's device
     try:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from . import distributed
+from . import distributed, runtime
 from .data import Batches, Splits
 from .errors import UserError
 from .models import Network
@@ -141,7 +141,14 @@ def fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume:
         progress: bool = True, log=print, desc: str = "train",
         device: str | torch.device = "cpu") -> dict:
     """Train `model`, choosing the best epoch on the validation split. Writes into `out`:
-    `model.safetensors` (best on validation), `state.pt` (for resume), `history.json`."""
+    `model.safetensors` (best on validation), `state.pt` (for resume), `history.json`.
+    Runs with freed memory kept for reuse (`runtime.reusing_freed_memory`)."""
+    with runtime.reusing_freed_memory():
+        return _fit(model, data, cfg, out, resume, progress, log, desc, device)
+
+
+def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume: bool,
+         progress: bool, log, desc: str, device: str | torch.device) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rank, world = distributed.rank(), distributed.world()
