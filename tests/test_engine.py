@@ -206,6 +206,7 @@ def test_keep_freed_memory_takes_effect_on_glibc():
     from dietsnn import runtime
 
     glibc = platform.libc_ver()[0] == "glibc"
+    assert runtime.keep_freed_memory() is glibc
     with runtime.reusing_freed_memory():
         pass  # back to glibc's defaults on exit
     assert runtime._set(runtime._DEFAULT_MMAP_MAX, runtime._DEFAULT_TRIM_THRESHOLD) is glibc

@@ -52,10 +52,7 @@ class Network(nn.Module):
             return self.body(x)
         T, B = self.timesteps, x.shape[0]
         set_time(self, T, B)
-        if torch.is_grad_enabled():
-            with compact.saving_spikes():
-                out = self.body(_encoding.ENCODINGS[self.encoding](x, T))
-        else:
+        with compact.saving_spikes():  # only acts when autograd saves tensors
             out = self.body(_encoding.ENCODINGS[self.encoding](x, T))
         if out.shape[0] == B and T > 1:  # never driven by spikes: constant over time
             return out * T

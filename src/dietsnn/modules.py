@@ -26,13 +26,17 @@ class Temporal(nn.Module):
     timesteps: int | None = None
     batch: int | None = None
 
+    def is_static(self, x: Tensor) -> bool:
+        """Whether `x` is `[B, ...]`, the same at every step (not folded `[T*B, ...]`)."""
+        return x.shape[0] == self.batch and x.shape[0] != self.timesteps * self.batch
+
     def unfold(self, x: Tensor) -> Tensor:
         """View `x` as `[T, B, ...]`; a static `[B, ...]` input is broadcast over time."""
         T, B = self.timesteps, self.batch
+        if self.is_static(x):
+            return x.unsqueeze(0).expand(T, *x.shape)
         if x.shape[0] == T * B:
             return x.view(T, B, *x.shape[1:])
-        if x.shape[0] == B:
-            return x.unsqueeze(0).expand(T, *x.shape)
         raise RuntimeError(f"batch {x.shape[0]} is neither B={B} nor T*B={T * B}")
 
 
@@ -55,8 +59,7 @@ class LIF(Temporal):
     def forward(self, x: Tensor) -> Tensor:
         if self.timesteps is None:
             raise RuntimeError("LIF needs the network's time context; call it through the SNN")
-        if x.shape[0] == self.batch and self.timesteps * self.batch != x.shape[0]:
-            # constant over time (direct encoding): the input current enters once
+        if self.is_static(x):  # direct encoding's first layer: the input current enters once
             out = lif(x, self.leak, self.threshold, self.gamma, self.surrogate, self.timesteps)
         else:
             out = lif(self.unfold(x), self.leak, self.threshold, self.gamma, self.surrogate)
