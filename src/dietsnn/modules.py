@@ -110,7 +110,7 @@ class Dropout(Temporal):
 class AvgPool2d(nn.AvgPool2d):
     """Average pooling that keeps nothing for backward when windows do not overlap (the
     architectures' 2x2 pooling); under the neuron core's compile backend its forward runs
-    through torch.compile (about twice as fast as the eager kernel on CPU)."""
+    through torch.compile (faster than the eager kernel on CPU)."""
 
     def forward(self, x: Tensor) -> Tensor:
         k, s = self.kernel_size, self.stride

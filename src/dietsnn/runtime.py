@@ -1,13 +1,12 @@
 """Process-wide settings that make CPU training faster.
 
 By default glibc serves every large tensor with a fresh `mmap` and gives it back on free, so the
-next tensor of that size pays page faults (the kernel zeroes every page again): a large multiply
-on fresh memory costs about 3x one on reused memory. Turning mmap off and never trimming keeps
-freed memory in the process for the next tensor, as jemalloc/tcmalloc do for PyTorch on CPU.
-Measured on the SNN training step (docs/BENCHMARKS.md, step time against T): 1226 against
-1816 ms at T=20. Training repeats the same tensor
-sizes every step, so the heap is reused as is; for phases with ever new sizes (calibration) the
-defaults are better, hence the context manager that training runs in.
+next tensor of that size pays page faults (the kernel zeroes every page again). Turning mmap off
+and never trimming keeps freed memory in the process for the next tensor, as jemalloc/tcmalloc
+do for PyTorch on CPU. Measured on the SNN training step (docs/BENCHMARKS.md, step time against
+T): 1226 against 1816 ms at T=20. Training repeats the same tensor sizes every step, so the heap
+is reused as is; for phases with ever new sizes (calibration) the defaults are better, hence the
+context manager that training runs in.
 """
 
 from __future__ import annotations
