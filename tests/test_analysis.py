@@ -72,18 +72,52 @@ def test_sweep_and_energy_commands_write_their_files(tiny_run, capsys):
     assert stored["energy"]["ratio"] == pytest.approx(res["energy"]["ratio"])
 
 
-def test_ablation_end_to_end_on_tiny_data(tiny_run):
-    d = tiny_run
+def test_ablation_grid_cells_and_resume(tmp_path):
+    # an untrained ANN whose linear layers are initialised like its convs (He): spikes reach the
+    # output, so every trained leak and threshold gets a gradient
+    d = tmp_path
+    write_idx(d / "data" / "fashion-mnist", n_train=120, n_test=40)
+    torch.manual_seed(0)
+    ann = build_ann("vgg_small")
+    for m in ann.modules():
+        if isinstance(m, torch.nn.Linear):
+            torch.nn.init.normal_(m.weight, 0.0, (2.0 / m.in_features) ** 0.5)
+    save_model(d / "ann" / "model.safetensors", ann)
     out = d / "abl"
-    assert main(["ablation", str(d / "ann"), "--out", str(out), "--data-dir", str(d / "data"),
-                 "--quiet", "--val-size", "20", "--timesteps", "1,2", "--train-timesteps", "2",
-                 "--calib-size", "16", "--calib-timesteps", "4", "--batch-size", "32",
-                 "--no-compile"]) == 0
+    args = ["ablation", str(d / "ann"), "--out", str(out), "--data-dir", str(d / "data"),
+            "--quiet", "--val-size", "20", "--timesteps", "1,2", "--rate-timesteps", "3",
+            "--seeds", "0,1", "--scales", "0.5,1", "--calib-size", "16",
+            "--calib-timesteps", "4", "--batch-size", "32", "--snn-epochs", "1",
+            "--neuron-lr", "0.05", "--no-compile"]
+    assert main(args) == 0
+    cells = {p.stem: json.loads(p.read_text()) for p in (out / "cells").glob("*.json")}
+    assert len(cells) == 3 * 2 * 2 + 3 * 2  # (b, c, d) x T in {1, 2} + (a) x T in {1, 2, 3}
+    for k, c in cells.items():
+        if k[0] in "ab":  # neither leak nor threshold trained: as converted
+            assert c["leaks"] == c["leaks_init"] and c["thresholds"] == c["thresholds_init"]
+        else:
+            assert c["thresholds"] != c["thresholds_init"]
+    for s in (0, 1):
+        assert cells[f"c-T2-s{s}"]["leaks"] == cells[f"c-T2-s{s}"]["leaks_init"]
+        assert cells[f"d-T2-s{s}"]["leaks"] != cells[f"d-T2-s{s}"]["leaks_init"]
+        # at T=1 the leak multiplies a zero membrane: no gradient, (c) and (d) coincide
+        assert cells[f"d-T1-s{s}"]["accuracy"] == cells[f"c-T1-s{s}"]["accuracy"]
+        assert cells[f"d-T1-s{s}"]["leaks"] == cells[f"d-T1-s{s}"]["leaks_init"]
     res = json.loads((out / "ablation.json").read_text())
-    assert list(res["variants"]) == ["a", "b", "c", "d"]
-    assert res["variants"]["a"]["encoding"] == "rate"
-    # (b) trains neither leak nor threshold: they stay as converted
-    b, c = res["variants"]["b"], res["variants"]["c"]
-    assert all(v == 1.0 for v in b["leaks"]) and all(v == 1.0 for v in c["leaks"])
-    assert (out / "ablation.md").read_text().count("\n| (") == 4
+    rows = {r["timesteps"]: r for r in res["variants"]["b"]["rows"]}
+    accs = [cells[f"b-T2-s{s}"]["accuracy"] for s in (0, 1)]
+    assert rows[2]["accuracy_mean"] == pytest.approx(sum(accs) / 2)
+    assert rows[2]["seeds"] == 2
+    assert [r["timesteps"] for r in res["variants"]["a"]["rows"]] == [1, 2, 3]
+    md = (out / "ablation.md").read_text()
+    assert md.count("\n| (") == 8 and "on 100 training images" in md and "(d) − (b), paired by seed" in md
     assert (out / "ablation.png").is_file()
+    # a finished grid in --out is never rerun over without --resume
+    assert main(args) == 2
+    # --resume skips finished cells and reruns only the missing one
+    (out / "cells" / "d-T2-s1.json").unlink()
+    before = {p.name: p.read_bytes() for p in (out / "cells").glob("*.json")}
+    assert main([*args, "--resume"]) == 0
+    after = {p.name: p.read_bytes() for p in (out / "cells").glob("*.json")}
+    assert set(after) == set(before) | {"d-T2-s1.json"}
+    assert all(after[k] == v for k, v in before.items())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -20,6 +21,42 @@ def _timesteps_list(s: str) -> list[int]:
     return ts
 
 
+def _int_list(s: str) -> list[int]:
+    import argparse
+
+    try:
+        vs = [int(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 0,1,2, got {s!r}") from None
+    if not vs or min(vs) < 0:
+        raise argparse.ArgumentTypeError(f"expected integers >= 0, got {s!r}")
+    return vs
+
+
+def _float_list(s: str) -> list[float]:
+    import argparse
+
+    try:
+        vs = [float(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 0.3,0.5, got {s!r}") from None
+    if not vs or min(vs) <= 0:
+        raise argparse.ArgumentTypeError(f"expected numbers > 0, got {s!r}")
+    return vs
+
+
+def _positive(name: str):
+    from .cli import _positive_int
+
+    return _positive_int(name)
+
+
+def _positive_float(name: str):
+    from .cli import _float_in
+
+    return _float_in(name, 0, float("inf"))
+
+
 def add_commands(sub, common) -> dict:
     e = sub.add_parser("energy", help="per-layer FLOPs, spike rates and ANN vs SNN energy")
     e.add_argument("model", help="run directory or SNN model.safetensors")
@@ -33,20 +70,36 @@ def add_commands(sub, common) -> dict:
     common(s, None)
     s.add_argument("--timesteps", type=_timesteps_list, default=[1, 2, 3, 4, 5, 6, 8, 10])
 
-    a = sub.add_parser("ablation", help="rate coding -> direct -> +threshold -> +leak training")
+    from .ablation import AblationConfig
+
+    d = AblationConfig()
+    a = sub.add_parser("ablation", help="rate coding -> direct -> +threshold -> +leak training, "
+                       "each trained at each T over several seeds",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a.add_argument("ann", help="trained ANN run directory or model.safetensors")
     common(a, "runs/ablation")
-    a.add_argument("--train-timesteps", type=int, default=5,
-                   help="T at which each variant is trained")
-    a.add_argument("--timesteps", type=_timesteps_list, default=[1, 2, 3, 4, 5, 6, 8, 10],
-                   help="T values each trained variant is evaluated at")
-    a.add_argument("--snn-epochs", type=int, default=1)
-    a.add_argument("--snn-lr", type=float, default=1e-4)
-    a.add_argument("--batch-size", type=int, default=64)
-    a.add_argument("--scale", type=float, default=0.6)
-    a.add_argument("--percentile", type=float, default=99.7)
-    a.add_argument("--calib-size", type=int, default=512)
-    a.add_argument("--calib-timesteps", type=int, default=100)
+    a.add_argument("--timesteps", type=_timesteps_list, default=list(d.timesteps),
+                   help="T values at which every variant is trained and tested")
+    a.add_argument("--rate-timesteps", type=_timesteps_list, default=list(d.rate_timesteps),
+                   help="further T values for (a), rate coding")
+    a.add_argument("--seeds", type=_int_list, default=list(d.seeds),
+                   help="training seeds (dropout masks, batch order, rate-coded input)")
+    a.add_argument("--variants", default=d.variants, help="which of a, b, c, d to run")
+    a.add_argument("--snn-epochs", type=_positive("--snn-epochs"), default=d.epochs)
+    a.add_argument("--train-subset", type=_positive("--train-subset"), default=d.train_subset,
+                   metavar="N", help="training images per epoch")
+    a.add_argument("--snn-lr", type=_positive_float("--snn-lr"), default=d.lr)
+    a.add_argument("--neuron-lr", type=_positive_float("--neuron-lr"), default=d.neuron_lr,
+                   help="learning rate of the leaks and thresholds")
+    a.add_argument("--amsgrad", action="store_true", help="Adam's AMSGrad variant")
+    a.add_argument("--batch-size", type=_positive("--batch-size"), default=d.batch_size)
+    a.add_argument("--scales", type=_float_list, default=list(d.scales),
+                   help="threshold scales from which each T's is chosen on validation")
+    a.add_argument("--percentile", type=_positive_float("--percentile"), default=d.percentile)
+    a.add_argument("--calib-size", type=_positive("--calib-size"), default=d.calib_size)
+    a.add_argument("--calib-timesteps", type=_positive("--calib-timesteps"),
+                   default=d.calib_timesteps)
+    a.add_argument("--resume", action="store_true", help="skip the finished cells in --out")
     a.add_argument("--no-compile", dest="compile", action="store_false")
     return {"energy": cmd_energy, "sweep": cmd_sweep, "ablation": cmd_ablation}
 
@@ -136,6 +189,18 @@ def cmd_sweep(args) -> dict:
 
 
 def cmd_ablation(args) -> dict:
-    from .ablation import run_ablation
+    from .ablation import Ablation, AblationConfig
+    from .cli import _backend
+    from .pipeline import load_checked
 
-    return run_ablation(args, _ctx(args))
+    cfg = AblationConfig(
+        timesteps=args.timesteps, rate_timesteps=args.rate_timesteps, seeds=args.seeds,
+        variants=args.variants, epochs=args.snn_epochs, train_subset=args.train_subset,
+        lr=args.snn_lr, neuron_lr=args.neuron_lr, amsgrad=args.amsgrad,
+        batch_size=args.batch_size, scales=args.scales, percentile=args.percentile,
+        calib_size=args.calib_size, calib_timesteps=args.calib_timesteps)
+    ctx = _ctx(args)
+    _backend(args)
+    ann = load_checked(args.ann, ctx)
+    return Ablation(ann, ctx.data, cfg, args.out, ctx.device, ctx.log, ctx.progress,
+                    args.seed).run(args.resume)

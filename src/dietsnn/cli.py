@@ -12,7 +12,7 @@ from . import __version__
 from .errors import UserError
 
 DEFAULTS = {
-    "ann_epochs": 10, "snn_epochs": 1, "ann_lr": 0.05, "snn_lr": 1e-4,
+    "ann_epochs": 10, "snn_epochs": 1, "ann_lr": 0.05, "snn_lr": 1e-4, "snn_neuron_lr": None,
     "ann_batch": 128, "snn_batch": 64,
 }
 
@@ -98,6 +98,12 @@ def _train_opts(p, epochs, lr, batch, optimizer, wd, prefix="", snn=False) -> No
     g.add_argument(f"{pre}schedule", dest=f"{dest}schedule", choices=["cosine", "step", "none"],
                    default="cosine")
     if snn:
+        g.add_argument(f"{pre}neuron-lr", dest=f"{dest}neuron_lr",
+                       type=_float_in(f"{pre}neuron-lr", 0, float("inf")),
+                       default=DEFAULTS["snn_neuron_lr"],
+                       help="learning rate of the leaks and thresholds (default: the weights' lr)")
+        g.add_argument("--amsgrad", action="store_true",
+                       help="Adam's AMSGrad variant (the authors' SNN optimiser)")
         g.add_argument("--no-train-leak", dest="train_leak", action="store_false",
                        help="keep leaks fixed")
         g.add_argument("--no-train-threshold", dest="train_threshold", action="store_false",
@@ -209,7 +215,9 @@ def _train_cfg(args, prefix: str = "", snn: bool = False):
         schedule=g("schedule"), batch_size=g("batch_size"), augment=args.augment, seed=args.seed,
         train_leak=getattr(args, "train_leak", True) if snn else True,
         train_threshold=getattr(args, "train_threshold", True) if snn else True,
-        precision=getattr(args, "precision", "fp32") if snn else "fp32")
+        precision=getattr(args, "precision", "fp32") if snn else "fp32",
+        neuron_lr=g("neuron_lr") if snn else None,
+        amsgrad=getattr(args, "amsgrad", False) if snn else False)
 
 
 def _snn_options(args):

@@ -81,6 +81,56 @@ def plot_sweep_if_possible(sweeps: dict, ann_acc: float | None, path: Path, titl
         return None
 
 
+def plot_ablation(res: dict, path: Path) -> Path:
+    """Accuracy and spikes per neuron against T, a line per ablation variant with its
+    mean +- std band over seeds, the converted SNNs dashed, the ANN as a reference."""
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10.4, 3.8))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, c_enc in enumerate(sorted({c["encoding"] for c in res["converted"].values()})):
+        rows = sorted((c for c in res["converted"].values() if c["encoding"] == c_enc),
+                      key=lambda c: c["timesteps"])
+        a1.plot([c["timesteps"] for c in rows], [100 * c["accuracy"] for c in rows], "x--",
+                lw=1, color="0.5" if i else "0.7", label=f"converted, {c_enc}, untrained")
+    top, low, ticks = 100 * res["ann_accuracy"] + 1.0, 100 * res["ann_accuracy"] - 5, set()
+    for i, v in enumerate(res["variants"].values()):
+        rows, colour = v["rows"], colours[i % len(colours)]
+        T = [r["timesteps"] for r in rows]
+        m = [100 * r["accuracy_mean"] for r in rows]
+        s = [100 * r["accuracy_std"] for r in rows]
+        a1.plot(T, m, "o-", color=colour, label=v["label"])
+        a1.fill_between(T, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)],
+                        color=colour, alpha=0.2)
+        a2.plot(T, [r["spikes_mean"] for r in rows], "o-", color=colour, label=v["label"])
+        top, low, ticks = max(top, *m), min(low, *m), ticks | set(T)
+    a1.axhline(100 * res["ann_accuracy"], color="k", ls="--", lw=1, label="ANN")
+    a1.axhline(100 * res["ann_accuracy"] - 1, color="k", ls=":", lw=1, label="ANN - 1 point")
+    a1.set_ylim(max(low - 2, 0), top + 1)
+    for ax in (a1, a2):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(ticks), [str(t) for t in sorted(ticks)])
+        ax.minorticks_off()
+        ax.legend(fontsize=7)
+    a1.set_xlabel("timesteps T (trained and tested at T)")
+    a1.set_ylabel("test accuracy (%)")
+    a1.set_title("Accuracy against T (band: ± std over seeds)")
+    a2.set_xlabel("timesteps T")
+    a2.set_ylabel("spikes per neuron per image")
+    a2.set_title("Mean spike rate against T")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_ablation_if_possible(res: dict, path: Path, log=print) -> Path | None:
+    try:
+        return plot_ablation(res, path)
+    except ImportError:
+        log("no plot written: install matplotlib (pip install dietsnn[plots])")
+        return None
+
+
 def plot_layers(layers: list[dict], path: Path) -> Path:
     plt = _plt()
     names = [d["name"] for d in layers]

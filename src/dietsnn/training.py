@@ -58,10 +58,14 @@ class TrainConfig:
     train_leak: bool = True
     train_threshold: bool = True
     precision: str = "fp32"  # fp32 | bf16
+    neuron_lr: float | None = None  # leaks and thresholds; None: the weights' lr
+    amsgrad: bool = False  # Adam's AMSGrad variant (the authors' SNN optimiser)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Weights with weight decay; leaks and thresholds in their own group without it."""
+    """Weights with weight decay; leaks and thresholds in their own group without it, at
+    `cfg.neuron_lr` (Adam moves a scalar by about lr per step: at the weights' small lr the
+    per-layer leak and threshold barely move, so they get a larger lr of their own)."""
     neuron, weights = [], []
     for name, p in model.named_parameters():
         if name.endswith((".leak", ".threshold")):
@@ -73,11 +77,12 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
             weights.append(p)
     groups = [{"params": weights, "weight_decay": cfg.weight_decay}]
     if neuron:
-        groups.append({"params": neuron, "weight_decay": 0.0})
+        groups.append({"params": neuron, "weight_decay": 0.0,
+                       "lr": cfg.lr if cfg.neuron_lr is None else cfg.neuron_lr})
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr)
+        return torch.optim.Adam(groups, lr=cfg.lr, amsgrad=cfg.amsgrad)
     raise UserError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adam")
 
 
