@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from dietsnn import cifar, data
-from dietsnn.data import DATASETS
+from dietsnn import data
+from dietsnn.data import DATASETS, cifar
 from dietsnn.errors import UserError
 
 

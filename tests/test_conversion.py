@@ -3,8 +3,9 @@ import torch
 from conftest import needs_fmnist
 
 from dietsnn import ann_to_snn, build_ann, calibrate_thresholds
+from dietsnn.config import TrainConfig
 from dietsnn.data import load
-from dietsnn.training import TrainConfig, evaluate, fit
+from dietsnn.training import evaluate, fit
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import torch
 
 import dietsnn
 from dietsnn.cli import main
+from dietsnn.cli.deploy import run_dataset
 from dietsnn.data import DATASETS, normalize
-from dietsnn.deploy_cli import run_dataset
 from dietsnn.errors import UserError
-from dietsnn.modules import lif_layers
+from dietsnn.layers import lif_layers
 from dietsnn.predict import load_image, predict_images
 
 Image = pytest.importorskip("PIL.Image")

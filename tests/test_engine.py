@@ -9,7 +9,7 @@ import dietsnn
 from dietsnn import compact
 from dietsnn.functional import lif
 from dietsnn.functional.pool import avg_pool
-from dietsnn.modules import set_time
+from dietsnn.layers import set_time
 
 D = torch.float64
 

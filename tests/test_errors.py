@@ -11,8 +11,9 @@ from test_data import write_idx
 from dietsnn import build_ann, save_model
 from dietsnn.checkpoint import atomic_write
 from dietsnn.cli import main
+from dietsnn.config import TrainConfig
 from dietsnn.errors import UserError
-from dietsnn.training import TrainConfig, fit
+from dietsnn.training import fit
 
 
 def one_line_error(capsys, argv, match):
@@ -48,7 +49,7 @@ def test_missing_dataset_offline(tiny, capsys, monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     one_line_error(capsys, ["train-ann", "--dataset", "mnist", "--data-dir", str(tiny / "none"),
-                            "--out", str(tiny / "o"), "--quiet"], "download failed")
+                            "--out", str(tiny / "o"), "--quiet"], "not found locally and the download of")
 
 
 def test_model_of_another_image_size_or_channels(tiny, capsys):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import dietsnn
 from dietsnn.errors import UserError
-from dietsnn.modules import lif_layers
+from dietsnn.layers import lif_layers
 
 LEAKS = [0.75, 1.0, 0.5, 0.875]  # dyadic: tau = 1/(1-lam) and 1-1/tau are exact
 

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from dietsnn import data
+from dietsnn.data.imagenet import ImageFolderSet, random_resized_crop_box, transform
 from dietsnn.errors import UserError
-from dietsnn.imagenet import ImageFolderSet, random_resized_crop_box, transform
 
 PIL = pytest.importorskip("PIL.Image")
 COLORS = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
@@ -77,8 +77,9 @@ def test_batches_are_seeded_and_independent_of_workers(tmp_path):
 
 
 def test_fit_and_evaluate_on_folders(tmp_path):
-    from dietsnn.resnet import ResNet
-    from dietsnn.training import TrainConfig, evaluate, fit
+    from dietsnn.config import TrainConfig
+    from dietsnn.models.resnet import ResNet
+    from dietsnn.training import evaluate, fit
 
     write_folders(tmp_path)
     s = data.load("imagenet", tmp_path, val_size=3, seed=0)
@@ -105,7 +106,7 @@ def test_pipeline_data_access_on_folders(tmp_path):
     """What pipeline.convert / layer_report / the sweep do with the splits, on image folders."""
     from dietsnn import ann_to_snn, calibrate_thresholds, pipeline
     from dietsnn.analysis import measure
-    from dietsnn.resnet import ResNet
+    from dietsnn.models.resnet import ResNet
 
     write_folders(tmp_path)
     s = data.load("imagenet", tmp_path, val_size=3, seed=0)

@@ -4,7 +4,7 @@ import torch
 from dietsnn import LIF, ann_to_snn, build_ann
 from dietsnn.checkpoint import load_state_strict
 from dietsnn.errors import UserError
-from dietsnn.modules import Dropout, constrain_, set_time
+from dietsnn.layers import Dropout, constrain_, set_time
 
 
 def test_dropout_mask_is_constant_over_time():

@@ -2,11 +2,13 @@ import pytest
 
 from dietsnn import presets
 from dietsnn.cli import build_parser, main
+from dietsnn.cli import presets as cli_presets
+from dietsnn.config import ANN_TRAIN, ConversionConfig
 
 
 def parse(*argv):
     parser = build_parser()
-    return presets.apply(parser, list(argv), parser.parse_args(list(argv)))
+    return cli_presets.apply(parser, list(argv), parser.parse_args(list(argv)))
 
 
 def test_preset_sets_paper_defaults_for_run():
@@ -36,10 +38,8 @@ def test_preset_per_command(argv, want):
 
 def test_no_preset_keeps_the_defaults():
     a, b = parse("run"), build_parser().parse_args(["run"])
-    from dietsnn.cli import DEFAULTS
-
     assert vars(a) == vars(b) and a.preset is None
-    assert a.ann_epochs == DEFAULTS["ann_epochs"] and a.scale == 0.6
+    assert a.ann_epochs == ANN_TRAIN.epochs and a.scale == ConversionConfig.scale
 
 
 def test_presets_command_lists_the_table(capsys):

@@ -5,8 +5,8 @@ from torch import nn
 
 from dietsnn import ann_to_snn, build_ann, calibrate_thresholds, load_model, save_model
 from dietsnn.functional import lif_forward
-from dietsnn.modules import LIF, lif_layers, set_time
-from dietsnn.resnet import BasicBlock, ResNet
+from dietsnn.layers import LIF, lif_layers, set_time
+from dietsnn.models.resnet import BasicBlock, ResNet
 
 
 def tiny(dropout=0.0, image=8):
@@ -109,7 +109,7 @@ def test_residual_calibration_matches_naive_prefix_rerun():
 
 
 def test_residual_calibration_time_chunks_and_recompute(monkeypatch):
-    import dietsnn.calibration as cal
+    import dietsnn.conversion as cal
 
     ann = tiny()
     x = torch.randn(12, 1, 8, 8)

@@ -3,12 +3,12 @@ direct input encoding and learned per-layer leak and threshold."""
 
 __version__ = "0.1.0"
 
-from .calibration import calibrate_thresholds  # noqa: E402
 from .checkpoint import load_model, save_model  # noqa: E402
+from .config import ConversionConfig, TrainConfig  # noqa: E402
+from .conversion import ann_to_snn, calibrate_thresholds  # noqa: E402
 from .functional import lif  # noqa: E402
+from .layers import LIF, Dropout  # noqa: E402
 from .models import ARCHS, Network, build_ann  # noqa: E402
-from .modules import LIF, Dropout  # noqa: E402
-from .snn import ann_to_snn  # noqa: E402
 
-__all__ = ["ARCHS", "LIF", "Dropout", "Network", "ann_to_snn", "build_ann",
-           "calibrate_thresholds", "lif", "load_model", "save_model", "__version__"]
+__all__ = ["ARCHS", "LIF", "ConversionConfig", "Dropout", "Network", "TrainConfig", "ann_to_snn",
+           "build_ann", "calibrate_thresholds", "lif", "load_model", "save_model", "__version__"]

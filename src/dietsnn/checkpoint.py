@@ -90,7 +90,7 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 def load_model(path: str | os.PathLike) -> Network:
     """Rebuild the network described in the checkpoint and load its tensors strictly."""
-    from .snn import ann_to_snn
+    from .conversion import ann_to_snn
 
     tensors, meta = read_model_file(path)
     try:

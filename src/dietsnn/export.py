@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .config import GAMMA, SURROGATE
 from .errors import UserError
+from .layers import LIF, Dropout
 from .models import Network
-from .modules import LIF, Dropout
 
 
 def _nir():
@@ -106,7 +107,8 @@ def to_nir(model: Network, dt: float = 1.0) -> Any:
             "dt": float(dt), "timesteps": int(model.timesteps), "encoding": model.encoding,
             "reset": "subtract", "spike_condition": "v > v_threshold, integrate then fire",
             "output": "logits = integrator state after timesteps steps",
-            "surrogate": sc.get("surrogate", "linear"), "gamma": float(sc.get("gamma", 0.3))}
+            "surrogate": sc.get("surrogate", SURROGATE),
+            "gamma": float(sc.get("gamma", GAMMA))}
     try:
         return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
     except (ValueError, AssertionError) as e:

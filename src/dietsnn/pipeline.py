@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from . import checkpoint as ckpt
-from .calibration import calibrate_thresholds
+from .analysis.spikes import spike_rates
+from .config import DROPOUT, EVAL_BATCH, ConversionConfig, TrainConfig
+from .conversion import ann_to_snn, calibrate_thresholds
 from .data import Splits
 from .errors import UserError
+from .layers import lif_layers
 from .models import Network, build_ann
-from .modules import lif_layers
-from .snn import ann_to_snn
-from .training import TrainConfig, evaluate, fit, neuron_summary, spike_rates
-
-
-@dataclass
-class SNNOptions:
-    timesteps: int = 5
-    encoding: str = "direct"
-    percentile: float = 99.7
-    scale: float = 0.6
-    calib_size: int = 512
-    calib_timesteps: int = 100
-    gamma: float = 0.3
-    surrogate: str = "linear"
-    leak: float = 1.0
+from .training import evaluate, fit, neuron_summary
 
 
 @dataclass
@@ -37,8 +25,7 @@ class Context:
     device: str = "cpu"
     progress: bool = True
     log: object = print
-    eval_batch: int = 256
-    extra: dict = field(default_factory=dict)
+    eval_batch: int = EVAL_BATCH
 
 
 def check_fits(model: Network, ctx: Context, source: str) -> Network:
@@ -81,7 +68,7 @@ def layer_report(model: Network, ctx: Context,
 
 
 def train_ann(arch: str, cfg: TrainConfig, ctx: Context, out: Path, resume: bool = False,
-              dropout: float = 0.2) -> dict:
+              dropout: float = DROPOUT) -> dict:
     info = ctx.data.info
     torch.manual_seed(cfg.seed)
     model = build_ann(arch, info.num_classes, info.in_channels, info.image_size, dropout)
@@ -104,7 +91,7 @@ def calibration_images(ctx: Context, n: int, seed: int) -> torch.Tensor:
     return ctx.data.train_x[idx]
 
 
-def convert(ann_path: Path, opts: SNNOptions, ctx: Context, out: Path, seed: int = 0) -> dict:
+def convert(ann_path: Path, opts: ConversionConfig, ctx: Context, out: Path, seed: int = 0) -> dict:
     """ANN checkpoint -> calibrated SNN checkpoint in `out` (the ANN file is only read)."""
     ann = load_checked(ann_path, ctx)
     if ann.is_spiking:
@@ -117,11 +104,11 @@ def convert(ann_path: Path, opts: SNNOptions, ctx: Context, out: Path, seed: int
     calibrate_thresholds(snn, images, opts.percentile, opts.scale, opts.calib_timesteps)
     seconds = time.time() - t0
     ctx.log(f"calibrated {len(lif_layers(snn))} thresholds in {seconds:.1f}s")
-    ckpt.save_model(out / ckpt.MODEL_FILE, snn, {"calibration": vars(opts)})
+    ckpt.save_model(out / ckpt.MODEL_FILE, snn, {"calibration": asdict(opts)})
     layers, accuracy = layer_report(snn, ctx)
     metrics = {"test_accuracy": accuracy, "timesteps": opts.timesteps,
                "encoding": opts.encoding, "calibration_seconds": seconds,
-               "calibration": vars(opts), "layers": layers}
+               "calibration": asdict(opts), "layers": layers}
     ckpt.write_json(out / "metrics.json", {"converted": metrics})
     ctx.log(f"converted SNN (T={opts.timesteps}) test accuracy {metrics['test_accuracy']:.4f}")
     return metrics

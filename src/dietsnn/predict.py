@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .analysis.spikes import SpikeCounter
 from .data import DatasetInfo, normalize
 from .errors import UserError
 from .models import Network
-from .modules import lif_layers
 
 
 def load_image(path: str | os.PathLike, channels: int, size: int) -> Tensor:
@@ -55,26 +55,16 @@ def predict_images(model: Network, paths: Sequence[str | os.PathLike], dataset_i
     images = [load_image(p, channels, size) for p in paths]  # read all first: fail before compute
     device = next(model.parameters()).device
     model.eval()
-    counts: list[Tensor] = []
-
-    def hook(mod, _inp, out):  # out: spikes [T*B, ...], time-major
-        counts.append(out.reshape(mod.timesteps, mod.batch, -1).sum((0, 2)))
-
-    handles = [m.register_forward_hook(hook) for _, m in lif_layers(model)]
     results: list[dict] = []
-    try:
+    with SpikeCounter(model) as counter:
         for i in range(0, len(images), batch_size):
             chunk = list(paths[i : i + batch_size])
             x = normalize(torch.stack(images[i : i + batch_size]), dataset_info).to(device)
-            counts.clear()
             probs = torch.softmax(model(x).float(), dim=1)
-            spikes = torch.stack(counts).sum(0) if counts else torch.zeros(len(chunk))
+            spikes = counter.take_per_image(len(chunk))
             conf, idx = probs.max(1)
             for j, p in enumerate(chunk):
                 k = int(idx[j])
                 results.append({"path": str(p), "class_index": k, "class": names[k],
                                 "confidence": float(conf[j]), "spikes": int(round(float(spikes[j])))})
-    finally:
-        for h in handles:
-            h.remove()
     return results

@@ -1,16 +1,14 @@
-"""Paper-scale recipes (SPEC 7) as `--preset NAME` for `run`, `train-ann`, `convert`, `train-snn`.
+"""Paper-scale recipes (docs/METHOD.md section 7) as `--preset NAME` for `run`, `train-ann`,
+`convert` and `train-snn`.
 
 A preset only changes defaults: any option given explicitly on the command line wins. Values
-follow SPEC 7 and the reference scripts: ANN SGD (momentum 0.9) lr 1e-2, weight decay 5e-4
+follow the paper and the reference scripts: ANN SGD (momentum 0.9) lr 1e-2, weight decay 5e-4
 (1e-4 on ImageNet), cosine schedule, 300 epochs on CIFAR, 90 on ImageNet; SNN Adam lr 1e-4, batch
 64, no weight decay, T = 5, dropout 0.2, threshold scale 0.3 (VGG16) or 0.2 (ResNet20).
 `dietsnn presets` prints the table.
 """
 
 from __future__ import annotations
-
-import argparse
-import json
 
 ANN_KEYS = ("epochs", "lr", "batch_size", "optimizer", "weight_decay", "schedule")
 
@@ -49,25 +47,6 @@ def preset_defaults(name: str, command: str) -> dict:
     return common
 
 
-def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action.choices[command]
-    raise KeyError(command)
-
-
-def apply(parser: argparse.ArgumentParser, argv: list[str] | None,
-          args: argparse.Namespace) -> argparse.Namespace:
-    """Parse again with the chosen preset as defaults, so explicit options keep precedence."""
-    name = getattr(args, "preset", None)
-    if not name:
-        return args
-    sub = _subparser(parser, args.command)
-    dests = {a.dest for a in sub._actions}
-    sub.set_defaults(**{k: v for k, v in preset_defaults(name, args.command).items() if k in dests})
-    return parser.parse_args(argv)
-
-
 def table() -> str:
     head = ("preset", "dataset", "arch", "T", "scale", "ANN epochs/lr/batch/wd",
             "SNN epochs/lr/batch")
@@ -79,20 +58,3 @@ def table() -> str:
                      f"{s['epochs']} / {s['lr']:g} / {s['batch_size']}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
-
-
-def add_commands(sub, common) -> dict:
-    """CLI extension hook: the `presets` command, and `--preset` on the training commands."""
-    for cmd in COMMANDS:
-        if cmd in sub.choices:
-            sub.choices[cmd].add_argument(
-                "--preset", choices=sorted(PRESETS), default=None,
-                help="paper-scale defaults (see `dietsnn presets`); explicit options override")
-    p = sub.add_parser("presets", help="list the --preset recipes (CIFAR-10/100, ImageNet)")
-    p.add_argument("--json", action="store_true")
-    return {"presets": cmd_presets}
-
-
-def cmd_presets(args) -> dict:
-    print(json.dumps(PRESETS, indent=2) if args.json else table())
-    return PRESETS

@@ -11,7 +11,7 @@ mean, and metrics are summed over ranks.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -21,15 +21,16 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed, runtime
+from .config import TrainConfig
 from .data import Batches, Splits
 from .errors import UserError
+from .layers import constrain_, lif_layers
 from .models import Network
-from .modules import LIF, constrain_, lif_layers
 
 RANK_SEED = 1_000_003  # rank r > 0 seeds its dropout RNG with seed + r * RANK_SEED
 
 
-def _eval_batches(x, y: Tensor, batch_size: int):
+def eval_batches(x, y: Tensor, batch_size: int):
     """This rank's batches of (x, y): a contiguous shard of tensors, or the dataset's own."""
     if isinstance(x, Tensor):
         x, y = distributed.shard(x, y)
@@ -42,24 +43,6 @@ def _train_batches(data: Splits, cfg: TrainConfig):
         return Batches(data.train_x, data.train_y, cfg.batch_size, shuffle=True, info=data.info,
                        augment=cfg.augment, seed=cfg.seed)
     return data.train_x.batches(cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed)
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 10
-    lr: float = 0.05
-    optimizer: str = "sgd"  # sgd | adam
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"  # cosine | step | none
-    batch_size: int = 128
-    augment: bool = True
-    seed: int = 0
-    train_leak: bool = True
-    train_threshold: bool = True
-    precision: str = "fp32"  # fp32 | bf16
-    neuron_lr: float | None = None  # leaks and thresholds; None: the weights' lr
-    amsgrad: bool = False  # Adam's AMSGrad variant (the authors' SNN optimiser)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -114,7 +97,7 @@ def evaluate(model: Network, x, y: Tensor, batch_size: int = 256,
     was = model.training
     model.eval()
     correct, loss_sum, n = 0, 0.0, 0
-    bar = tqdm(_eval_batches(x, y, batch_size), desc=desc, leave=False, disable=not progress)
+    bar = tqdm(eval_batches(x, y, batch_size), desc=desc, leave=False, disable=not progress)
     for xb, yb in bar:
         xb, yb = xb.to(device), yb.to(device)
         with _autocast(precision, device):
@@ -236,37 +219,3 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
             "history": history, "config": asdict(cfg)})
         ckpt.write_json(out / "history.json", history)
     return {"history": history, "best_val_accuracy": best}
-
-
-def spike_rates(model: Network, x, batch_size: int = 256,
-                device: str | torch.device = "cpu",
-                y: Tensor | None = None) -> tuple[list[dict], float | None]:
-    """Per LIF layer: spikes per neuron per image summed over all T (SPEC 8's zeta), as rows
-    {"name", "spike_rate"}; and the accuracy on labels `y` from the same pass (None without)."""
-    totals: dict[str, list[float]] = {}
-    hooks = []
-    for name, m in lif_layers(model):
-        def hook(mod: LIF, inp, out, name=name):
-            acc = totals.setdefault(name, [0.0, 0.0])
-            acc[0] += out.sum().item()
-            acc[1] += out[0].numel() * mod.batch  # neurons x images
-        hooks.append(m.register_forward_hook(hook))
-    was = model.training
-    model.eval()
-    correct = 0
-    labels = y if y is not None else torch.zeros(len(x), dtype=torch.long)
-    try:
-        with torch.no_grad():
-            for xb, yb in _eval_batches(x, labels, batch_size):
-                out = model(xb.to(device))
-                correct += (out.argmax(1).cpu() == yb).sum().item()
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was)
-    names = [n for n, _ in lif_layers(model)]
-    sums = distributed.all_reduce_sum([v for n in names for v in totals.get(n, (0.0, 0.0))]
-                                      + [correct])
-    totals = {n: sums[2 * i : 2 * i + 2] for i, n in enumerate(names) if sums[2 * i + 1] > 0}
-    rows: list[dict] = [{"name": n, "spike_rate": s / max(1.0, c)} for n, (s, c) in totals.items()]
-    return rows, (sums[-1] / max(1, len(y)) if y is not None else None)

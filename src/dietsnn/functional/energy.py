@@ -1,4 +1,4 @@
-"""Operation counts and compute energy (SPEC section 8; Horowitz 2014, 45 nm, 32-bit float)."""
+"""Operation counts and compute energy (docs/METHOD.md section 8; Horowitz 2014, 45 nm, 32-bit float)."""
 
 from __future__ import annotations
 

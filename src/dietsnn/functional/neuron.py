@@ -1,4 +1,4 @@
-"""Leaky integrate-and-fire dynamics of DIET-SNN (SPEC sections 1-2), multi-step over time.
+"""Leaky integrate-and-fire dynamics of DIET-SNN (docs/METHOD.md sections 1-2), multi-step over time.
 
 Per step t, for one layer with scalar leak `lam` and threshold `v`:
 
@@ -107,7 +107,7 @@ def _backward_eager(u_tilde: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamm
 
 def _backward_loop(u_tilde: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamma: float,
                    surrogate: str, steps: int = 0):
-    """BPTT of `_forward_loop`: returns dL/dx, dL/dleak, dL/dv given dL/dspikes (SPEC 2).
+    """BPTT of `_forward_loop`: returns dL/dx, dL/dleak, dL/dv given dL/dspikes (METHOD 2).
     With `steps`, `u_tilde` is instead the input current `[N]` that was the same at each of
     `steps` steps: u~ is recomputed here and dL/dx summed over the steps. Written for
     torch.compile, which fuses all steps, recomputation included, into one kernel (compiled per
@@ -225,7 +225,7 @@ def lif(
     Returns spikes `[T, ...]` (0/1, x's dtype).
 
     Differentiable in `x`, `leak` and `threshold` (0-dim tensors) with the surrogate `surrogate`
-    scaled by `gamma` (SPEC section 2). Integrate-then-fire in the same step, soft reset.
+    scaled by `gamma` (docs/METHOD.md section 2). Integrate-then-fire in the same step, soft reset.
     """
     leak = torch.as_tensor(leak, dtype=x.dtype, device=x.device)
     threshold = torch.as_tensor(threshold, dtype=x.dtype, device=x.device)

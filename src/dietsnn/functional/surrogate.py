@@ -15,7 +15,10 @@ def linear(z: Tensor, gamma: float = 0.3) -> Tensor:
 
 
 def exponential(z: Tensor, gamma: float = 0.3, beta: float = 5.0) -> Tensor:
-    """Exponential surrogate of the predecessor STDB method: gamma*exp(-beta*|z|)."""
+    """Exponential of the normalised membrane distance z: gamma*exp(-beta*|z|), peak gamma at
+    the threshold. This is not STDB (the authors' earlier spike-timing-dependent backprop), whose
+    surrogate depends on the time since the neuron's last spike, not on z; see docs/METHOD.md
+    section 10.2."""
     return torch.exp(-beta * z.abs()).mul_(gamma)
 
 

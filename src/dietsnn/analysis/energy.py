@@ -1,4 +1,4 @@
-"""Operation counts, spike rates and compute energy of a model (SPEC 8), and latency sweeps."""
+"""Operation counts, spike rates and compute energy of a model (docs/METHOD.md section 8)."""
 
 from __future__ import annotations
 
@@ -7,22 +7,19 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from .functional import encoding as _encoding
-from .functional import energy as E
-from .models import Network, example_input
-from .modules import LIF
-from .training import spike_rates
+from ..conversion import replace_modules
+from ..functional import encoding as _encoding
+from ..functional import energy as E
+from ..layers import LIF
+from ..models import Network, example_input
+from .spikes import spike_rates
 
 
 @torch.no_grad()
 def layer_flops(model: Network) -> list[dict]:
     """FLOPs (multiply-accumulates) of every conv and linear layer for one image, in order."""
-    ann = copy.deepcopy(model)
+    ann = replace_modules(copy.deepcopy(model), LIF, lambda _: nn.ReLU())
     ann.timesteps = None
-    for name, m in list(ann.named_modules()):
-        if isinstance(m, LIF):
-            parent, _, attr = name.rpartition(".")
-            setattr(ann.get_submodule(parent) if parent else ann, attr, nn.ReLU())
     rows: list[dict] = []
     hooks = []
     for name, m in ann.named_modules():
@@ -87,32 +84,6 @@ def measure(model: Network, x: Tensor, y: Tensor, batch_size: int = 256,
     en = energy(model, rates, in_rate, e_mac, e_ac)
     return {"timesteps": model.timesteps, "accuracy": acc, "spike_rates": rates,
             "mean_spike_rate": sum(rates.values()) / max(1, len(rates)), "energy": en}
-
-
-def sweep(model: Network, timesteps: list[int], x: Tensor, y: Tensor, batch_size: int = 256,
-          device: str | torch.device = "cpu", log=None) -> list[dict]:
-    """`measure` at each T (the model's own T restored afterwards)."""
-    own = model.timesteps
-    rows = []
-    try:
-        for T in timesteps:
-            model.timesteps = T
-            m = measure(model, x, y, batch_size, device)
-            rows.append({"timesteps": T, "accuracy": m["accuracy"],
-                         "mean_spike_rate": m["mean_spike_rate"],
-                         "energy_ratio": m["energy"]["ratio"], "snn_pj": m["energy"]["snn_pj"]})
-            if log:
-                log(f"  T={T:<3d} accuracy {m['accuracy']:.4f}  mean spikes/neuron "
-                    f"{m['mean_spike_rate']:.3f}  ANN/SNN energy {m['energy']['ratio']:.1f}x")
-    finally:
-        model.timesteps = own
-    return rows
-
-
-def smallest_t_within(rows: list[dict], target: float, tol: float = 0.01) -> int | None:
-    """The smallest T whose accuracy is within `tol` of `target` (None if none is)."""
-    ok = [r["timesteps"] for r in rows if r["accuracy"] >= target - tol]
-    return min(ok) if ok else None
 
 
 def format_energy_table(en: dict) -> str:

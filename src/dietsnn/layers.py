@@ -1,4 +1,5 @@
-"""Thin modules over the functional core: the LIF layer and a dropout with one mask over time.
+"""Layers over the functional core: the LIF layer, a dropout with one mask over time and a
+lean average pooling.
 
 Time convention inside a network running as an SNN: tensors are time-major and folded into the
 batch, `[T*B, ...]`. A tensor of batch `B` (not folded) is constant over time: that is how direct
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import compact
+from .config import GAMMA, SURROGATE
 from .functional import lif, neuron
 from .functional.pool import avg_pool
 
@@ -41,14 +43,15 @@ class Temporal(nn.Module):
 
 
 class LIF(Temporal):
-    """Leaky integrate-and-fire layer with one learned leak and one learned threshold (SPEC 1)."""
+    """Leaky integrate-and-fire layer with one learned leak and one learned threshold (docs/METHOD.md
+    section 1)."""
 
     def __init__(
         self,
         leak: float = 1.0,
         threshold: float = 1.0,
-        gamma: float = 0.3,
-        surrogate: str = "linear",
+        gamma: float = GAMMA,
+        surrogate: str = SURROGATE,
     ) -> None:
         super().__init__()
         self.leak = nn.Parameter(torch.tensor(float(leak)))

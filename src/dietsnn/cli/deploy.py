@@ -1,6 +1,4 @@
-"""CLI commands for using a trained model: `dietsnn predict` and `dietsnn export`.
-
-Loaded by `dietsnn.cli` through its extension hook (`add_commands`)."""
+"""Using a trained model: `dietsnn predict` and `dietsnn export`."""
 
 from __future__ import annotations
 
@@ -9,9 +7,12 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import UserError
-
-DEFAULT_DATASET = "fashion-mnist"
+from ..checkpoint import load_model
+from ..config import DATASET as DEFAULT_DATASET
+from ..data import DATASETS, dataset_info
+from ..errors import UserError
+from ..export import export_nir
+from ..predict import predict_images
 
 
 def run_dataset(run: str | Path) -> str:
@@ -31,10 +32,6 @@ def run_dataset(run: str | Path) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> list[dict]:
-    from .checkpoint import load_model
-    from .data import dataset_info
-    from .predict import predict_images
-
     model = load_model(args.run)
     info = dataset_info(args.dataset or run_dataset(args.run))
     results = predict_images(model, args.images, info)
@@ -48,9 +45,6 @@ def cmd_predict(args: argparse.Namespace) -> list[dict]:
 
 
 def cmd_export(args: argparse.Namespace) -> dict:
-    from .checkpoint import load_model
-    from .export import export_nir
-
     out = Path(args.out)
     if out.is_dir():
         raise UserError(f"{out} is a directory; give the output file name, e.g. model.nir")
@@ -63,10 +57,8 @@ def cmd_export(args: argparse.Namespace) -> dict:
     return {"out": str(out), "nodes": len(graph.nodes)}
 
 
-def add_commands(sub, common: Callable | None = None) -> dict[str, Callable]:
+def add_commands(sub) -> dict[str, Callable]:
     """Add `predict` and `export` to the subparsers `sub`; return {name: function}."""
-    from .data import DATASETS
-
     p = sub.add_parser("predict", help="classify image files (PNG/JPEG) with a trained model")
     p.add_argument("run", metavar="RUN_DIR", help="run directory or model.safetensors")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files")

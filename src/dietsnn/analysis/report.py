@@ -195,7 +195,7 @@ def _figures(run: Path, metrics: dict, ann_acc, layers, en) -> list[tuple[str, s
 
 def write_report(run: Path, metrics: dict) -> Path:
     """Write plots and report.md for a `dietsnn run` directory; returns the report's path."""
-    from .analysis import format_energy_table
+    from .energy import format_energy_table
 
     ann_acc = metrics.get("ann", {}).get("test_accuracy")
     layers = metrics.get("snn", {}).get("layers")

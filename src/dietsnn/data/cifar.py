@@ -15,7 +15,6 @@ import io
 import os
 import pickle
 import tarfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .data import DatasetInfo, cache_dir, search_dirs
-from .errors import UserError
+from ..errors import UserError
+from .catalog import DatasetInfo, cache_dir, download, search_dirs
 
 
 @dataclass(frozen=True)
@@ -152,25 +151,13 @@ def md5sum(path: Path) -> str:
 
 
 def _download(info: DatasetInfo, layout: CifarLayout, dest: Path, hint: str) -> Path:
-    target = dest / layout.archive
-    tmp = target.with_name(target.name + ".part")
-    url = info.urls[0] + layout.archive
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as o:
-            for chunk in iter(lambda: r.read(1 << 20), b""):
-                o.write(chunk)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"{info.name} not found locally and the download of {url} failed ({e}); "
-                        f"{hint}") from None
-    digest = md5sum(tmp)
-    if digest != layout.md5:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"{url}: MD5 {digest} does not match the known {layout.md5}; refusing "
-                        "the download")
-    os.replace(tmp, target)
-    return target
+    def check(part: Path) -> str | None:
+        digest = md5sum(part)
+        return None if digest == layout.md5 else (
+            f"MD5 {digest} does not match the known {layout.md5}")
+
+    return download([info.urls[0] + layout.archive], dest / layout.archive, check, info.name,
+                    hint)
 
 
 def load_cifar(info: DatasetInfo, data_dir: str | os.PathLike | None = None,

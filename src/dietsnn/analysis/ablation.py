@@ -22,15 +22,16 @@ from pathlib import Path
 
 import torch
 
-from . import analysis
-from . import checkpoint as ckpt
-from .calibration import calibrate_thresholds
-from .data import Splits
-from .errors import UserError
-from .models import Network
-from .modules import lif_layers
-from .snn import ann_to_snn
-from .training import TrainConfig, evaluate, fit
+from .. import checkpoint as ckpt
+from ..config import SNN_TRAIN, ConversionConfig, TrainConfig
+from ..conversion import ann_to_snn, calibrate_thresholds
+from ..data import Splits
+from ..errors import UserError
+from ..layers import lif_layers
+from ..models import Network
+from ..training import evaluate, fit
+from .energy import measure
+from .report import plot_ablation_if_possible
 
 VARIANTS = {  # key: label, encoding, train threshold, train leak
     "a": ("(a) rate coding", "rate", False, False),
@@ -48,14 +49,14 @@ class AblationConfig:
     variants: str = "abcd"
     epochs: int = 2
     train_subset: int | None = 10000  # training images per epoch (the first of the shuffled split)
-    lr: float = 1e-4
+    lr: float = SNN_TRAIN.lr
     neuron_lr: float = 1e-2
     amsgrad: bool = False
-    batch_size: int = 64
+    batch_size: int = SNN_TRAIN.batch_size
     scales: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
-    percentile: float = 99.7
-    calib_size: int = 512
-    calib_timesteps: int = 100
+    percentile: float = ConversionConfig.percentile
+    calib_size: int = ConversionConfig.calib_size
+    calib_timesteps: int = ConversionConfig.calib_timesteps
 
     def __post_init__(self) -> None:
         bad = set(self.variants) - set(VARIANTS)
@@ -157,7 +158,7 @@ class Ablation:
         res = fit(snn, data, tcfg, run_dir, resume=resume, progress=self.progress,
                   log=self.log, desc=key, device=self.device)
         best = ckpt.load_model(run_dir / ckpt.MODEL_FILE).to(self.device)
-        m = analysis.measure(best, self.data.test_x, self.data.test_y, device=self.device)
+        m = measure(best, self.data.test_x, self.data.test_y, device=self.device)
         lifs = lif_layers(best)
         cell = {"variant": variant, "label": label, "timesteps": T, "seed": seed,
                 "accuracy": m["accuracy"], "val_accuracy": res["best_val_accuracy"],
@@ -209,7 +210,7 @@ class Ablation:
                 k = f"{enc}-T{T}"
                 if k not in done:
                     snn = self.converted(enc, T)
-                    m = analysis.measure(snn, self.data.test_x, self.data.test_y,
+                    m = measure(snn, self.data.test_x, self.data.test_y,
                                          device=self.device)
                     done[k] = {"encoding": enc, "timesteps": T, "accuracy": m["accuracy"],
                                "mean_spike_rate": m["mean_spike_rate"]}
@@ -263,8 +264,6 @@ def summarize(out: str | Path, log=None) -> dict:
     ckpt.write_json(out / "ablation.json", res)
     md = ablation_markdown(res)
     ckpt.atomic_write(out / "ablation.md", md.encode())
-    from .report import plot_ablation_if_possible
-
     plot_ablation_if_possible(res, out / "ablation.png", log or (lambda *a, **k: None))
     if log:
         log(md)

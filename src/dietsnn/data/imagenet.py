@@ -25,9 +25,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import distributed
-from .data import DATASETS, DatasetInfo, Splits, search_dirs
-from .errors import UserError
+from .. import distributed
+from ..errors import UserError
+from .catalog import DATASETS, DatasetInfo, search_dirs
+from .splits import Splits
 
 EXTENSIONS = (".jpeg", ".jpg", ".png")
 INFO = DATASETS["imagenet"]

@@ -1,4 +1,5 @@
-"""Layer-by-layer percentile threshold calibration (SPEC 7.2).
+"""ANN -> SNN conversion (docs/METHOD.md section 7): the same module tree with each ReLU
+replaced by a LIF layer, then layer-by-layer percentile threshold calibration.
 
 Each LIF layer, in order, sees the input current produced by the already calibrated layers
 before it; its threshold is the maximum over time of the `percentile` of that current over the
@@ -10,20 +11,63 @@ conv2's plus the shortcut's, both recomputed per time chunk from the kept spike 
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from . import distributed
+from .config import GAMMA, SURROGATE, ConversionConfig
 from .functional import encoding as _encoding
+from .functional import surrogate as _surrogate
 from .functional.neuron import lif_forward
+from .layers import LIF, set_time
 from .models import Network
-from .modules import LIF, set_time
-from .resnet import BasicBlock
+from .models.resnet import BasicBlock
 
 CHUNK_ELEMENTS = 1 << 23  # floats per time chunk of currents (32 MiB)
 CACHE_BYTES = 1 << 30  # keep a layer's currents between its two passes up to this size
+
+
+def replace_modules(module: nn.Module, kind: type[nn.Module],
+                    make: Callable[[nn.Module], nn.Module]) -> nn.Module:
+    """Replace, in place, every submodule of type `kind` by `make(old)`; returns `module`.
+    Conversion uses it one way (ReLU -> LIF), operation counting the other (LIF -> ReLU)."""
+    for name, child in module.named_children():
+        if isinstance(child, kind):
+            setattr(module, name, make(child))
+        else:
+            replace_modules(child, kind, make)
+    return module
+
+
+def ann_to_snn(
+    ann: Network,
+    timesteps: int,
+    encoding: str = "direct",
+    leak: float = 1.0,
+    threshold: float = 1.0,
+    gamma: float = GAMMA,
+    surrogate: str = SURROGATE,
+) -> Network:
+    """Return a spiking copy of `ann` (the ANN is not modified): every ReLU becomes a LIF with
+    `leak` (1 = IF) and `threshold` (set it with `calibrate_thresholds`), weights copied."""
+    if timesteps < 1:
+        raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+    if encoding not in _encoding.ENCODINGS:
+        raise ValueError(f"unknown encoding {encoding!r}; choose one of {', '.join(_encoding.ENCODINGS)}")
+    _surrogate.get(surrogate)
+    if not 0.0 < leak <= 1.0:
+        raise ValueError(f"leak must be in (0, 1], got {leak}")
+    if threshold <= 0.0:
+        raise ValueError(f"threshold must be > 0, got {threshold}")
+    snn = copy.deepcopy(ann)
+    replace_modules(snn, nn.ReLU, lambda _: LIF(leak, threshold, gamma, surrogate))
+    snn.timesteps = timesteps
+    snn.encoding = encoding
+    return snn
 
 
 def percentile(x: Tensor, p: float) -> Tensor:
@@ -62,9 +106,9 @@ def _apply(mods: list[nn.Module], x: Tensor) -> Tensor:
 def calibrate_thresholds(
     snn: Network,
     images: Tensor,
-    percentile: float = 99.7,
-    scale: float = 0.3,
-    timesteps: int = 100,
+    percentile: float = ConversionConfig.percentile,
+    scale: float = ConversionConfig.scale,
+    timesteps: int = ConversionConfig.calib_timesteps,
     generator: torch.Generator | None = None,
 ) -> list[float]:
     """Set every LIF threshold of `snn` in place from `images` (`[N, C, H, W]`, normalised like

@@ -1,4 +1,4 @@
-"""ResNet20 of the DIET-SNN paper and a ResNet34 of the same rules (SPEC 6).
+"""ResNet20 of the DIET-SNN paper and a ResNet34 of the same rules (docs/METHOD.md section 6).
 
 Stem: three 3x3 convs (each ReLU + dropout) then 2x2 average pooling; four stages of basic
 blocks (64/128/256/512 channels, strides 1/2/2/2); flatten -> Linear(classes). No bias, no
@@ -15,9 +15,12 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from .models import Network, _init_weights
-from .modules import AvgPool2d, Dropout, Temporal
+from ..config import DROPOUT
+from ..layers import AvgPool2d, Dropout, Temporal
+from .base import Network, init_weights
 
+# basic blocks per stage: the paper's ResNet20 and a ResNet34 of the same rules
+RESNET_BLOCKS: dict[str, tuple[int, ...]] = {"resnet20": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 WIDTHS = (64, 128, 256, 512)
 STRIDES = (1, 2, 2, 2)
 
@@ -63,7 +66,7 @@ class ResNet(Network):
         num_classes: int,
         in_channels: int,
         image_size: int,
-        dropout: float = 0.2,
+        dropout: float = DROPOUT,
         widths: Sequence[int] = WIDTHS,
         stem_width: int = 64,
     ) -> None:
@@ -92,7 +95,7 @@ class ResNet(Network):
             size = 1
         head += [nn.Flatten(), nn.Linear(c * size * size, num_classes, bias=False)]
         self.classifier = nn.Sequential(*head)
-        _init_weights(self)
+        init_weights(self)
         # build_ann replaces "arch" by its name; a custom ResNet cannot be rebuilt from a checkpoint
         self.config = {"arch": "resnet-custom", "num_classes": num_classes,
                        "in_channels": in_channels, "image_size": image_size, "dropout": dropout}

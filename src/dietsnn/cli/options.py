@@ -1,0 +1,249 @@
+"""Option groups and validators shared by every subcommand, and the step from parsed options to
+library objects (configs, data). Defaults come from `dietsnn.config`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from .. import config, data
+from ..checkpoint import write_json
+from ..config import ConversionConfig, TrainConfig
+from ..errors import UserError
+from ..functional import neuron
+from ..functional.surrogate import SURROGATES
+from ..pipeline import Context
+
+# -- validators: each returns an argparse type that explains a bad value in one line ----------
+
+
+def positive_int(name: str) -> Callable[[str], int]:
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}") from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {v}")
+        return v
+    return parse
+
+
+def float_in(name: str, lo: float, hi: float, lo_open: bool = True,
+             hi_open: bool = False) -> Callable[[str], float]:
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {s!r}") from None
+        ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+        if not ok:
+            a, b = "(" if lo_open else "[", ")" if hi_open else "]"
+            raise argparse.ArgumentTypeError(f"{name} must be in {a}{lo}, {hi}{b}, got {v}")
+        return v
+    return parse
+
+
+def positive_float(name: str) -> Callable[[str], float]:
+    return float_in(name, 0, float("inf"))
+
+
+def int_list(name: str, minimum: int = 1,
+             allow_empty: bool = False) -> Callable[[str], list[int]]:
+    def parse(s: str) -> list[int]:
+        try:
+            vs = [int(v) for v in s.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{name} takes integers like 1,2,5, got {s!r}") from None
+        if not vs and allow_empty:
+            return vs
+        if not vs or min(vs) < minimum:
+            raise argparse.ArgumentTypeError(f"{name} must be integers >= {minimum}, got {s!r}")
+        return vs
+    return parse
+
+
+def float_list(name: str) -> Callable[[str], list[float]]:
+    def parse(s: str) -> list[float]:
+        try:
+            vs = [float(v) for v in s.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{name} takes numbers like 0.3,0.5, got {s!r}") from None
+        if not vs or min(vs) <= 0:
+            raise argparse.ArgumentTypeError(f"{name} must be numbers > 0, got {s!r}")
+        return vs
+    return parse
+
+
+# -- option groups -------------------------------------------------------------------------------
+
+
+def common(p: argparse.ArgumentParser, out_default: str | None = "runs/dietsnn") -> None:
+    g = p.add_argument_group("data and run")
+    g.add_argument("--dataset", default=config.DATASET, choices=sorted(data.DATASETS))
+    g.add_argument("--data-dir", default=None, help="folder with the dataset files")
+    g.add_argument("--limit-train", type=positive_int("--limit-train"), default=None,
+                   metavar="N", help="use the first N training samples (smoke runs)")
+    g.add_argument("--limit-test", type=positive_int("--limit-test"), default=None, metavar="N",
+                   help="use the first N test samples")
+    g.add_argument("--val-size", type=int, default=config.VAL_SIZE, help="validation samples "
+                   "carved from the training set (checkpoints are chosen on them)")
+    g.add_argument("--seed", type=int, default=TrainConfig.seed)
+    g.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    g.add_argument("--threads", type=positive_int("--threads"), default=None,
+                   help="CPU threads for torch (default: all cores)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    if out_default is not None:
+        g.add_argument("--out", default=out_default, help="run directory to write")
+
+
+def snn_opts(p: argparse.ArgumentParser) -> None:
+    d = ConversionConfig()
+    g = p.add_argument_group("spiking network")
+    g.add_argument("--timesteps", "-T", type=positive_int("--timesteps"), default=d.timesteps)
+    g.add_argument("--encoding", choices=["direct", "rate"], default=d.encoding)
+    g.add_argument("--percentile", type=float_in("--percentile", 0, 100), default=d.percentile)
+    g.add_argument("--scale", type=positive_float("--scale"), default=d.scale,
+                   help="threshold scaling factor after calibration")
+    g.add_argument("--leak", type=float_in("--leak", 0, 1), default=d.leak,
+                   help="initial membrane leak of every layer (1 = IF, as converted)")
+    g.add_argument("--calib-size", type=positive_int("--calib-size"), default=d.calib_size)
+    g.add_argument("--calib-timesteps", type=positive_int("--calib-timesteps"),
+                   default=d.calib_timesteps)
+    g.add_argument("--surrogate", default=d.surrogate, choices=sorted(SURROGATES))
+    g.add_argument("--gamma", type=positive_float("--gamma"), default=d.gamma,
+                   help="surrogate damping factor")
+
+
+def train_opts(p: argparse.ArgumentParser, d: TrainConfig, prefix: str = "",
+               snn: bool = False) -> None:
+    """Options of one training phase, defaults from `d` (`config.ANN_TRAIN` or `SNN_TRAIN`)."""
+    g = p.add_argument_group(f"{prefix or 'training'}".strip())
+    pre = f"--{prefix}-" if prefix else "--"
+    dest = f"{prefix}_" if prefix else ""
+    g.add_argument(f"{pre}epochs", dest=f"{dest}epochs", type=positive_int(f"{pre}epochs"),
+                   default=d.epochs)
+    g.add_argument(f"{pre}lr", dest=f"{dest}lr", type=positive_float(f"{pre}lr"), default=d.lr)
+    g.add_argument(f"{pre}batch-size", dest=f"{dest}batch_size",
+                   type=positive_int(f"{pre}batch-size"), default=d.batch_size)
+    g.add_argument(f"{pre}optimizer", dest=f"{dest}optimizer", choices=["sgd", "adam"],
+                   default=d.optimizer)
+    g.add_argument(f"{pre}weight-decay", dest=f"{dest}weight_decay", type=float,
+                   default=d.weight_decay)
+    g.add_argument(f"{pre}schedule", dest=f"{dest}schedule", choices=["cosine", "step", "none"],
+                   default=d.schedule)
+    if snn:
+        g.add_argument(f"{pre}neuron-lr", dest=f"{dest}neuron_lr",
+                       type=positive_float(f"{pre}neuron-lr"), default=d.neuron_lr,
+                       help="learning rate of the leaks and thresholds (None: the weights' lr)")
+        g.add_argument("--amsgrad", action="store_true", default=d.amsgrad,
+                       help="Adam's AMSGrad variant (the authors' SNN optimiser)")
+        g.add_argument("--no-train-leak", dest="train_leak", action="store_false",
+                       help="keep leaks fixed")
+        g.add_argument("--no-train-threshold", dest="train_threshold", action="store_false",
+                       help="keep thresholds fixed")
+        g.add_argument("--no-compile", dest="compile", action="store_false",
+                       help="run the LIF time loops eagerly instead of with torch.compile")
+        g.add_argument("--precision", choices=["fp32", "bf16"], default=d.precision)
+
+
+class _ShowDefaults(argparse.HelpFormatter):
+    """Every option's default in --help (flags excepted: their default is "off")."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        flag = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+        if action.help is None and action.option_strings and not flag:
+            action.help = "default: %(default)s"  # argparse shows nothing without a help text
+        return super()._format_action(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        h = action.help or ""
+        flag = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+        if action.option_strings and not flag and action.default is not argparse.SUPPRESS \
+                and "%(default)" not in h:
+            h += " (default: %(default)s)"
+        return h
+
+
+class Parser(argparse.ArgumentParser):
+    """Option mistakes as one line (no usage dump), exit code 2; defaults shown in --help."""
+
+    def __init__(self, *a, **k) -> None:
+        k.setdefault("formatter_class", _ShowDefaults)
+        super().__init__(*a, **k)
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# -- from options to library objects -------------------------------------------------------------
+
+
+def setup(args: argparse.Namespace) -> Context:
+    """Threads, device check and the dataset's splits, as a pipeline Context."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device != "cpu" and not torch.cuda.is_available():
+        raise UserError(f"--device {args.device}: no CUDA device here; use --device cpu")
+    log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
+    log(f"loading {args.dataset}")
+    splits = data.load(args.dataset, args.data_dir, args.val_size, args.seed, args.limit_train,
+                       args.limit_test)
+    return Context(splits, args.device, progress=not args.quiet and sys.stderr.isatty(), log=log)
+
+
+def train_config(args: argparse.Namespace, prefix: str = "", snn: bool = False) -> TrainConfig:
+    """The TrainConfig of the options with `prefix` (e.g. "ann_"); only SNN phases read the
+    neuron options."""
+    values = {f.name: getattr(args, f"{prefix}{f.name}") for f in fields(TrainConfig)
+              if hasattr(args, f"{prefix}{f.name}")}
+    values.update(seed=args.seed, augment=args.augment)
+    if snn:
+        values.update({k: getattr(args, k) for k in ("train_leak", "train_threshold", "precision",
+                                                     "amsgrad")})
+    else:
+        values = {k: v for k, v in values.items()
+                  if k not in ("neuron_lr", "amsgrad", "train_leak", "train_threshold",
+                               "precision")}
+    return TrainConfig(**values)
+
+
+def conversion_config(args: argparse.Namespace) -> ConversionConfig:
+    return ConversionConfig(**{f.name: getattr(args, f.name) for f in fields(ConversionConfig)})
+
+
+def has_compiler() -> bool:
+    return any(shutil.which(c) for c in ("cc", "gcc", "clang", "g++"))
+
+
+def use_backend(args: argparse.Namespace) -> None:
+    """The neuron loops through torch.compile unless --no-compile or no C compiler."""
+    neuron.set_backend("compile" if getattr(args, "compile", False) and has_compiler()
+                       else "eager")
+
+
+def write_config(out: Path, args: argparse.Namespace) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", {k: v for k, v in vars(args).items() if k != "func"})
+
+
+def metrics_file(model_arg: str) -> Path | None:
+    """The metrics.json beside a run directory or checkpoint argument, if any."""
+    p = Path(model_arg)
+    for cand in (p / "metrics.json", p.parent / "metrics.json"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())

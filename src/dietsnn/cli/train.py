@@ -1,0 +1,197 @@
+"""`dietsnn run` (all three steps) and the steps one by one: train-ann, convert, train-snn,
+evaluate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from .. import analysis, distributed, pipeline
+from ..analysis.report import write_report
+from ..checkpoint import load_model, resolve_model_path, write_json
+from ..config import ANN_TRAIN, ARCH, DROPOUT, EVAL_BATCH, SNN_TRAIN
+from ..errors import UserError
+from ..functional.energy import E_AC_PJ, E_MAC_PJ
+from ..models import ARCHS
+from .options import (
+    common,
+    conversion_config,
+    float_in,
+    int_list,
+    positive_int,
+    setup,
+    snn_opts,
+    train_config,
+    train_opts,
+    use_backend,
+    write_config,
+)
+
+SWEEP_TIMESTEPS = (1, 2, 3, 4, 5, 6, 8, 10)
+
+
+def _model_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", choices=ARCHS, default=ARCH)
+    p.add_argument("--dropout", type=float_in("--dropout", 0, 1, False, True), default=DROPOUT,
+                   help="dropout after every ReLU/LIF (paper: 0.2 for CIFAR/ImageNet)")
+
+
+def add_commands(sub) -> dict:
+    r = sub.add_parser("run", help="all three steps: train-ann, convert, train-snn")
+    common(r)
+    _model_opts(r)
+    r.add_argument("--resume", action="store_true", help="continue the run in --out")
+    snn_opts(r)
+    train_opts(r, ANN_TRAIN, "ann")
+    train_opts(r, SNN_TRAIN, "snn", snn=True)
+    r.add_argument("--no-augment", dest="augment", action="store_false")
+    r.add_argument("--sweep-timesteps", type=int_list("--sweep-timesteps", allow_empty=True),
+                   default=list(SWEEP_TIMESTEPS), help="T values for the latency sweep in the "
+                   "report ('' to skip)")
+    r.add_argument("--sweep-limit", type=positive_int("--sweep-limit"), default=2000,
+                   metavar="N", help="test images used by the sweep")
+
+    a = sub.add_parser("train-ann", help="step 1: train the ANN")
+    common(a, "runs/ann")
+    _model_opts(a)
+    a.add_argument("--resume", action="store_true")
+    a.add_argument("--no-augment", dest="augment", action="store_false")
+    train_opts(a, ANN_TRAIN)
+
+    c = sub.add_parser("convert", help="step 2: ANN -> SNN with calibrated thresholds")
+    c.add_argument("ann", help="ANN run directory or model.safetensors")
+    common(c, "runs/converted")
+    snn_opts(c)
+
+    s = sub.add_parser("train-snn", help="step 3: train the SNN (weights, leaks, thresholds)")
+    s.add_argument("snn", help="converted SNN run directory or model.safetensors")
+    common(s, "runs/snn")
+    s.add_argument("--timesteps", "-T", type=positive_int("--timesteps"), default=None)
+    s.add_argument("--resume", action="store_true")
+    s.add_argument("--no-augment", dest="augment", action="store_false")
+    train_opts(s, SNN_TRAIN, snn=True)
+
+    e = sub.add_parser("evaluate", help="test accuracy (and per-layer spikes) of a checkpoint")
+    e.add_argument("model", help="run directory or model.safetensors")
+    common(e, None)
+    e.add_argument("--timesteps", "-T", type=positive_int("--timesteps"), default=None)
+    e.add_argument("--batch-size", type=positive_int("--batch-size"), default=EVAL_BATCH)
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
+    return {"run": cmd_run, "train-ann": cmd_train_ann, "convert": cmd_convert,
+            "train-snn": cmd_train_snn, "evaluate": cmd_evaluate}
+
+
+def cmd_run(args) -> dict:
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.resume:
+        raise UserError(f"{out} is not empty; pass --resume to continue it or choose another --out")
+    write_config(out, args)
+    ctx = setup(args)
+    use_backend(args)
+    t0 = time.time()
+    metrics: dict = {}
+    ann_cfg = train_config(args, "ann_")
+    metrics["ann"] = _step_cached(out / "ann", args.resume, "ann", lambda: pipeline.train_ann(
+        args.arch, ann_cfg, ctx, out / "ann", args.resume, args.dropout))
+    opts = conversion_config(args)
+    metrics["converted"] = _step_cached(out / "converted", args.resume, "converted",
+                                        lambda: pipeline.convert(out / "ann" / "model.safetensors",
+                                                                 opts, ctx, out / "converted",
+                                                                 args.seed))
+    snn_cfg = train_config(args, "snn_", snn=True)
+    metrics["snn"] = pipeline.train_snn(out / "converted" / "model.safetensors", snn_cfg, ctx,
+                                        out / "snn", args.resume)
+    _analyse(out, metrics, ctx, args)
+    metrics["seconds"] = time.time() - t0
+    write_json(out / "metrics.json", metrics)
+    if distributed.is_writer():
+        write_report(out, metrics)
+    ctx.log(f"ANN {metrics['ann']['test_accuracy']:.4f} | converted SNN T={args.timesteps} "
+            f"{metrics['converted']['test_accuracy']:.4f} | DIET-SNN T={args.timesteps} "
+            f"{metrics['snn']['test_accuracy']:.4f} | {metrics['seconds'] / 60:.1f} min -> {out}")
+    return metrics
+
+
+def _analyse(out: Path, metrics: dict, ctx, args) -> None:
+    """Energy of the trained SNN on the test set, latency sweep of converted and trained SNN."""
+    snn = load_model(out / "snn" / "model.safetensors").to(ctx.device)
+    rates = {d["name"]: d["spike_rate"] for d in metrics["snn"]["layers"]}
+    metrics["energy"] = analysis.energy(snn, rates, None, E_MAC_PJ, E_AC_PJ)
+    ctx.log(analysis.format_energy_table(metrics["energy"]))
+    ts = args.sweep_timesteps
+    if not ts:
+        return
+    n = args.sweep_limit
+    x, y = ctx.data.test_x[:n], ctx.data.test_y[:n]
+    metrics["sweep"] = {}
+    metrics["sweep_images"] = len(y)
+    converted = load_model(out / "converted" / "model.safetensors").to(ctx.device)
+    for name, model in (("converted SNN", converted), ("DIET-SNN", snn)):
+        ctx.log(f"latency sweep, {name} ({len(y)} test images):")
+        metrics["sweep"][name] = analysis.sweep(model, ts, x, y, device=ctx.device, log=ctx.log)
+
+
+def _step_cached(out: Path, resume: bool, key: str, fn):
+    """On --resume, a step whose metrics.json exists is done: reuse it."""
+    path = out / "metrics.json"
+    if resume and path.is_file():
+        return json.loads(path.read_text())[key]
+    return fn()
+
+
+def cmd_train_ann(args) -> dict:
+    out = Path(args.out)
+    write_config(out, args)
+    ctx = setup(args)
+    return pipeline.train_ann(args.arch, train_config(args), ctx, out, args.resume, args.dropout)
+
+
+def cmd_convert(args) -> dict:
+    src = resolve_model_path(args.ann)
+    out = Path(args.out)
+    if out.resolve() == src.parent.resolve():
+        raise UserError("--out must differ from the ANN's folder: the ANN checkpoint is never "
+                        "modified")
+    write_config(out, args)
+    ctx = setup(args)
+    return pipeline.convert(src, conversion_config(args), ctx, out, args.seed)
+
+
+def cmd_train_snn(args) -> dict:
+    src = resolve_model_path(args.snn)
+    out = Path(args.out)
+    write_config(out, args)
+    ctx = setup(args)
+    use_backend(args)
+    return pipeline.train_snn(src, train_config(args, snn=True), ctx, out, args.resume,
+                              args.timesteps)
+
+
+def cmd_evaluate(args) -> dict:
+    model = load_model(args.model)
+    if args.timesteps:
+        if not model.is_spiking:
+            raise UserError("--timesteps applies to SNN checkpoints; this one is an ANN")
+        model.timesteps = args.timesteps
+    args.quiet = args.quiet or args.json
+    ctx = setup(args)
+    ctx.eval_batch = args.batch_size
+    pipeline.check_fits(model, ctx, args.model)
+    if model.is_spiking:
+        layers, acc = pipeline.layer_report(model, ctx)
+        out = {"test_accuracy": acc, "spiking": True, "timesteps": model.timesteps,
+               "layers": layers}
+    else:
+        res = pipeline.evaluate_test(model, ctx)
+        out = {"test_accuracy": res["accuracy"], "test_loss": res["loss"], "spiking": False}
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        kind = f"SNN T={model.timesteps}" if model.is_spiking else "ANN"
+        print(f"{kind} test accuracy {out['test_accuracy']:.4f} on {len(ctx.data.test_y)} images")
+        for d in out.get("layers", []):
+            print(f"  {d['name']:<16} leak {d['leak']:.3f}  threshold {d['threshold']:.3f}  "
+                  f"spikes/neuron {d['spike_rate']:.3f}")
+    return out

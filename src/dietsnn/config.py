@@ -1,0 +1,53 @@
+"""Every default of dietsnn, defined once. The library's functions and the command line read
+them from here, so `dietsnn run` and the same call through the Python API give the same result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DATASET = "fashion-mnist"
+ARCH = "vgg_small"
+DROPOUT = 0.1  # after every ReLU/LIF (the paper used 0.2 on CIFAR/ImageNet)
+GAMMA = 0.3  # surrogate damping (docs/METHOD.md section 2)
+SURROGATE = "linear"
+VAL_SIZE = 5000  # validation images carved from the training set
+EVAL_BATCH = 256
+
+
+@dataclass
+class ConversionConfig:
+    """ANN -> SNN conversion and threshold calibration (docs/METHOD.md section 7)."""
+
+    timesteps: int = 5
+    encoding: str = "direct"  # direct | rate
+    percentile: float = 99.7
+    scale: float = 0.6  # thresholds x scale after calibration (chosen in docs/RESULTS.md)
+    calib_size: int = 512  # training images used for calibration
+    calib_timesteps: int = 100
+    gamma: float = GAMMA
+    surrogate: str = SURROGATE
+    leak: float = 1.0  # initial leak of every layer (1 = IF)
+
+
+@dataclass
+class TrainConfig:
+    """One training phase (ANN or SNN); the defaults are the ANN's, `SNN_TRAIN` the SNN's."""
+
+    epochs: int = 10
+    lr: float = 0.05
+    optimizer: str = "sgd"  # sgd | adam
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | step | none
+    batch_size: int = 128
+    augment: bool = True  # as the dataset defines it (none on 28x28 sets)
+    seed: int = 0
+    train_leak: bool = True
+    train_threshold: bool = True
+    precision: str = "fp32"  # fp32 | bf16
+    neuron_lr: float | None = None  # leaks and thresholds; None: the weights' lr
+    amsgrad: bool = False  # Adam's AMSGrad variant (the authors' SNN optimiser)
+
+
+ANN_TRAIN = TrainConfig()
+SNN_TRAIN = TrainConfig(epochs=1, lr=1e-4, optimizer="adam", weight_decay=0.0, batch_size=64)

@@ -1,0 +1,43 @@
+"""Datasets: a catalog of known sets and their sources (`catalog`), readers of the IDX, CIFAR
+and ImageNet-folder formats, and the splits and mini-batches training reads (`splits`).
+
+Fashion-MNIST and MNIST are read from IDX `.gz` files, looked for in `--data-dir`, then
+`$DIETSNN_DATA`, then `/usr/share/datasets/<name>` (Debian), then the user cache; otherwise
+downloaded and verified.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .catalog import DATASETS, DatasetInfo, cache_dir, dataset_info, search_dirs
+from .cifar import load_cifar
+from .idx import load_idx_dataset, read_idx
+from .imagenet import load_imagenet
+from .splits import Batches, Splits, augment, normalize
+
+
+def load(name: str, data_dir=None, val_size: int = 5000, seed: int = 0,
+         limit_train: int | None = None, limit_test: int | None = None) -> Splits:
+    """Load `name`, carve a seeded validation split off the training set, normalise to float32."""
+    info = dataset_info(name)
+    if name == "imagenet":  # too large for memory: images stay on disk (dietsnn.imagenet)
+        return load_imagenet(data_dir, val_size, seed, limit_train, limit_test, info)
+    if name.startswith("cifar"):
+        tx, ty, sx, sy = load_cifar(info, data_dir)
+    else:
+        tx, ty, sx, sy = load_idx_dataset(info, data_dir)
+    if limit_train:
+        tx, ty = tx[:limit_train], ty[:limit_train]
+    if limit_test:
+        sx, sy = sx[:limit_test], sy[:limit_test]
+    n_val = min(val_size, len(tx) // 5) if limit_train else min(val_size, len(tx) - 1)
+    perm = torch.randperm(len(tx), generator=torch.Generator().manual_seed(seed))
+    vi, ti = perm[:n_val], perm[n_val:]
+    norm = lambda x: normalize(x, info)  # noqa: E731
+    return Splits(info, norm(tx[ti]), ty[ti], norm(tx[vi]), ty[vi], norm(sx), sy)
+
+
+__all__ = ["DATASETS", "Batches", "DatasetInfo", "Splits", "augment", "cache_dir", "dataset_info",
+           "load", "load_cifar", "load_idx_dataset", "load_imagenet", "normalize", "read_idx",
+           "search_dirs"]

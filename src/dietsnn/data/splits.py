@@ -1,0 +1,75 @@
+"""In-memory splits, normalisation, augmentation and seeded mini-batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..errors import UserError
+from .catalog import DatasetInfo
+
+
+@dataclass
+class Splits:
+    info: DatasetInfo
+    train_x: Tensor
+    train_y: Tensor
+    val_x: Tensor
+    val_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+
+
+def normalize(x: Tensor, info: DatasetInfo) -> Tensor:
+    """uint8 [N,C,H,W] -> float32, standardised with the dataset's mean and std (ANN and SNN)."""
+    mean = torch.tensor(info.mean).view(1, -1, 1, 1)
+    std = torch.tensor(info.std).view(1, -1, 1, 1)
+    return (x.float().div_(255.0) - mean) / std
+
+
+def augment(x: Tensor, padding: int, flip: bool, generator: torch.Generator) -> Tensor:
+    """Random crop after zero padding (in normalised space the pad is the background value) and
+    random horizontal flip, per sample, as tensor ops."""
+    B, C, H, W = x.shape
+    if padding:
+        bg = x.amin()
+        xp = torch.nn.functional.pad(x, (padding,) * 4, value=float(bg))
+        dy = torch.randint(0, 2 * padding + 1, (B,), generator=generator)
+        dx = torch.randint(0, 2 * padding + 1, (B,), generator=generator)
+        rows = (torch.arange(H)[None] + dy[:, None])[:, None, :, None]
+        cols = (torch.arange(W)[None] + dx[:, None])[:, None, None, :]
+        b = torch.arange(B)[:, None, None, None]
+        c = torch.arange(C)[None, :, None, None]
+        x = xp[b, c, rows, cols]
+    if flip:
+        m = torch.rand(B, generator=generator) < 0.5
+        x = torch.where(m[:, None, None, None], x.flip(3), x)
+    return x
+
+
+class Batches:
+    """Mini-batches over in-memory tensors: a seeded shuffle per epoch, optional augmentation."""
+
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool = False,
+                 info: DatasetInfo | None = None, augment: bool = False, seed: int = 0) -> None:
+        if batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.shuffle, self.info, self.augment = shuffle, info, augment
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return (len(self.x) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        n = len(self.x)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for i in range(0, n, self.batch_size):
+            idx = order[i : i + self.batch_size]
+            x = self.x[idx]
+            if self.augment and self.info is not None:
+                x = augment(x, self.info.crop_padding, self.info.flip, self.generator)
+            yield x, self.y[idx]

@@ -1,0 +1,74 @@
+"""The base of every architecture: one module tree that runs as the ANN (ReLU) or, after
+`dietsnn.conversion.ann_to_snn` swaps each ReLU for a LIF layer, as the SNN."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .. import compact
+from ..config import GAMMA, SURROGATE
+from ..functional import encoding as _encoding
+from ..layers import lif_layers, set_time
+
+
+class Network(nn.Module):
+    """Base of every architecture. `timesteps is None`: an ANN. Otherwise an SNN run for
+    `timesteps` steps with `encoding`, whose output layer accumulates over time
+    (docs/METHOD.md section 3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timesteps: int | None = None
+        self.encoding: str = "direct"
+        self.config: dict = {}
+
+    def body(self, x: Tensor) -> Tensor:  # the layers, the same code for ANN and SNN
+        raise NotImplementedError
+
+    def units(self) -> list[nn.Module]:
+        """Top-level layers in execution order (for layer-by-layer calibration and analysis)."""
+        raise NotImplementedError
+
+    @property
+    def is_spiking(self) -> bool:
+        return self.timesteps is not None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.timesteps is None:
+            return self.body(x)
+        T, B = self.timesteps, x.shape[0]
+        set_time(self, T, B)
+        with compact.saving_spikes():  # only acts when autograd saves tensors
+            out = self.body(_encoding.ENCODINGS[self.encoding](x, T))
+        if out.shape[0] == B and T > 1:  # never driven by spikes: constant over time
+            return out * T
+        return out.view(T, B, *out.shape[1:]).sum(0)
+
+    def spiking_config(self) -> dict:
+        if not self.is_spiking:
+            return {}
+        first = lif_layers(self)[0][1] if lif_layers(self) else None
+        return {
+            "timesteps": self.timesteps,
+            "encoding": self.encoding,
+            "gamma": first.gamma if first else GAMMA,
+            "surrogate": first.surrogate if first else SURROGATE,
+        }
+
+
+def init_weights(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+
+
+@torch.no_grad()
+def example_input(model: Network, batch: int = 1) -> Tensor:
+    c = model.config
+    return torch.zeros(batch, c["in_channels"], c["image_size"], c["image_size"])
