@@ -19,7 +19,6 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 import dietsnn  # noqa: E402
-from dietsnn.functional import neuron  # noqa: E402
 
 
 def step_time(model, x, y, n):
@@ -50,7 +49,6 @@ def main() -> None:
     t_ann = step_time(ann, torch.randn(a.ann_batch, 3, s, s),
                       torch.randint(0, a.classes, (a.ann_batch,)), a.steps)
     print(f"{a.arch} ANN step, batch {a.ann_batch}: {t_ann * 1000:.0f} ms", flush=True)
-    neuron.set_backend("compile")
     snn = dietsnn.ann_to_snn(ann, a.timesteps).train()
     t_snn = step_time(snn, torch.randn(a.snn_batch, 3, s, s),
                       torch.randint(0, a.classes, (a.snn_batch,)), a.steps)

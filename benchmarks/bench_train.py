@@ -17,6 +17,7 @@ them in `.venv-bench` beside the same torch. Missing peers are skipped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import ctypes
 import gc
@@ -122,10 +123,14 @@ def make_contenders(arch: str, T: int, B: int, names: list[str]):
     return out
 
 
+_BACKEND = contextlib.ExitStack()
+
+
 def use(name: str) -> None:
     """dietsnn's default engine compiles the neuron loops (torch.compile); eager is its fallback
     where no C compiler is present."""
-    neuron.set_backend("eager" if name == "dietsnn-eager" else "compile")
+    _BACKEND.close()
+    _BACKEND.enter_context(neuron.use_backend("eager" if name == "dietsnn-eager" else "compile"))
 
 
 def train_steps(net, step, x, y, n: int) -> list[float]:

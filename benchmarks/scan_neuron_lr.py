@@ -19,10 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import torch  # noqa: E402
+from dietsnn.ablation import Ablation, AblationConfig  # noqa: E402
 
 from dietsnn import checkpoint, data  # noqa: E402
-from dietsnn.ablation import Ablation, AblationConfig  # noqa: E402
-from dietsnn.functional import neuron  # noqa: E402
 
 
 def main() -> None:
@@ -36,7 +35,6 @@ def main() -> None:
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    neuron.set_backend("compile")
     splits = data.load("fashion-mnist")
     ann = checkpoint.load_model(a.ann)
     root = Path(a.out)

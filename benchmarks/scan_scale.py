@@ -17,12 +17,12 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
-from dietsnn import data  # noqa: E402
 from dietsnn.calibration import calibrate_thresholds  # noqa: E402
-from dietsnn.checkpoint import load_model  # noqa: E402
-from dietsnn.functional import neuron  # noqa: E402
 from dietsnn.modules import lif_layers  # noqa: E402
 from dietsnn.snn import ann_to_snn  # noqa: E402
+
+from dietsnn import data  # noqa: E402
+from dietsnn.checkpoint import load_model  # noqa: E402
 from dietsnn.training import evaluate  # noqa: E402
 
 
@@ -41,7 +41,6 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    neuron.set_backend("compile")
     splits = data.load(args.dataset, seed=args.seed)
     ann = load_model(args.ann)
     vx, vy = splits.val_x[: args.val_images], splits.val_y[: args.val_images]

@@ -1,10 +1,14 @@
+import numpy as np
 import pytest
 import torch
-from conftest import needs_fmnist
+from helpers import needs_fmnist
 
 from dietsnn import ann_to_snn, build_ann, calibrate_thresholds
 from dietsnn.config import TrainConfig
+from dietsnn.conversion import percentile
 from dietsnn.data import load
+from dietsnn.functional import lif_forward
+from dietsnn.layers import LIF
 from dietsnn.training import evaluate, fit
 
 
@@ -18,6 +22,7 @@ def trained(tmp_path_factory):
     return ann.eval(), data
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_converted_snn_agrees_with_ann_at_long_latency(trained):
     ann, data = trained
@@ -32,6 +37,7 @@ def test_converted_snn_agrees_with_ann_at_long_latency(trained):
     assert agree >= 0.95, agree
 
 
+@pytest.mark.slow
 @needs_fmnist
 def test_short_latency_untrained_conversion_is_worse(trained):
     ann, data = trained
@@ -41,3 +47,95 @@ def test_short_latency_untrained_conversion_is_worse(trained):
         a = ann(data.test_x).argmax(1)
         s = snn(data.test_x).argmax(1)
     assert (a == s).float().mean().item() < 0.95
+
+
+@pytest.mark.parametrize("n", [7, 1000, 300_000])
+@pytest.mark.parametrize("p", [0.5, 50.0, 99.7, 100.0])
+def test_percentile_matches_numpy(n, p):
+    x = torch.randn(n).relu()
+    assert percentile(x, p).item() == pytest.approx(np.percentile(x.numpy(), p), rel=1e-6, abs=1e-7)
+
+
+@torch.no_grad()
+def naive_thresholds(snn, images, p, T):
+    """Reference: for each layer, re-run the whole prefix step by step (slow, obviously right)."""
+    units = snn.units()
+    lif_idx = [i for i, u in enumerate(units) if isinstance(u, LIF)]
+    thresholds = []
+    for k, li in enumerate(lif_idx):
+        states = [None] * k
+        best = -1.0
+        for _ in range(T):
+            h = images
+            j = 0
+            for u in units[:li]:
+                if isinstance(u, LIF):
+                    o, _, states[j] = lif_forward(h.unsqueeze(0), u.leak, torch.tensor(thresholds[j]),
+                                                  states[j])
+                    h = o[0]
+                    j += 1
+                else:
+                    h = u(h)
+            best = max(best, np.percentile(h.numpy().ravel(), p))
+        thresholds.append(best)
+    return thresholds
+
+
+def test_layer_by_layer_calibration_matches_naive_prefix_rerun():
+    torch.manual_seed(1)
+    ann = build_ann("vgg_small", image_size=12).eval()
+    snn = ann_to_snn(ann, 5).eval()
+    images = torch.randn(16, 1, 12, 12)
+    got = calibrate_thresholds(snn, images, percentile=99.0, scale=1.0, timesteps=6)
+    want = naive_thresholds(snn, images, 99.0, 6)
+    assert got == pytest.approx(want, rel=1e-5)
+    snn2 = ann_to_snn(ann, 5)
+    scaled = calibrate_thresholds(snn2, images, percentile=99.0, scale=0.3, timesteps=6)
+    assert scaled == pytest.approx([0.3 * w for w in want], rel=1e-5)
+    assert snn2.features[1].threshold.item() == pytest.approx(0.3 * want[0], rel=1e-5)
+
+
+def test_calibration_rejects_bad_options():
+    snn = ann_to_snn(build_ann("vgg_small"), 5)
+    x = torch.randn(2, 1, 28, 28)
+    for kw in ({"percentile": 0.0}, {"percentile": 101.0}, {"scale": 0.0}, {"timesteps": 0}):
+        with pytest.raises(ValueError):
+            calibrate_thresholds(snn, x, **kw)
+
+
+def test_time_chunks_and_recompute_path_give_the_same_thresholds(monkeypatch):
+    import dietsnn.conversion as cal
+
+    torch.manual_seed(1)
+    ann = build_ann("vgg_small", image_size=12).eval()
+    x = torch.randn(16, 1, 12, 12)
+    want = calibrate_thresholds(ann_to_snn(ann, 5), x, 99.0, 1.0, 6)
+    monkeypatch.setattr(cal, "CHUNK_ELEMENTS", 300)  # many small time chunks
+    monkeypatch.setattr(cal, "CACHE_BYTES", 10)  # currents recomputed for the firing pass
+    assert calibrate_thresholds(ann_to_snn(ann, 5), x, 99.0, 1.0, 6) == want
+
+
+def test_layer_without_positive_current_gets_a_positive_threshold():
+    snn = ann_to_snn(build_ann("vgg_small", image_size=8), 3)
+    with torch.no_grad():
+        snn.features[0].weight.fill_(-1.0)  # positive images -> negative current everywhere
+    th = calibrate_thresholds(snn, torch.rand(4, 1, 8, 8), 99.7, 0.5, 4)
+    assert th[0] == 0.5 and all(t > 0 for t in th)
+
+
+def test_firing_runs_in_bounded_chunks(monkeypatch):
+    """The LIF runs over at most CHUNK_ELEMENTS floats at a time (or one step), whatever T."""
+    from dietsnn import conversion as calibration
+
+    monkeypatch.setattr(calibration, "CHUNK_ELEMENTS", 5000)
+    sizes = []
+    real = calibration.lif_forward
+
+    def spy(x, *a, **k):
+        sizes.append((x.numel(), x[0].numel()))
+        return real(x, *a, **k)
+
+    monkeypatch.setattr(calibration, "lif_forward", spy)
+    snn = ann_to_snn(build_ann("vgg_small"), 5)
+    calibrate_thresholds(snn, torch.rand(8, 1, 28, 28), timesteps=40)
+    assert sizes and all(n <= max(5000, step) for n, step in sizes)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from test_data import write_idx
+from helpers import write_idx
 
 from dietsnn import distributed
 from dietsnn.checkpoint import load_state
@@ -56,6 +56,8 @@ def ann_one(data_dir, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_two_processes_match_one_and_resume_under_ddp(data_dir, ann_one, tmp_path):
     _ann(data_dir, tmp_path / "two", 1, nproc=2)  # interrupted after epoch 1 ...
     _ann(data_dir, tmp_path / "two", 2, "--resume", nproc=2)  # ... every rank resumes from it
@@ -66,6 +68,8 @@ def test_two_processes_match_one_and_resume_under_ddp(data_dir, ann_one, tmp_pat
     assert m1["test_accuracy"] == m2["test_accuracy"]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_snn_conversion_and_training_under_ddp(data_dir, ann_one, tmp_path):
     common = ["--data-dir", str(data_dir), "--val-size", "8"]
     _cli("convert", str(ann_one), "--out", str(tmp_path / "conv"), "-T", "3",

@@ -4,6 +4,7 @@ Every write goes to a temporary file that is renamed into place, so a crash keep
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -15,6 +16,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from . import distributed
+from .conversion import ann_to_snn
 from .errors import UserError
 from .models import Network, build_ann
 
@@ -23,8 +26,7 @@ STATE_FILE = "state.pt"
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    from . import distributed  # under torchrun: rank 0 writes, between two barriers
-
+    # under torchrun: rank 0 writes, between two barriers
     if distributed.is_initialized():
         distributed.barrier()
         try:
@@ -90,8 +92,6 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 def load_model(path: str | os.PathLike) -> Network:
     """Rebuild the network described in the checkpoint and load its tensors strictly."""
-    from .conversion import ann_to_snn
-
     tensors, meta = read_model_file(path)
     try:
         cfg = json.loads(meta["config"])
@@ -128,8 +128,6 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], so
 
 
 def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    import io
-
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write(path, buf.getvalue())

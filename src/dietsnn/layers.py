@@ -52,20 +52,24 @@ class LIF(Temporal):
         threshold: float = 1.0,
         gamma: float = GAMMA,
         surrogate: str = SURROGATE,
+        backend: str | None = None,
     ) -> None:
         super().__init__()
         self.leak = nn.Parameter(torch.tensor(float(leak)))
         self.threshold = nn.Parameter(torch.tensor(float(threshold)))
         self.gamma = gamma
         self.surrogate = surrogate
+        self.backend = backend  # "eager", "compile" or None: neuron.get_backend() at each call
 
     def forward(self, x: Tensor) -> Tensor:
         if self.timesteps is None:
             raise RuntimeError("LIF needs the network's time context; call it through the SNN")
         if self.is_static(x):  # direct encoding's first layer: the input current enters once
-            out = lif(x, self.leak, self.threshold, self.gamma, self.surrogate, self.timesteps)
+            out = lif(x, self.leak, self.threshold, self.gamma, self.surrogate, self.timesteps,
+                      self.backend)
         else:
-            out = lif(self.unfold(x), self.leak, self.threshold, self.gamma, self.surrogate)
+            out = lif(self.unfold(x), self.leak, self.threshold, self.gamma, self.surrogate,
+                      backend=self.backend)
         return compact.mark(out.flatten(0, 1))
 
     @torch.no_grad()
@@ -112,8 +116,9 @@ class Dropout(Temporal):
 
 class AvgPool2d(nn.AvgPool2d):
     """Average pooling that keeps nothing for backward when windows do not overlap (the
-    architectures' 2x2 pooling); under the neuron core's compile backend its forward runs
-    through torch.compile (faster than the eager kernel on CPU)."""
+    architectures' 2x2 pooling); under the neuron core's compile backend
+    (`neuron.get_backend()`) its forward runs through torch.compile (faster than the eager
+    kernel on CPU)."""
 
     def forward(self, x: Tensor) -> Tensor:
         k, s = self.kernel_size, self.stride

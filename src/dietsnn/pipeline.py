@@ -16,7 +16,7 @@ from .data import Splits
 from .errors import UserError
 from .layers import lif_layers
 from .models import Network, build_ann
-from .training import evaluate, fit, neuron_summary
+from .training import evaluate, fit, neuron_summary, seeded
 
 
 @dataclass
@@ -70,8 +70,8 @@ def layer_report(model: Network, ctx: Context,
 def train_ann(arch: str, cfg: TrainConfig, ctx: Context, out: Path, resume: bool = False,
               dropout: float = DROPOUT) -> dict:
     info = ctx.data.info
-    torch.manual_seed(cfg.seed)
-    model = build_ann(arch, info.num_classes, info.in_channels, info.image_size, dropout)
+    with seeded(cfg.seed):
+        model = build_ann(arch, info.num_classes, info.in_channels, info.image_size, dropout)
     model.to(ctx.device)
     t0 = time.time()
     res = fit(model, ctx.data, cfg, out, resume, ctx.progress, ctx.log, "ann", ctx.device)
@@ -100,8 +100,8 @@ def convert(ann_path: Path, opts: ConversionConfig, ctx: Context, out: Path, see
                      surrogate=opts.surrogate).to(ctx.device)
     t0 = time.time()
     images = calibration_images(ctx, opts.calib_size, seed).to(ctx.device)
-    torch.manual_seed(seed)
-    calibrate_thresholds(snn, images, opts.percentile, opts.scale, opts.calib_timesteps)
+    with seeded(seed):
+        calibrate_thresholds(snn, images, opts.percentile, opts.scale, opts.calib_timesteps)
     seconds = time.time() - t0
     ctx.log(f"calibrated {len(lif_layers(snn))} thresholds in {seconds:.1f}s")
     ckpt.save_model(out / ckpt.MODEL_FILE, snn, {"calibration": asdict(opts)})

@@ -11,6 +11,8 @@ mean, and metrics are summed over ranks.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -43,6 +45,16 @@ def _train_batches(data: Splits, cfg: TrainConfig):
         return Batches(data.train_x, data.train_y, cfg.batch_size, shuffle=True, info=data.info,
                        augment=cfg.augment, seed=cfg.seed)
     return data.train_x.batches(cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed)
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the block with torch's global RNG seeded by `seed` (weight init, dropout masks,
+    rate-coded input); the caller's RNG state is restored afterwards, so library functions
+    never reseed the caller's RNG."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -130,8 +142,9 @@ def fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume:
         device: str | torch.device = "cpu") -> dict:
     """Train `model`, choosing the best epoch on the validation split. Writes into `out`:
     `model.safetensors` (best on validation), `state.pt` (for resume), `history.json`.
-    Runs with freed memory kept for reuse (`runtime.reusing_freed_memory`)."""
-    with runtime.reusing_freed_memory():
+    Runs with freed memory kept for reuse (`runtime.reusing_freed_memory`) and torch's RNG
+    seeded from `cfg.seed` (the caller's RNG state is restored afterwards)."""
+    with runtime.reusing_freed_memory(), seeded(cfg.seed + RANK_SEED * distributed.rank()):
         return _fit(model, data, cfg, out, resume, progress, log, desc, device)
 
 
@@ -140,7 +153,6 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rank, world = distributed.rank(), distributed.world()
-    torch.manual_seed(cfg.seed + RANK_SEED * rank)
     batches = _train_batches(data, cfg)
     presharded = getattr(batches, "sharded", False)
     opt = make_optimizer(model, cfg)

@@ -29,7 +29,7 @@ from ..data import Splits
 from ..errors import UserError
 from ..layers import lif_layers
 from ..models import Network
-from ..training import evaluate, fit
+from ..training import evaluate, fit, seeded
 from .energy import measure
 from .report import plot_ablation_if_possible
 
@@ -108,9 +108,9 @@ class Ablation:
         g = torch.Generator().manual_seed(self.calib_seed)
         idx = torch.randperm(len(d.train_x), generator=g)[:cfg.calib_size]
         snn = ann_to_snn(self.ann, cfg.calib_timesteps, encoding).to(self.device)
-        torch.manual_seed(self.calib_seed)
-        calibrate_thresholds(snn, d.train_x[idx].to(self.device), cfg.percentile, 1.0,
-                             cfg.calib_timesteps)
+        with seeded(self.calib_seed):
+            calibrate_thresholds(snn, d.train_x[idx].to(self.device), cfg.percentile, 1.0,
+                                 cfg.calib_timesteps)
         raw = {name: m.threshold.item() for name, m in lif_layers(snn)}
         Ts = sorted({*cfg.timesteps, *(cfg.rate_timesteps if encoding == "rate" else ())})
         scan: dict[str, dict[str, float]] = {}

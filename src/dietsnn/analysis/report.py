@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .energy import format_energy_table
+
 
 def _plt():
     import matplotlib
@@ -195,8 +197,6 @@ def _figures(run: Path, metrics: dict, ann_acc, layers, en) -> list[tuple[str, s
 
 def write_report(run: Path, metrics: dict) -> Path:
     """Write plots and report.md for a `dietsnn run` directory; returns the report's path."""
-    from .energy import format_energy_table
-
     ann_acc = metrics.get("ann", {}).get("test_accuracy")
     layers = metrics.get("snn", {}).get("layers")
     en = metrics.get("energy")

@@ -10,7 +10,7 @@ import sys
 from .. import __version__, distributed
 from ..errors import UserError
 from . import analysis, deploy, presets, train
-from .options import Parser
+from .options import Parser, backend_scope
 
 COMMANDS: dict = {}
 
@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     args = presets.apply(parser, argv, args)  # --preset: defaults that explicit options override
     distributed.setup_args(args)  # under torchrun: process group, this rank's device
     try:
-        COMMANDS[args.command](args)
+        with backend_scope(args):
+            COMMANDS[args.command](args)
     except UserError as e:
         print(f"dietsnn {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -20,7 +20,6 @@ from .options import (
     positive_float,
     positive_int,
     setup,
-    use_backend,
 )
 from .train import SWEEP_TIMESTEPS
 
@@ -138,7 +137,6 @@ def cmd_ablation(args) -> dict:
         batch_size=args.batch_size, scales=args.scales, percentile=args.percentile,
         calib_size=args.calib_size, calib_timesteps=args.calib_timesteps)
     ctx = setup(args)
-    use_backend(args)
     ann = load_checked(args.ann, ctx)
     return Ablation(ann, ctx.data, cfg, args.out, ctx.device, ctx.log, ctx.progress,
                     args.seed).run(args.resume)

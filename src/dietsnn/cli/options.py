@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import fields
 from pathlib import Path
 
@@ -221,14 +221,10 @@ def conversion_config(args: argparse.Namespace) -> ConversionConfig:
     return ConversionConfig(**{f.name: getattr(args, f.name) for f in fields(ConversionConfig)})
 
 
-def has_compiler() -> bool:
-    return any(shutil.which(c) for c in ("cc", "gcc", "clang", "g++"))
-
-
-def use_backend(args: argparse.Namespace) -> None:
-    """The neuron loops through torch.compile unless --no-compile or no C compiler."""
-    neuron.set_backend("compile" if getattr(args, "compile", False) and has_compiler()
-                       else "eager")
+def backend_scope(args: argparse.Namespace) -> AbstractContextManager:
+    """--no-compile: the neuron loops run eagerly inside the command; otherwise the automatic
+    choice (`neuron.automatic_backend`)."""
+    return neuron.use_backend("eager") if not getattr(args, "compile", True) else nullcontext()
 
 
 def write_config(out: Path, args: argparse.Namespace) -> None:

@@ -25,7 +25,6 @@ from .options import (
     snn_opts,
     train_config,
     train_opts,
-    use_backend,
     write_config,
 )
 
@@ -89,7 +88,6 @@ def cmd_run(args) -> dict:
         raise UserError(f"{out} is not empty; pass --resume to continue it or choose another --out")
     write_config(out, args)
     ctx = setup(args)
-    use_backend(args)
     t0 = time.time()
     metrics: dict = {}
     ann_cfg = train_config(args, "ann_")
@@ -164,7 +162,6 @@ def cmd_train_snn(args) -> dict:
     out = Path(args.out)
     write_config(out, args)
     ctx = setup(args)
-    use_backend(args)
     return pipeline.train_snn(src, train_config(args, snn=True), ctx, out, args.resume,
                               args.timesteps)
 

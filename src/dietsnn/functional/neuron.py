@@ -16,6 +16,12 @@ kept as the oracle for tests.
 
 from __future__ import annotations
 
+import functools
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
 from torch import Tensor
 
@@ -24,11 +30,11 @@ from . import surrogate as _surrogate
 
 def lif_forward(
     x: Tensor, leak: Tensor, threshold: Tensor, u0: Tensor | None = None,
-    keep_u_tilde: bool = True,
+    keep_u_tilde: bool = True, backend: str | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor]:
     """Run the recurrence without autograd. Returns (spikes, u~ per step or None if not
     `keep_u_tilde`, final membrane). `x` may be a time-constant view (stride 0 over time)."""
-    step = _compiled("step") if _BACKEND == "compile" else _step_eager
+    step = _compiled("step") if resolve_backend(backend) == "compile" else _step_eager
     # elementwise in the neurons: one [T, N] layout in memory order serves every layer (one
     # compiled graph) and every memory format (channels-last included) without a copy
     flat, perm = _flat(x)
@@ -140,29 +146,55 @@ def _backward_loop(u_tilde: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamma
     return torch.stack(grad_x), g_leak, g_v
 
 
-_BACKEND = "eager"
+BACKENDS = ("eager", "compile")
+_SCOPED: ContextVar[str | None] = ContextVar("dietsnn_neuron_backend", default=None)
 _COMPILED: dict[str, object] = {}
 
 
-def set_backend(backend: str) -> None:
-    """'eager' (default) or 'compile': the time loops fused by `torch.compile` (needs a C
-    compiler on CPU; the first call of each shape compiles, later calls are much faster)."""
-    global _BACKEND
-    if backend not in ("eager", "compile"):
-        raise ValueError(f"unknown backend {backend!r}; choose eager or compile")
-    _BACKEND = backend
-    if backend == "compile":  # the backward is compiled per T (and per input kind): room for
-        # a sweep of training lengths in one process before torch falls back to eager
-        cfg = torch._dynamo.config
-        cfg.recompile_limit = max(cfg.recompile_limit, 64)
+def has_compiler() -> bool:
+    """Whether a C compiler is on the PATH (torch.compile's CPU backend needs one)."""
+    return any(shutil.which(c) for c in ("cc", "gcc", "clang", "g++"))
+
+
+@functools.cache
+def automatic_backend() -> str:
+    """The default, decided once per process: "compile" (the time loops fused by
+    `torch.compile`; the first call of a shape compiles, later calls are much faster) where a C
+    compiler is found, "eager" otherwise."""
+    return "compile" if has_compiler() else "eager"
 
 
 def get_backend() -> str:
-    return _BACKEND
+    """The backend in effect here: the innermost `use_backend` block's, else automatic."""
+    return _SCOPED.get() or automatic_backend()
+
+
+def resolve_backend(backend: str | None) -> str:
+    if backend is None:
+        return get_backend()
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose eager or compile")
+    return backend
+
+
+@contextmanager
+def use_backend(backend: str) -> Iterator[None]:
+    """Run the neuron loops inside the block with `backend` ("eager" or "compile"); the
+    previous choice is restored on exit. Per call, `lif(..., backend=...)` and a LIF layer's
+    `backend` attribute take precedence."""
+    token = _SCOPED.set(resolve_backend(backend))
+    try:
+        yield
+    finally:
+        _SCOPED.reset(token)
 
 
 def _compiled(which: str):
     if which not in _COMPILED:
+        # the backward is compiled per T (and per input kind): room for a sweep of training
+        # lengths in one process before torch falls back to eager
+        cfg = torch._dynamo.config
+        cfg.recompile_limit = max(cfg.recompile_limit, 64)
         fn = _step_traceable if which == "step" else _backward_loop
         _COMPILED[which] = torch.compile(fn, dynamic=True)
     return _COMPILED[which]
@@ -174,14 +206,15 @@ class _LIF(torch.autograd.Function):
     less, recomputes u~ in backward, and sums the input gradient over time in the same loop."""
 
     @staticmethod
-    def forward(ctx, x, leak, threshold, gamma, surrogate_name, steps):  # type: ignore[override]
+    def forward(ctx, x, leak, threshold, gamma, surrogate_name, steps, backend):  # type: ignore[override]
         if steps:
-            spikes = lif_forward(_repeat(x, steps), leak, threshold, keep_u_tilde=False)[0]
+            spikes = lif_forward(_repeat(x, steps), leak, threshold, keep_u_tilde=False,
+                                 backend=backend)[0]
             ctx.save_for_backward(x, leak, threshold)
         else:
-            spikes, u_tilde, _ = lif_forward(x, leak, threshold)
+            spikes, u_tilde, _ = lif_forward(x, leak, threshold, backend=backend)
             ctx.save_for_backward(u_tilde, leak, threshold)
-        ctx.steps, ctx.gamma, ctx.surrogate = steps, gamma, surrogate_name
+        ctx.steps, ctx.gamma, ctx.surrogate, ctx.backend = steps, gamma, surrogate_name, backend
         return spikes
 
     @staticmethod
@@ -192,7 +225,7 @@ class _LIF(torch.autograd.Function):
         flat, perm = _flat(like)
         # detached: views of other tensors would add guards (and recompiles) on their bases
         flat, grad = flat.detach(), _flat(grad_spikes, like)[0].detach()
-        if _BACKEND == "compile":  # u~ recomputed inside the fused kernel when steps
+        if ctx.backend == "compile":  # u~ recomputed inside the fused kernel when steps
             grad_x, g_leak, g_v = _compiled("backward")(
                 flat[0] if steps else flat, grad, leak, v, ctx.gamma, ctx.surrogate, steps)
         else:
@@ -205,7 +238,7 @@ class _LIF(torch.autograd.Function):
             grad_x = _unflat(grad_x, like, perm)
         need_x, need_leak, need_v = ctx.needs_input_grad[:3]
         return (grad_x if need_x else None, g_leak if need_leak else None,
-                g_v if need_v else None, None, None, None)
+                g_v if need_v else None, None, None, None, None)
 
 
 def _repeat(x: Tensor, steps: int) -> Tensor:
@@ -219,6 +252,7 @@ def lif(
     gamma: float = 0.3,
     surrogate: str = "linear",
     steps: int | None = None,
+    backend: str | None = None,
 ) -> Tensor:
     """DIET-SNN LIF over time. `x`: input current `[T, ...]`, or with `steps` one step's current
     `[...]` that is the same at each of `steps` steps (direct encoding: the first layer runs once).
@@ -226,7 +260,9 @@ def lif(
 
     Differentiable in `x`, `leak` and `threshold` (0-dim tensors) with the surrogate `surrogate`
     scaled by `gamma` (docs/METHOD.md section 2). Integrate-then-fire in the same step, soft reset.
+    `backend`: "eager" or "compile" (default: `get_backend()`).
     """
+    backend = resolve_backend(backend)
     leak = torch.as_tensor(leak, dtype=x.dtype, device=x.device)
     threshold = torch.as_tensor(threshold, dtype=x.dtype, device=x.device)
     if x.dim() < 1:
@@ -237,8 +273,9 @@ def lif(
     if not (torch.is_grad_enabled() and (x.requires_grad or leak.requires_grad
                                          or threshold.requires_grad)):
         xs = x if steps is None else _repeat(x, steps)
-        return lif_forward(xs, leak, threshold, keep_u_tilde=False)[0]  # inference: keep nothing
-    return _LIF.apply(x, leak, threshold, gamma, surrogate, steps or 0)
+        # inference: keep nothing
+        return lif_forward(xs, leak, threshold, keep_u_tilde=False, backend=backend)[0]
+    return _LIF.apply(x, leak, threshold, gamma, surrogate, steps or 0, backend)
 
 
 class _Spike(torch.autograd.Function):

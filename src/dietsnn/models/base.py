@@ -41,8 +41,11 @@ class Network(nn.Module):
             return self.body(x)
         T, B = self.timesteps, x.shape[0]
         set_time(self, T, B)
-        with compact.saving_spikes():  # only acts when autograd saves tensors
-            out = self.body(_encoding.ENCODINGS[self.encoding](x, T))
+        try:
+            with compact.saving_spikes():  # only acts when autograd saves tensors
+                out = self.body(_encoding.ENCODINGS[self.encoding](x, T))
+        finally:
+            set_time(self, None, None)  # the time context lives only during the forward
         if out.shape[0] == B and T > 1:  # never driven by spikes: constant over time
             return out * T
         return out.view(T, B, *out.shape[1:]).sum(0)

@@ -1,10 +1,9 @@
 import json
 import subprocess
 import sys
-import time
 
 import pytest
-from conftest import needs_fmnist
+from helpers import needs_fmnist
 
 from dietsnn.cli import main
 
@@ -14,6 +13,7 @@ def run_cli(*args, timeout=300):
                           text=True, timeout=timeout)
 
 
+@pytest.mark.subprocess
 def test_help_lists_subcommands():
     r = run_cli("--help")
     assert r.returncode == 0
@@ -27,6 +27,7 @@ def test_help_lists_subcommands():
     (["run", "--scale", "-1"], "--scale must be in (0, inf]"),
     (["run", "--arch", "nope"], "invalid choice"),
 ])
+@pytest.mark.subprocess
 def test_bad_options_exit_2_with_one_line(args, msg):
     r = run_cli(*args)
     assert r.returncode == 2
@@ -40,34 +41,38 @@ def test_missing_checkpoint_is_a_clean_error(tmp_path, capsys):
     assert "no such checkpoint" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @needs_fmnist
 def test_run_end_to_end_on_a_subset(tmp_path):
     out = tmp_path / "run"
-    t0 = time.time()
     r = run_cli("run", "--limit-train", "2000", "--limit-test", "500", "--ann-epochs", "2",
                 "--ann-batch-size", "32",
                 "--snn-epochs", "1", "--calib-size", "128", "--calib-timesteps", "20",
                 "--sweep-timesteps", "2,5", "--sweep-limit", "200", "--no-compile", "--out", str(out))
-    elapsed = time.time() - t0
     assert r.returncode == 0, r.stderr[-2000:]
-    assert elapsed < 180
     m = json.loads((out / "metrics.json").read_text())
-    assert 0.0 <= m["ann"]["test_accuracy"] <= 1.0 and m["ann"]["test_accuracy"] > 0.5
-    assert m["converted"]["timesteps"] == 5 and 0.0 <= m["converted"]["test_accuracy"] <= 1.0
+    assert m["ann"]["test_accuracy"] > 0.5
+    assert m["converted"]["timesteps"] == 5
     snn = m["snn"]
-    assert snn["timesteps"] == 5 and 0.0 <= snn["test_accuracy"] <= 1.0
-    assert len(snn["layers"]) == 4
+    assert snn["timesteps"] == 5 and len(snn["layers"]) == 4
     for layer in snn["layers"]:
         assert {"name", "leak", "threshold", "spike_rate"} <= set(layer)
         assert 0 < layer["leak"] <= 1 and layer["threshold"] > 0 and layer["spike_rate"] >= 0
     for f in ("config.json", "ann/model.safetensors", "converted/model.safetensors",
               "snn/model.safetensors", "snn/history.json"):
         assert (out / f).is_file(), f
-    # evaluate reads the run directory back (the trained SNN)
-    r = run_cli("evaluate", str(out), "--limit-test", "200", "--json")
-    assert r.returncode == 0, r.stderr
-    ev = json.loads(r.stdout)
-    assert ev["spiking"] and ev["timesteps"] == 5
+    # evaluate reads the checkpoints back in a new process and reproduces the run's numbers
+    for step in ("ann", "converted", "snn"):
+        r = run_cli("evaluate", str(out / step), "--limit-test", "500", "--json")
+        assert r.returncode == 0, r.stderr
+        ev = json.loads(r.stdout)
+        assert ev["test_accuracy"] == m[step]["test_accuracy"], step
+        assert ev["spiking"] == (step != "ann")
+    r = run_cli("evaluate", str(out), "--limit-test", "500", "--json")  # the run: its trained SNN
+    assert json.loads(r.stdout)["test_accuracy"] == snn["test_accuracy"]
+    assert [d["spike_rate"] for d in json.loads(r.stdout)["layers"]] == pytest.approx(
+        [d["spike_rate"] for d in snn["layers"]], rel=1e-6)
     # a second run into the same folder refuses instead of overwriting
     r = run_cli("run", "--limit-train", "200", "--out", str(out))
     assert r.returncode == 2 and "--resume" in r.stderr

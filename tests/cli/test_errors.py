@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from test_data import write_idx
+from helpers import write_idx
 
 from dietsnn import build_ann, save_model
 from dietsnn.checkpoint import atomic_write

@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from test_data import write_idx
+from helpers import write_idx
 
 from dietsnn import ann_to_snn, build_ann, save_model
 from dietsnn.analysis import energy, layer_flops, smallest_t_within
@@ -72,6 +72,7 @@ def test_sweep_and_energy_commands_write_their_files(tiny_run, capsys):
     assert stored["energy"]["ratio"] == pytest.approx(res["energy"]["ratio"])
 
 
+@pytest.mark.slow
 def test_ablation_grid_cells_and_resume(tmp_path):
     # an untrained ANN whose linear layers are initialised like its convs (He): spikes reach the
     # output, so every trained leak and threshold gets a gradient

@@ -138,15 +138,12 @@ def test_cuda_training_step_matches_cpu(backend):
     snn = _snn().float()
     x = torch.rand(4, 1, 28, 28)
     grads = []
-    neuron.set_backend(backend)
-    try:
+    with neuron.use_backend(backend):
         for device in ("cpu", "cuda"):
             m = snn.to(device).eval()  # eval: no dropout masks, same computation on both
             m.zero_grad()
             m(x.to(device)).square().sum().backward()
             grads.append([p.grad.cpu() for p in m.parameters()])
-    finally:
-        neuron.set_backend("eager")
     for a, b in zip(*grads):
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-4)
 
@@ -174,28 +171,24 @@ def test_eager_and_traceable_loops_agree(keep):
     assert torch.equal(u0, u0_before)  # the caller's membrane is not modified
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps", [None, 4])
 def test_compiled_loops_match_eager_with_and_without_constant_input(steps):
     import shutil
 
-    from dietsnn.functional import neuron
 
     if not (shutil.which("cc") or shutil.which("gcc")):
         pytest.skip("no C compiler for torch.compile")
     x = torch.randn(3, 2, 8) * 1.5 if steps else torch.randn(4, 3, 2, 8) * 1.5
     w = torch.randn(4, 3, 2, 8)
     res = []
-    try:
-        for backend in ("eager", "compile"):
-            neuron.set_backend(backend)
-            xi = x.clone().requires_grad_()
-            lk = torch.tensor(0.9, requires_grad=True)
-            th = torch.tensor(0.7, requires_grad=True)
-            out = lif(xi, lk, th, steps=steps)
-            (out * w).sum().backward()
-            res.append((out.detach(), xi.grad, lk.grad, th.grad))
-    finally:
-        neuron.set_backend("eager")
+    for backend in ("eager", "compile"):  # chosen per call
+        xi = x.clone().requires_grad_()
+        lk = torch.tensor(0.9, requires_grad=True)
+        th = torch.tensor(0.7, requires_grad=True)
+        out = lif(xi, lk, th, steps=steps, backend=backend)
+        (out * w).sum().backward()
+        res.append((out.detach(), xi.grad, lk.grad, th.grad))
     for a, b in zip(*res):
         assert torch.allclose(a, b, atol=1e-5)
 

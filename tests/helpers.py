@@ -1,0 +1,39 @@
+"""Helpers shared by the tests: small dataset files written on the fly."""
+
+import gzip
+import os
+import struct
+
+import numpy as np
+import pytest
+
+FMNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def write_idx(folder, n_train=50, n_test=20, size=28, corrupt=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        imgs = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        img_raw = struct.pack(">4B3I", 0, 0, 8, 3, n, size, size) + imgs.tobytes()
+        lab_raw = struct.pack(">4B1I", 0, 0, 8, 1, n) + labels.tobytes()
+        if corrupt == "magic" and prefix == "train":
+            img_raw = b"\x00\x00\x09\x03" + img_raw[4:]
+        if corrupt == "count" and prefix == "t10k":
+            lab_raw = struct.pack(">4B1I", 0, 0, 8, 1, n - 1) + labels[:-1].tobytes()
+        for name, raw in ((f"{prefix}-images-idx3-ubyte.gz", img_raw),
+                          (f"{prefix}-labels-idx1-ubyte.gz", lab_raw)):
+            blob = gzip.compress(raw)
+            if corrupt == "truncated" and name.startswith("train-images"):
+                blob = blob[: len(blob) // 2]
+            (folder / name).write_bytes(blob)
+    return folder
+
+
+def has_fmnist() -> bool:
+    return os.path.isfile(os.path.join(FMNIST, "train-images-idx3-ubyte.gz")) or bool(
+        os.environ.get("DIETSNN_DATA"))
+
+
+needs_fmnist = pytest.mark.skipif(not has_fmnist(), reason="Fashion-MNIST not installed")
