@@ -195,6 +195,22 @@ def _figures(run: Path, metrics: dict, ann_acc, layers, en) -> list[tuple[str, s
     return figs
 
 
+def _pct_change(a: float, b: float) -> str:
+    return f"{100 * (b - a) / a:+.1f}%" if a else "n/a"
+
+
+def _neuron_summary(layers: list[dict]) -> str:
+    """One sentence: how far DIET training moved the leaks and thresholds."""
+    if "leak_init" not in layers[0]:
+        return "Leaks and thresholds as converted (no SNN training)."
+    low = min(layers, key=lambda d: d["leak"])
+    dl = max(abs(d["leak"] - d["leak_init"]) for d in layers)
+    dt = max(layers, key=lambda d: abs(d["threshold"] / d["threshold_init"] - 1))
+    return (f"DIET training moved the leaks by up to {dl:.3f} (lowest: {low['leak']:.3f} in "
+            f"{low['name']}) and the thresholds by up to "
+            f"{_pct_change(dt['threshold_init'], dt['threshold'])} ({dt['name']}).")
+
+
 def write_report(run: Path, metrics: dict) -> Path:
     """Write plots and report.md for a `dietsnn run` directory; returns the report's path."""
     ann_acc = metrics.get("ann", {}).get("test_accuracy")
@@ -207,8 +223,13 @@ def write_report(run: Path, metrics: dict) -> Path:
         figs, note = [], ["", "(No plots: install matplotlib, e.g. `pip install dietsnn[plots]`.)"]
     snn, conv = metrics.get("snn", {}), metrics.get("converted", {})
     T = snn.get("timesteps")
-    lines = ["# DIET-SNN run report", "",
-             "| model | test accuracy | timesteps |", "|---|---|---|"]
+    lines = ["# DIET-SNN run report", ""]
+    cfg_path = run / "config.json"
+    if cfg_path.is_file():
+        cfg = json.loads(cfg_path.read_text())
+        lines += [f"Dataset {cfg.get('dataset')}, architecture {cfg.get('arch')}; command: "
+                  f"`{cfg.get('command_line', 'dietsnn run')}`", ""]
+    lines += ["| model | test accuracy | timesteps |", "|---|---|---|"]
     if ann_acc is not None:
         lines.append(f"| ANN | {100 * ann_acc:.2f}% | - |")
     if conv:
@@ -222,12 +243,14 @@ def write_report(run: Path, metrics: dict) -> Path:
                       f"(E_MAC {en['e_mac_pj']} pJ, E_AC {en['e_ac_pj']} pJ; first layer as MACs).",
                   "", "```", format_energy_table(en), "```"]
     if layers:
-        lines += ["", "| layer | leak (init -> learned) | threshold (init -> learned) | "
-                      "spikes/neuron/image |", "|---|---|---|---|"]
+        lines += ["", _neuron_summary(layers), "",
+                  "| layer | leak (converted -> learned) | threshold (converted -> learned) | "
+                  "spikes/neuron/image |", "|---|---|---|---|"]
         for d in layers:
-            lines.append(f"| {d['name']} | {d.get('leak_init', d['leak']):.3f} -> {d['leak']:.3f} | "
-                         f"{d.get('threshold_init', d['threshold']):.3f} -> {d['threshold']:.3f} | "
-                         f"{d['spike_rate']:.3f} |")
+            l0, t0 = d.get("leak_init", d["leak"]), d.get("threshold_init", d["threshold"])
+            lines.append(f"| {d['name']} | {l0:.3f} -> {d['leak']:.3f} "
+                         f"({_pct_change(l0, d['leak'])}) | {t0:.3f} -> {d['threshold']:.3f} "
+                         f"({_pct_change(t0, d['threshold'])}) | {d['spike_rate']:.3f} |")
     for name, rows in (metrics.get("sweep") or {}).items():
         lines += ["", f"Latency sweep, {name}:", "", "| T | accuracy | spikes/neuron | ANN/SNN energy |",
                   "|---|---|---|---|"]

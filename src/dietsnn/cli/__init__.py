@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from .. import __version__, distributed
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args = presets.apply(parser, argv, args)  # --preset: defaults that explicit options override
+    args.command_line = shlex.join(["dietsnn", *(sys.argv[1:] if argv is None else argv)])
     distributed.setup_args(args)  # under torchrun: process group, this rank's device
     try:
         with backend_scope(args):
