@@ -14,7 +14,7 @@ from .catalog import DATASETS, DatasetInfo, cache_dir, dataset_info, search_dirs
 from .cifar import load_cifar
 from .idx import load_idx_dataset, read_idx
 from .imagenet import load_imagenet
-from .splits import Batches, Splits, augment, normalize
+from .splits import Batches, BatchSource, Splits, augment, normalize
 
 
 def load(name: str, data_dir=None, val_size: int = 5000, seed: int = 0,
@@ -38,6 +38,6 @@ def load(name: str, data_dir=None, val_size: int = 5000, seed: int = 0,
     return Splits(info, norm(tx[ti]), ty[ti], norm(tx[vi]), ty[vi], norm(sx), sy)
 
 
-__all__ = ["DATASETS", "Batches", "DatasetInfo", "Splits", "augment", "cache_dir", "dataset_info",
-           "load", "load_cifar", "load_idx_dataset", "load_imagenet", "normalize", "read_idx",
-           "search_dirs"]
+__all__ = ["DATASETS", "BatchSource", "Batches", "DatasetInfo", "Splits", "augment", "cache_dir",
+           "dataset_info", "load", "load_cifar", "load_idx_dataset", "load_imagenet", "normalize",
+           "read_idx", "search_dirs"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -14,13 +15,27 @@ from .catalog import DatasetInfo
 
 @dataclass
 class Splits:
+    """Train, validation and test data: images as tensors `[N, C, H, W]` (normalised) or, for
+    sets too large for memory, a `BatchSource`; labels as int64 tensors."""
+
     info: DatasetInfo
-    train_x: Tensor
+    train_x: Tensor | BatchSource
     train_y: Tensor
-    val_x: Tensor
+    val_x: Tensor | BatchSource
     val_y: Tensor
-    test_x: Tensor
+    test_x: Tensor | BatchSource
     test_y: Tensor
+
+
+@runtime_checkable
+class BatchSource(Protocol):
+    """What training and evaluation read from a dataset that is not an in-memory tensor (e.g.
+    ImageNet folders): this rank's part of each seeded global batch, as (images, labels)."""
+
+    def __len__(self) -> int: ...
+
+    def batches(self, batch_size: int, shuffle: bool = False, augment: bool = False,
+                seed: int = 0) -> Iterable[tuple[Tensor, Tensor]]: ...
 
 
 def normalize(x: Tensor, info: DatasetInfo) -> Tensor:
