@@ -6,6 +6,7 @@ import pytest
 from helpers import needs_fmnist
 
 from dietsnn.cli import main
+from dietsnn.config import ConversionConfig
 
 
 def run_cli(*args, timeout=300):
@@ -53,9 +54,9 @@ def test_run_end_to_end_on_a_subset(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     m = json.loads((out / "metrics.json").read_text())
     assert m["ann"]["test_accuracy"] > 0.5
-    assert m["converted"]["timesteps"] == 5
+    assert m["converted"]["timesteps"] == ConversionConfig.timesteps
     snn = m["snn"]
-    assert snn["timesteps"] == 5 and len(snn["layers"]) == 4
+    assert snn["timesteps"] == ConversionConfig.timesteps and len(snn["layers"]) == 4
     for layer in snn["layers"]:
         assert {"name", "leak", "threshold", "spike_rate"} <= set(layer)
         assert 0 < layer["leak"] <= 1 and layer["threshold"] > 0 and layer["spike_rate"] >= 0

@@ -47,10 +47,10 @@ class AblationConfig:
     rate_timesteps: tuple[int, ...] = (10, 20)  # further T for (a): rate coding needs more steps
     seeds: tuple[int, ...] = (0, 1, 2)
     variants: str = "abcd"
-    epochs: int = 2
+    epochs: int = 1
     train_subset: int | None = 10000  # training images per epoch (the first of the shuffled split)
     lr: float = SNN_TRAIN.lr
-    neuron_lr: float = 1e-2
+    neuron_lr: float = SNN_TRAIN.neuron_lr
     amsgrad: bool = False
     batch_size: int = SNN_TRAIN.batch_size
     scales: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
