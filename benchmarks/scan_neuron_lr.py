@@ -30,6 +30,9 @@ def main() -> None:
     p.add_argument("--out", default="runs/scan-neuron-lr")
     p.add_argument("-T", "--timesteps", type=int, default=3)
     p.add_argument("--lrs", default="1e-4,1e-3,3e-3,1e-2,3e-2,1e-1")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--train-subset", type=int, default=10000)
+    p.add_argument("--amsgrad", default="no,yes", help="AMSGrad settings to scan")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args()
@@ -39,10 +42,11 @@ def main() -> None:
     ann = checkpoint.load_model(a.ann)
     root = Path(a.out)
     rows = []
-    for amsgrad in (False, True):
+    for amsgrad in [v.strip() == "yes" for v in a.amsgrad.split(",")]:
         for lr in [float(v) for v in a.lrs.split(",")]:
             cfg = AblationConfig(timesteps=(a.timesteps,), seeds=(a.seed,), variants="d",
-                                 neuron_lr=lr, amsgrad=amsgrad)
+                                 neuron_lr=lr, amsgrad=amsgrad, epochs=a.epochs,
+                                 train_subset=a.train_subset)
             out = root / f"lr{lr:g}{'-amsgrad' if amsgrad else ''}"
             first = root / "setup-direct.json"
             out.mkdir(parents=True, exist_ok=True)
