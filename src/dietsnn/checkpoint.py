@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,14 @@ from .models import Network, build_ann
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
+TMP_TAG = ".tmp-"  # in the name of every temporary file: `.NAME.tmp-XXXX`
+
+
+def file_mode() -> int:
+    """The mode of a new file under the process umask (0644 under the usual 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
@@ -40,9 +49,17 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
 
 def _atomic_write(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise UserError(f"{path} exists and is not a regular file; dietsnn writes over regular "
+                        "files only, move it away or choose another output")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_TAG}", dir=path.parent)
+    try:
+        os.fchmod(fd, file_mode())  # mkstemp makes 0600; outputs get the usual mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -16,12 +16,14 @@ subtract`, with dt, timesteps, encoding and the surrogate.
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from .checkpoint import TMP_TAG, file_mode
 from .config import GAMMA, SURROGATE
 from .errors import UserError
 from .layers import LIF, Dropout
@@ -120,12 +122,16 @@ def export_nir(model: Network, path: str | os.PathLike) -> Any:
     nir = _nir()
     graph = to_nir(model)
     path = os.fspath(path)
-    tmp = f"{path}.part"
+    folder, name = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}{TMP_TAG}", dir=folder)
+    os.close(fd)
     try:
         nir.write(tmp, graph)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except OSError as e:
+        raise UserError(f"cannot write {path}: {e}") from None
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise UserError(f"cannot write {path}: {e}") from None
     return graph

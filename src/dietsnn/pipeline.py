@@ -91,11 +91,25 @@ def calibration_images(ctx: Context, n: int, seed: int) -> torch.Tensor:
     return ctx.data.train_x[idx]
 
 
-def convert(ann_path: Path, opts: ConversionConfig, ctx: Context, out: Path, seed: int = 0) -> dict:
-    """ANN checkpoint -> calibrated SNN checkpoint in `out` (the ANN file is only read)."""
+def check_convertible(ann_path: Path, ctx: Context) -> Network:
+    """The ANN at `ann_path`, loaded and checked against the data; a UserError otherwise."""
     ann = load_checked(ann_path, ctx)
     if ann.is_spiking:
         raise UserError(f"{ann_path} is already an SNN; convert takes an ANN checkpoint")
+    return ann
+
+
+def check_trainable(snn_path: Path, ctx: Context) -> Network:
+    """The SNN at `snn_path`, loaded and checked against the data; a UserError otherwise."""
+    snn = load_checked(snn_path, ctx)
+    if not snn.is_spiking:
+        raise UserError(f"{snn_path} is an ANN; run `dietsnn convert` first")
+    return snn
+
+
+def convert(ann_path: Path, opts: ConversionConfig, ctx: Context, out: Path, seed: int = 0) -> dict:
+    """ANN checkpoint -> calibrated SNN checkpoint in `out` (the ANN file is only read)."""
+    ann = check_convertible(ann_path, ctx)
     snn = ann_to_snn(ann, opts.timesteps, opts.encoding, leak=opts.leak, gamma=opts.gamma,
                      surrogate=opts.surrogate).to(ctx.device)
     t0 = time.time()
@@ -116,9 +130,7 @@ def convert(ann_path: Path, opts: ConversionConfig, ctx: Context, out: Path, see
 
 def train_snn(snn_path: Path, cfg: TrainConfig, ctx: Context, out: Path, resume: bool = False,
               timesteps: int | None = None) -> dict:
-    snn = load_checked(snn_path, ctx)
-    if not snn.is_spiking:
-        raise UserError(f"{snn_path} is an ANN; run `dietsnn convert` first")
+    snn = check_trainable(snn_path, ctx)
     if timesteps:
         snn.timesteps = timesteps
     snn.to(ctx.device)

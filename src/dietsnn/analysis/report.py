@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+from ..checkpoint import atomic_write
 from .energy import format_energy_table
 
 
@@ -17,6 +19,13 @@ def _plt():
     plt.rcParams.update({"figure.dpi": 110, "font.size": 10, "axes.grid": True,
                          "grid.alpha": 0.3})
     return plt
+
+
+def _save(fig, path: Path) -> None:
+    """Render to memory, then write atomically (a killed write keeps the previous plot)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write(path, buf.getvalue())
 
 
 def _history(path: Path) -> list[dict]:
@@ -44,7 +53,7 @@ def plot_training(run: Path, out: Path) -> Path | None:
         ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     path = out / "training.png"
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -69,7 +78,7 @@ def plot_sweep(sweeps: dict[str, list[dict]], ann_acc: float | None, path: Path,
     a2.set_title("Mean spike rate against timesteps")
     a2.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -120,7 +129,7 @@ def plot_ablation(res: dict, path: Path) -> Path:
     a2.set_ylabel("spikes per neuron per image")
     a2.set_title("Mean spike rate against T")
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -153,7 +162,7 @@ def plot_layers(layers: list[dict], path: Path) -> Path:
         ax.set_xticks(list(x))
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -174,7 +183,7 @@ def plot_energy(en: dict, path: Path) -> Path:
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -260,5 +269,5 @@ def write_report(run: Path, metrics: dict) -> Path:
     for title, f in figs:
         lines += ["", f"## {title}", "", f"![{title}]({f})"]
     path = run / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write(path, ("\n".join(lines) + "\n").encode())
     return path

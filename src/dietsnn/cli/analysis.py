@@ -12,13 +12,16 @@ from ..checkpoint import load_model, write_json
 from ..errors import UserError
 from ..functional.energy import E_AC_PJ, E_MAC_PJ
 from ..pipeline import check_fits, load_checked
+from ..rundir import RunDir
 from .options import (
     common,
     float_list,
     int_list,
     metrics_file,
+    open_out,
     positive_float,
     positive_int,
+    run_config,
     setup,
 )
 from .train import SWEEP_TIMESTEPS
@@ -85,9 +88,10 @@ def cmd_energy(args) -> dict:
               "accuracy": m["accuracy"], "timesteps": model.timesteps}
     mf = metrics_file(args.model)
     if mf is not None:
-        data = json.loads(mf.read_text())
-        data["energy"] = result["energy"]
-        write_json(mf, data)
+        with RunDir(mf.parent, "energy", update=True):  # locked: no other command writes it now
+            data = json.loads(mf.read_text())
+            data["energy"] = result["energy"]
+            write_json(mf, data)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -115,17 +119,19 @@ def cmd_sweep(args) -> dict:
         result[name] = sweep(model, args.timesteps, ctx.data.test_x, ctx.data.test_y,
                                       device=ctx.device, log=ctx.log)
     out_dir = root if root.is_dir() else root.parent
-    mf = out_dir / "metrics.json"
-    ann_acc = None
-    if mf.is_file():
-        data = json.loads(mf.read_text())
-        ann_acc = data.get("ann", {}).get("test_accuracy")
-        data["sweep"] = result
-        write_json(mf, data)
-    else:
-        write_json(out_dir / "sweep.json", result)
-    if plot_sweep_if_possible(result, ann_acc, out_dir / "sweep.png", "Accuracy against T", ctx.log):
-        ctx.log(f"wrote {out_dir / 'sweep.png'}")
+    with RunDir(out_dir, "sweep", update=True):  # locked: no other command writes it now
+        mf = out_dir / "metrics.json"
+        ann_acc = None
+        if mf.is_file():
+            data = json.loads(mf.read_text())
+            ann_acc = data.get("ann", {}).get("test_accuracy")
+            data["sweep"] = result
+            write_json(mf, data)
+        else:
+            write_json(out_dir / "sweep.json", result)
+        if plot_sweep_if_possible(result, ann_acc, out_dir / "sweep.png", "Accuracy against T",
+                                  ctx.log):
+            ctx.log(f"wrote {out_dir / 'sweep.png'}")
     return result
 
 
@@ -136,7 +142,11 @@ def cmd_ablation(args) -> dict:
         lr=args.snn_lr, neuron_lr=args.neuron_lr, amsgrad=args.amsgrad,
         batch_size=args.batch_size, scales=args.scales, percentile=args.percentile,
         calib_size=args.calib_size, calib_timesteps=args.calib_timesteps)
-    ctx = setup(args)
-    ann = load_checked(args.ann, ctx)
-    return Ablation(ann, ctx.data, cfg, args.out, ctx.device, ctx.log, ctx.progress,
-                    args.seed).run(args.resume)
+    with open_out(args, (args.ann,)) as run:
+        ctx = setup(args)
+        ann = load_checked(args.ann, ctx)
+        run.start(run_config(args))
+        # RunDir has refused a non-empty --out without --resume/--overwrite, and now holds
+        # its own config.json: the grid continues whatever cells the folder has
+        return Ablation(ann, ctx.data, cfg, args.out, ctx.device, ctx.log, ctx.progress,
+                        args.seed).run(resume=True)

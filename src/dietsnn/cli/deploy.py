@@ -7,12 +7,13 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from ..checkpoint import load_model
+from ..checkpoint import load_model, resolve_model_path
 from ..config import DATASET as DEFAULT_DATASET
 from ..data import DATASETS, dataset_info
 from ..errors import UserError
 from ..export import export_nir
 from ..predict import predict_images
+from ..rundir import check_output_file
 
 
 def run_dataset(run: str | Path) -> str:
@@ -46,10 +47,7 @@ def cmd_predict(args: argparse.Namespace) -> list[dict]:
 
 def cmd_export(args: argparse.Namespace) -> dict:
     out = Path(args.out)
-    if out.is_dir():
-        raise UserError(f"{out} is a directory; give the output file name, e.g. model.nir")
-    if not out.parent.is_dir():
-        raise UserError(f"{out.parent}: no such directory for the output file")
+    check_output_file(out, args.overwrite, (resolve_model_path(args.run),))
     model = load_model(args.run)
     graph = export_nir(model, out)
     print(f"wrote {out} ({args.format}, {len(graph.nodes)} nodes, T={model.timesteps}, "
@@ -71,4 +69,5 @@ def add_commands(sub) -> dict[str, Callable]:
     e.add_argument("run", metavar="RUN_DIR", help="SNN run directory or model.safetensors")
     e.add_argument("--format", choices=["nir"], default="nir", help="output format (default nir)")
     e.add_argument("out", metavar="OUT", help="file to write, e.g. model.nir")
+    e.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     return {"predict": cmd_predict, "export": cmd_export}

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import torch
 
+from .. import checkpoint as ckpt
 from .. import config, data
-from ..checkpoint import write_json
 from ..config import ConversionConfig, TrainConfig
 from ..errors import UserError
 from ..functional import neuron
 from ..functional.surrogate import SURROGATES
 from ..pipeline import Context
+from ..rundir import RunDir
 
 # -- validators: each returns an argparse type that explains a bad value in one line ----------
 
@@ -104,6 +105,9 @@ def common(p: argparse.ArgumentParser, out_default: str | None = "runs/dietsnn")
     g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     if out_default is not None:
         g.add_argument("--out", default=out_default, help="run directory to write")
+        g.add_argument("--overwrite", action="store_true",
+                       help="replace the dietsnn run in --out (its files are removed once the "
+                            "inputs are validated)")
 
 
 def snn_opts(p: argparse.ArgumentParser) -> None:
@@ -227,9 +231,24 @@ def backend_scope(args: argparse.Namespace) -> AbstractContextManager:
     return neuron.use_backend("eager") if not getattr(args, "compile", True) else nullcontext()
 
 
-def write_config(out: Path, args: argparse.Namespace) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", {k: v for k, v in vars(args).items() if k != "func"})
+def run_config(args: argparse.Namespace) -> dict:
+    """What config.json records: every option of the command."""
+    return {k: v for k, v in vars(args).items() if k != "func"}
+
+
+def open_out(args: argparse.Namespace, inputs: tuple = ()) -> RunDir:
+    """The command's --out as a `RunDir`: refused if it would replace earlier work, locked
+    while the command runs. The data folder counts as an input."""
+    return RunDir(args.out, args.command, resume=getattr(args, "resume", False),
+                  overwrite=args.overwrite, inputs=(*inputs, args.data_dir))
+
+
+def check_resumable(*folders: Path) -> None:
+    """On --resume, read each folder's training state now, so that a damaged one is refused
+    before anything is written."""
+    for f in folders:
+        if (f / ckpt.STATE_FILE).is_file():
+            ckpt.load_state(f / ckpt.STATE_FILE)
 
 
 def metrics_file(model_arg: str) -> Path | None:

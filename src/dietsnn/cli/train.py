@@ -16,16 +16,18 @@ from ..errors import UserError
 from ..functional.energy import E_AC_PJ, E_MAC_PJ
 from ..models import ARCHS
 from .options import (
+    check_resumable,
     common,
     conversion_config,
     float_in,
     int_list,
+    open_out,
     positive_int,
+    run_config,
     setup,
     snn_opts,
     train_config,
     train_opts,
-    write_config,
 )
 
 SWEEP_TIMESTEPS = (1, 2, 3, 4, 5, 6, 8, 10)
@@ -83,11 +85,16 @@ def add_commands(sub) -> dict:
 
 
 def cmd_run(args) -> dict:
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.resume:
-        raise UserError(f"{out} is not empty; pass --resume to continue it or choose another --out")
-    write_config(out, args)
-    ctx = setup(args)
+    with open_out(args) as run:
+        ctx = setup(args)
+        out = Path(args.out)
+        if args.resume:
+            check_resumable(out / "ann", out / "snn")
+        run.start(run_config(args))
+        return _run(out, ctx, args)
+
+
+def _run(out: Path, ctx, args) -> dict:
     t0 = time.time()
     metrics: dict = {}
     ann_cfg = train_config(args, "ann_")
@@ -141,29 +148,36 @@ def _step_cached(out: Path, resume: bool, key: str, fn):
 
 def cmd_train_ann(args) -> dict:
     out = Path(args.out)
-    write_config(out, args)
-    ctx = setup(args)
-    return pipeline.train_ann(args.arch, train_config(args), ctx, out, args.resume, args.dropout)
+    with open_out(args) as run:
+        ctx = setup(args)
+        cfg = train_config(args)
+        if args.resume:
+            check_resumable(out)
+        run.start(run_config(args))
+        return pipeline.train_ann(args.arch, cfg, ctx, out, args.resume, args.dropout)
 
 
 def cmd_convert(args) -> dict:
     src = resolve_model_path(args.ann)
-    out = Path(args.out)
-    if out.resolve() == src.parent.resolve():
-        raise UserError("--out must differ from the ANN's folder: the ANN checkpoint is never "
-                        "modified")
-    write_config(out, args)
-    ctx = setup(args)
-    return pipeline.convert(src, conversion_config(args), ctx, out, args.seed)
+    with open_out(args, (src,)) as run:
+        ctx = setup(args)
+        pipeline.check_convertible(src, ctx)
+        opts = conversion_config(args)
+        run.start(run_config(args))
+        return pipeline.convert(src, opts, ctx, Path(args.out), args.seed)
 
 
 def cmd_train_snn(args) -> dict:
     src = resolve_model_path(args.snn)
     out = Path(args.out)
-    write_config(out, args)
-    ctx = setup(args)
-    return pipeline.train_snn(src, train_config(args, snn=True), ctx, out, args.resume,
-                              args.timesteps)
+    with open_out(args, (src,)) as run:
+        ctx = setup(args)
+        pipeline.check_trainable(src, ctx)
+        cfg = train_config(args, snn=True)
+        if args.resume:
+            check_resumable(out)
+        run.start(run_config(args))
+        return pipeline.train_snn(src, cfg, ctx, out, args.resume, args.timesteps)
 
 
 def cmd_evaluate(args) -> dict:

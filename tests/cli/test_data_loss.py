@@ -1,0 +1,175 @@
+"""No command destroys what it did not create: every refused case leaves the earlier files
+byte-for-byte unchanged (docs/RELIABILITY.md lists these cases)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from helpers import write_idx
+
+from dietsnn import ann_to_snn, build_ann, save_model
+from dietsnn.checkpoint import write_json
+from dietsnn.cli import main
+from dietsnn.rundir import LOCK_FILE, RunDir
+
+
+def snapshot(folder) -> dict:
+    """Every file under `folder` (the lock file aside) with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != LOCK_FILE}
+
+
+def refused(capsys, argv, match):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert match in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.fixture
+def run(tmp_path):
+    """A finished run as the three steps leave it: RUN/ann, RUN/converted, RUN/snn."""
+    write_idx(tmp_path / "data" / "fashion-mnist", n_train=60, n_test=20)
+    r = tmp_path / "RUN"
+    ann = build_ann("vgg_small")
+    for step, model, cmd in (("ann", ann, "train-ann"), ("converted", ann_to_snn(ann, 2), "convert"),
+                             ("snn", ann_to_snn(ann, 2), "train-snn")):
+        save_model(r / step / "model.safetensors", model)
+        write_json(r / step / "config.json", {"command": cmd})
+        write_json(r / step / "metrics.json", {step: {"test_accuracy": 0.5}})
+    (r / "ann" / "state.pt").write_bytes(b"earlier state")
+    return tmp_path
+
+
+def _data(run):
+    return ["--data-dir", str(run / "data"), "--quiet", "--val-size", "10"]
+
+
+def test_train_snn_never_writes_over_its_input(run, capsys):
+    before = snapshot(run / "RUN")
+    for extra in ([], ["--overwrite"], ["--resume"]):
+        refused(capsys, ["train-snn", str(run / "RUN" / "converted"), "--out",
+                         str(run / "RUN" / "converted"), *_data(run), *extra], "never modified")
+    refused(capsys, ["train-snn", str(run / "RUN" / "converted" / "model.safetensors"),
+                     "--out", str(run / "RUN" / "converted"), *_data(run)], "never modified")
+    assert snapshot(run / "RUN") == before
+
+
+def test_train_snn_into_the_ann_folder_is_refused(run, capsys):
+    before = snapshot(run / "RUN")
+    out = str(run / "RUN" / "ann")
+    refused(capsys, ["train-snn", str(run / "RUN" / "converted"), "--out", out, *_data(run)],
+            "holds a train-ann run")
+    refused(capsys, ["train-snn", str(run / "RUN" / "converted"), "--out", out, "--resume",
+                     *_data(run)], "--resume continues only a train-snn run")
+    assert snapshot(run / "RUN") == before
+
+
+def test_convert_into_the_parent_run_is_refused(run, capsys):
+    before = snapshot(run / "RUN")
+    for out in (run / "RUN", run / "RUN" / "ann"):
+        refused(capsys, ["convert", str(run / "RUN" / "ann"), "--out", str(out), *_data(run),
+                         "--overwrite"], "never modified")
+    assert snapshot(run / "RUN") == before
+
+
+def test_train_ann_into_an_existing_run_needs_resume_or_overwrite(run, capsys):
+    before = snapshot(run / "RUN")
+    refused(capsys, ["train-ann", "--out", str(run / "RUN" / "ann"), *_data(run)],
+            "pass --resume to continue it, pass --overwrite to replace it")
+    refused(capsys, ["run", "--out", str(run / "RUN" / "ann"), *_data(run)], "is not empty")
+    (run / "other").mkdir()
+    (run / "other" / "notes.txt").write_text("mine")
+    refused(capsys, ["train-ann", "--out", str(run / "other"), *_data(run), "--overwrite"],
+            "holds no dietsnn run")
+    assert (run / "other" / "notes.txt").read_text() == "mine"
+    assert snapshot(run / "RUN") == before
+
+
+@pytest.mark.parametrize("flag", ["--resume", "--overwrite"])
+def test_a_failing_command_writes_nothing(run, capsys, flag):
+    """Corrupt data: refused before config.json (or anything else) is written or removed."""
+    write_idx(run / "bad" / "fashion-mnist", corrupt="magic")
+    before = snapshot(run / "RUN")
+    refused(capsys, ["train-ann", "--out", str(run / "RUN" / "ann"), "--data-dir",
+                     str(run / "bad"), "--quiet", flag], "wrong magic number")
+    assert snapshot(run / "RUN") == before
+
+
+def test_a_damaged_resume_state_writes_nothing(run, capsys):
+    before = snapshot(run / "RUN")  # state.pt holds b"earlier state": not a torch file
+    refused(capsys, ["train-ann", "--out", str(run / "RUN" / "ann"), "--arch", "vgg_small",
+                     *_data(run), "--resume"], "cannot load training state safely")
+    assert snapshot(run / "RUN") == before
+
+
+def test_a_failed_first_attempt_leaves_no_folder(run, capsys):
+    write_idx(run / "bad" / "fashion-mnist", corrupt="count")
+    refused(capsys, ["train-ann", "--out", str(run / "new"), "--data-dir", str(run / "bad"),
+                     "--quiet"], "do not match")
+    assert not (run / "new").exists()
+
+
+def test_export_never_replaces_what_it_did_not_create(run, capsys):
+    snn = str(run / "RUN" / "snn")
+    before = snapshot(run / "RUN")
+    (run / "taken.nir").write_bytes(b"earlier export")
+    os.mkfifo(run / "fifo")
+    refused(capsys, ["export", snn, str(run / "taken.nir")], "pass --overwrite")
+    refused(capsys, ["export", snn, str(run / "RUN")], "is a directory")
+    refused(capsys, ["export", snn, str(run / "fifo"), "--overwrite"], "not a regular file")
+    refused(capsys, ["export", snn, "/dev/null", "--overwrite"], "not a regular file")
+    refused(capsys, ["export", snn, str(run / "RUN" / "snn" / "model.safetensors"),
+                     "--overwrite"], "is the input")
+    assert (run / "taken.nir").read_bytes() == b"earlier export"
+    assert snapshot(run / "RUN") == before
+    pytest.importorskip("nir")
+    assert main(["export", snn, str(run / "taken.nir"), "--overwrite"]) == 0
+    assert (run / "taken.nir").read_bytes() != b"earlier export"
+    assert (run / "taken.nir").stat().st_mode & 0o777 == 0o666 & ~_umask()
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+def test_a_locked_run_is_refused_naming_the_pid(run, capsys):
+    out = run / "locked"
+    with RunDir(out, "train-ann"):
+        refused(capsys, ["train-ann", "--out", str(out), *_data(run)],
+                f"in use by PID {os.getpid()}")
+    assert not out.exists()  # created by the holder, left empty: removed again
+
+
+def _train(run, out, *extra):
+    return [sys.executable, "-m", "dietsnn", "train-ann", "--data-dir", str(run / "data"),
+            "--out", str(out), "--arch", "vgg_small", "--epochs", "1", "--val-size", "10",
+            "--threads", "1", *extra]
+
+
+@pytest.mark.subprocess
+def test_two_processes_one_out_exactly_one_runs(run):
+    out = run / "shared"
+    a = subprocess.Popen(_train(run, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    line = a.stdout.readline()  # event: A logs "loading ..." once it holds the lock
+    assert line.startswith("loading"), line
+    b = subprocess.run(_train(run, out, "--seed", "7"), capture_output=True, text=True,
+                       timeout=120)
+    a_out, a_err = a.communicate(timeout=300)
+    assert a.returncode == 0, a_err
+    assert b.returncode == 2
+    assert f"in use by PID {a.pid}" in b.stderr and b.stderr.count("\n") == 1
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["seed"] != 7  # every file is A's
+    # once A has finished, the folder is a finished run: B's retry is refused, not mixed in
+    t0 = time.time()
+    c = subprocess.run(_train(run, out, "--seed", "7"), capture_output=True, text=True,
+                       timeout=120)
+    assert c.returncode == 2 and "is not empty" in c.stderr, (c.stderr, time.time() - t0)

@@ -1,0 +1,112 @@
+"""The run-directory mechanism (dietsnn.rundir) and atomic writes, without the CLI."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from dietsnn.checkpoint import TMP_TAG, atomic_write, write_json
+from dietsnn.errors import UserError
+from dietsnn.rundir import CONFIG_FILE, LOCK_FILE, MARKER_FILE, RunDir
+
+
+def _mode(p) -> int:
+    return p.stat().st_mode & 0o777
+
+
+def test_atomic_write_gives_the_usual_mode(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "a.bin", b"x")
+        assert _mode(tmp_path / "a.bin") == 0o644
+        os.umask(0o077)
+        atomic_write(tmp_path / "b.bin", b"x")
+        assert _mode(tmp_path / "b.bin") == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_atomic_write_never_replaces_a_non_regular_file(tmp_path):
+    (tmp_path / "d").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    for name in ("d", "fifo", "link"):
+        with pytest.raises(UserError, match="not a regular file"):
+            atomic_write(tmp_path / name, b"x")
+    assert (tmp_path / "d").is_dir() and (tmp_path / "link").is_symlink()
+    assert not (tmp_path / "target").exists()
+
+
+def test_out_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "f").write_bytes(b"mine")
+    with pytest.raises(UserError, match="not a directory"), RunDir(tmp_path / "f", "train-ann"):
+        pass
+    assert (tmp_path / "f").read_bytes() == b"mine"
+
+
+def test_temporary_files_of_a_killed_write_are_removed_on_open(tmp_path):
+    out = tmp_path / "run"
+    (out / "ann").mkdir(parents=True)
+    left = [out / f".model.safetensors{TMP_TAG}abc", out / "ann" / f".state.pt{TMP_TAG}xyz"]
+    for p in left:
+        p.write_bytes(b"partial")
+    (out / ".hidden-but-mine").write_bytes(b"keep")
+    with pytest.raises(UserError, match="is not empty"), RunDir(out, "train-ann"):
+        pass
+    assert not any(p.exists() for p in left)
+    assert (out / ".hidden-but-mine").read_bytes() == b"keep"
+
+
+def test_start_writes_config_and_marker_finish_marks_it(tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    with RunDir(out, "train-ann") as r:
+        assert not (out / CONFIG_FILE).exists()  # nothing before the inputs are validated
+        r.start({"command": "train-ann"})
+        assert json.loads((out / MARKER_FILE).read_text())["finished"] is False
+    assert json.loads((out / MARKER_FILE).read_text())["finished"] is True
+    # an own unfinished run holding only its config may be started again without flags
+    write_json(out / MARKER_FILE, {"command": "train-ann", "finished": False})
+    with RunDir(out, "train-ann"):
+        pass
+    with pytest.raises(UserError, match="holds an unfinished train-ann run"), \
+            RunDir(out, "convert"):
+        pass
+
+
+def test_overwrite_clears_only_after_start(tmp_path):
+    out = tmp_path / "run"
+    with RunDir(out, "train-ann") as r:
+        r.start({"command": "train-ann"})
+    (out / "model.safetensors").write_bytes(b"earlier")
+    with pytest.raises(RuntimeError), RunDir(out, "train-ann", overwrite=True):
+        raise RuntimeError("validation failed")
+    assert (out / "model.safetensors").read_bytes() == b"earlier"
+    with RunDir(out, "train-ann", overwrite=True) as r:
+        r.start({"command": "train-ann", "seed": 1})
+    assert sorted(p.name for p in out.iterdir()) == [MARKER_FILE, LOCK_FILE, CONFIG_FILE]
+
+
+def test_resume_and_overwrite_exclude_each_other(tmp_path):
+    with pytest.raises(UserError, match="exclude each other"):
+        RunDir(tmp_path, "train-ann", resume=True, overwrite=True)
+
+
+@pytest.mark.subprocess
+def test_a_lock_of_a_killed_process_is_not_stale(tmp_path):
+    out = tmp_path / "run"
+    code = ("import sys; from dietsnn.rundir import RunDir\n"
+            f"r = RunDir({str(out)!r}, 'train-ann').__enter__()\n"
+            "print('locked', flush=True); sys.stdin.read()")
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline() == "locked\n"  # event: the child holds the lock
+    with pytest.raises(UserError, match=f"in use by PID {p.pid}"), RunDir(out, "train-ann"):
+        pass
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    with RunDir(out, "train-ann") as r:  # the kernel released the dead process's lock
+        r.start({"command": "train-ann"})
