@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import stat
 import tempfile
@@ -119,8 +120,34 @@ def load_model(path: str | os.PathLike) -> Network:
     except (TypeError, ValueError) as e:  # JSONDecodeError is a ValueError
         raise UserError(f"{path}: invalid dietsnn metadata ({e}); the file is damaged or was "
                         "written by an incompatible tool") from None
+    check_finite_tensors(tensors, str(path))
     load_state_strict(model, tensors, str(path))
     return model
+
+
+def check_finite_tensors(tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse weights, leaks or thresholds that are NaN or infinite (a diverged training)."""
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(t.isfinite().all())]
+    if bad:
+        raise UserError(f"{source}: non-finite values in {', '.join(bad[:6])}"
+                        f"{' and more' if len(bad) > 6 else ''}; the checkpoint comes from a "
+                        "diverged training and is not used")
+
+
+def json_safe(obj: Any) -> Any:
+    """`obj` with NaN and infinities as None, so that it prints as valid JSON (null)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, indent: int | None = 2) -> str:
+    """Strict JSON of `obj` (NaN and infinities as null)."""
+    return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
 
 
 def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
@@ -159,4 +186,4 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    atomic_write(path, (dumps(obj) + "\n").encode())

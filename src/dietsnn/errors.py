@@ -3,3 +3,12 @@
 
 class UserError(Exception):
     """A mistake in input, options or files; the message names the problem and the fix."""
+
+    exit_code = 2
+
+
+class TrainingDiverged(UserError):
+    """Training stopped on a non-finite loss or parameters, or a loss far above chance; the
+    message names the step and the last good checkpoint. The CLI exits with code 3."""
+
+    exit_code = 3

@@ -10,6 +10,8 @@ mean, and metrics are summed over ranks.
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +27,7 @@ from . import checkpoint as ckpt
 from . import distributed, runtime
 from .config import TrainConfig
 from .data import Batches, Splits
-from .errors import UserError
+from .errors import TrainingDiverged, UserError
 from .layers import constrain_, lif_layers
 from .models import Network
 
@@ -129,12 +131,42 @@ def neuron_summary(model: nn.Module) -> list[dict]:
             for n, m in lif_layers(model)]
 
 
-def _check_finite(loss: Tensor, step: int, model: nn.Module) -> None:
+# an epoch whose mean training loss exceeds this many times chance level (ln of the number of
+# classes) has diverged: far above where training started, and the model no longer learns
+DIVERGED_LOSS_FACTOR = 100.0
+
+
+def _last_good(out: Path) -> str:
+    path = out / ckpt.MODEL_FILE
+    if not path.is_file():
+        return "no checkpoint was kept (no epoch finished)"
+    try:
+        extra = json.loads(ckpt.read_model_file(path)[1].get("extra", "{}"))
+    except (UserError, ValueError):
+        extra = {}
+    val = extra.get("val_accuracy")
+    what = f"epoch {extra.get('epoch', '?')}" + (f", validation accuracy {val:.4f}"
+                                                 if isinstance(val, float) else "")
+    return f"the last good checkpoint is {path} ({what})"
+
+
+def _diverged(why: str, step: int, model: nn.Module, out: Path) -> TrainingDiverged:
+    th = ", ".join(f"{d['name']}={d['threshold']:.4g}" for d in neuron_summary(model))
+    return TrainingDiverged(f"{why} at step {step}; training stopped"
+                            + (f" (thresholds: {th})" if th else "")
+                            + f"; {_last_good(out)}. Lower --lr or raise --scale")
+
+
+def _check_finite(loss: Tensor, step: int, model: nn.Module, out: Path) -> None:
     if not torch.isfinite(loss):
-        th = ", ".join(f"{d['name']}={d['threshold']:.4g}" for d in neuron_summary(model))
-        raise UserError(f"loss became {loss.item()} at step {step}; training stopped"
-                        + (f" (thresholds: {th})" if th else "")
-                        + ". Lower --lr or raise --scale")
+        raise _diverged(f"loss became {loss.item()}", step, model, out)
+
+
+def _check_parameters(model: nn.Module, step: int, out: Path) -> None:
+    params = [p for p in model.parameters() if p.is_floating_point()]
+    if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+        bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+        raise _diverged(f"parameters became non-finite ({', '.join(bad[:4])})", step, model, out)
 
 
 def fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume: bool = False,
@@ -172,7 +204,8 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
         model.to(device)
         start, best, step, history = st["epoch"], st["best"], st["step"], st["history"]
         log(f"resuming {desc} at epoch {start + 1}/{cfg.epochs} from {state_path}")
-    if start == 0 and not (out / ckpt.MODEL_FILE).exists():
+    if start == 0 and getattr(model, "is_spiking", True) and not (out / ckpt.MODEL_FILE).exists():
+        # a converted SNN is a good model before training; an untrained ANN is not kept
         ckpt.save_model(out / ckpt.MODEL_FILE, model, {"epoch": 0})
     net = distributed.wrap(model, device)
     model.train()
@@ -191,20 +224,21 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
                 logits = net(xb)
             if world == 1:
                 loss = F.cross_entropy(logits.float(), yb)
-                _check_finite(loss, step, model)
+                _check_finite(loss, step, model, out)
                 n_b, loss_b = len(yb), loss.item() * len(yb)
                 correct_b = (logits.argmax(1) == yb).sum().item()
             else:  # DDP averages gradients over ranks: weight each by its share of the batch
                 local = F.cross_entropy(logits.float(), yb, reduction="sum")
                 n_b, loss_b, correct_b = distributed.all_reduce_sum(
                     [len(yb), local.item(), (logits.argmax(1) == yb).sum().item()])
-                _check_finite(torch.tensor(loss_b / n_b), step, model)
+                _check_finite(torch.tensor(loss_b / n_b), step, model, out)
                 loss = local * (world / n_b)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             constrain_(model)
+            _check_parameters(model, step, out)
             step += 1
             seen += n_b
             loss_sum += loss_b
@@ -212,6 +246,11 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
         val = evaluate(model, data.val_x, data.val_y, max(256, cfg.batch_size),
                        cfg.precision, progress, desc="val", device=device)
+        chance = math.log(max(2, logits.shape[-1]))
+        if loss_sum / seen > DIVERGED_LOSS_FACTOR * chance:
+            raise _diverged(f"training diverged: mean loss {loss_sum / seen:.4g} in epoch "
+                            f"{epoch + 1}, over {DIVERGED_LOSS_FACTOR:g}x chance "
+                            f"({chance:.3g})", step, model, out)
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                "val_loss": val["loss"], "val_accuracy": val["accuracy"],
                "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0}

@@ -1,6 +1,7 @@
 """The `dietsnn` command line. One module per group of subcommands (`train`, `analysis`,
 `deploy`, `presets`), option groups and validators in `options`; every default comes from
-`dietsnn.config`. `main` turns every user mistake into one line on stderr and exit code 2."""
+`dietsnn.config`. `main` turns every user mistake into one line on stderr and exit code 2; training that
+diverged (`TrainingDiverged`) exits with code 3."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="dietsnn",
         description="DIET-SNN: train an ANN, convert it to a spiking network with calibrated "
-                    "thresholds, then train the SNN's weights, leaks and thresholds with BPTT.")
+                    "thresholds, then train the SNN's weights, leaks and thresholds with BPTT.",
+        epilog="exit codes: 0 success, 2 a mistake to fix (one line on stderr), 3 training "
+               "diverged (the last good checkpoint is kept and named), 130 interrupted")
     p.add_argument("--version", action="version", version=f"dietsnn {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -38,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with backend_scope(args):
             COMMANDS[args.command](args)
-    except UserError as e:
+    except UserError as e:  # TrainingDiverged: exit code 3
         print(f"dietsnn {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print(f"dietsnn {args.command}: interrupted; rerun with --resume to continue",
               file=sys.stderr)

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..analysis import format_energy_table, measure, sweep
 from ..analysis.ablation import Ablation, AblationConfig
 from ..analysis.report import plot_sweep_if_possible
-from ..checkpoint import load_model, write_json
+from ..checkpoint import dumps, load_model, write_json
 from ..errors import UserError
 from ..functional.energy import E_AC_PJ, E_MAC_PJ
 from ..pipeline import check_fits, load_checked
@@ -93,7 +93,7 @@ def cmd_energy(args) -> dict:
             data["energy"] = result["energy"]
             write_json(mf, data)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(dumps(result))
     else:
         print(f"SNN T={model.timesteps} accuracy {m['accuracy']:.4f}")
         print(format_energy_table(en))

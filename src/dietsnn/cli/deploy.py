@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from ..checkpoint import load_model, resolve_model_path
+from ..checkpoint import dumps, load_model, resolve_model_path
 from ..config import DATASET as DEFAULT_DATASET
 from ..data import DATASETS, dataset_info
 from ..errors import UserError
@@ -37,7 +37,7 @@ def cmd_predict(args: argparse.Namespace) -> list[dict]:
     info = dataset_info(args.dataset or run_dataset(args.run))
     results = predict_images(model, args.images, info)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(dumps(results))
     else:
         for r in results:
             print(f"{r['path']}: {r['class']} (class {r['class_index']}) confidence "

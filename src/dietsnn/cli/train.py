@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import analysis, distributed, pipeline
 from ..analysis.report import write_report
-from ..checkpoint import load_model, resolve_model_path, write_json
+from ..checkpoint import dumps, load_model, resolve_model_path, write_json
 from ..config import ANN_TRAIN, ARCH, DROPOUT, EVAL_BATCH, SNN_TRAIN
 from ..errors import UserError
 from ..functional.energy import E_AC_PJ, E_MAC_PJ
@@ -198,7 +198,7 @@ def cmd_evaluate(args) -> dict:
         res = pipeline.evaluate_test(model, ctx)
         out = {"test_accuracy": res["accuracy"], "test_loss": res["loss"], "spiking": False}
     if args.json:
-        print(json.dumps(out, indent=2))
+        print(dumps(out))
     else:
         kind = f"SNN T={model.timesteps}" if model.is_spiking else "ANN"
         print(f"{kind} test accuracy {out['test_accuracy']:.4f} on {len(ctx.data.test_y)} images")
