@@ -114,15 +114,75 @@ def load_model(path: str | os.PathLike) -> Network:
     try:
         cfg = json.loads(meta["config"])
         spiking = json.loads(meta.get("spiking", "{}"))
+    except ValueError as e:  # JSONDecodeError is a ValueError
+        raise UserError(f"{path}: invalid dietsnn metadata ({e}); the file is damaged or was "
+                        "written by an incompatible tool") from None
+    check_metadata(cfg, spiking, str(path))
+    try:
         model = build_ann(**cfg)
         if spiking:
             model = ann_to_snn(model, **spiking)
-    except (TypeError, ValueError) as e:  # JSONDecodeError is a ValueError
+    except (TypeError, ValueError) as e:
         raise UserError(f"{path}: invalid dietsnn metadata ({e}); the file is damaged or was "
                         "written by an incompatible tool") from None
     check_finite_tensors(tensors, str(path))
     load_state_strict(model, tensors, str(path))
     return model
+
+
+# bounds of the model metadata a checkpoint may carry (far beyond any real model)
+MAX_CLASSES, MAX_CHANNELS, MAX_IMAGE_SIZE, MAX_TIMESTEPS = 1_000_000, 1024, 8192, 100_000
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def check_metadata(cfg: Any, spiking: Any, source: str) -> None:
+    """Validate the model metadata of a checkpoint field by field (type, range, known names);
+    a UserError names the first bad field."""
+    from .functional.encoding import ENCODINGS
+    from .functional.surrogate import SURROGATES
+    from .models import ARCHS
+
+    def need(ok: bool, field: str, value: Any, rule: str) -> None:
+        if not ok:
+            raise UserError(f"{source}: invalid dietsnn metadata: {field} = {value!r}, expected "
+                            f"{rule}; the file is damaged or was written by an incompatible tool")
+
+    need(isinstance(cfg, dict), "config", cfg, "an object")
+    need(isinstance(spiking, dict), "spiking", spiking, "an object")
+    rules = {
+        "arch": (lambda v: v in ARCHS, f"one of {', '.join(ARCHS)}"),
+        "num_classes": (lambda v: _is_int(v) and 1 <= v <= MAX_CLASSES,
+                        f"an integer in [1, {MAX_CLASSES}]"),
+        "in_channels": (lambda v: _is_int(v) and 1 <= v <= MAX_CHANNELS,
+                        f"an integer in [1, {MAX_CHANNELS}]"),
+        "image_size": (lambda v: _is_int(v) and 1 <= v <= MAX_IMAGE_SIZE,
+                       f"an integer in [1, {MAX_IMAGE_SIZE}]"),
+        "dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    }
+    srules = {
+        "timesteps": (lambda v: _is_int(v) and 1 <= v <= MAX_TIMESTEPS,
+                      f"an integer in [1, {MAX_TIMESTEPS}]"),
+        "encoding": (lambda v: v in ENCODINGS, f"one of {', '.join(ENCODINGS)}"),
+        "gamma": (lambda v: _is_number(v) and v > 0, "a finite number > 0"),
+        "surrogate": (lambda v: v in SURROGATES, f"one of {', '.join(sorted(SURROGATES))}"),
+    }
+    for obj, table, name, required in ((cfg, rules, "config", ("arch",)),
+                                       (spiking, srules, "spiking", ("timesteps",) if spiking
+                                        else ())):
+        for k in obj:
+            need(k in table, f"{name}.{k}", obj[k], f"only the fields {', '.join(table)}")
+        for k in required:
+            need(k in obj, f"{name}.{k}", None, "a value")
+        for k, v in obj.items():
+            ok, rule = table[k]
+            need(ok(v), f"{name}.{k}", v, rule)
 
 
 def check_finite_tensors(tensors: dict[str, torch.Tensor], source: str) -> None:

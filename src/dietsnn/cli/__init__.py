@@ -6,6 +6,7 @@ diverged (`TrainingDiverged`) exits with code 3."""
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 
@@ -25,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 success, 2 a mistake to fix (one line on stderr), 3 training "
                "diverged (the last good checkpoint is kept and named), 130 interrupted")
     p.add_argument("--version", action="version", version=f"dietsnn {__version__}")
+    p.add_argument("--debug", action="store_true",
+                   help="show the traceback of any error (for reporting a bug)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     for group in (train, analysis, deploy, presets):  # presets last: it adds --preset
@@ -32,24 +35,49 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args = presets.apply(parser, argv, args)  # --preset: defaults that explicit options override
-    args.command_line = shlex.join(["dietsnn", *(sys.argv[1:] if argv is None else argv)])
-    distributed.setup_args(args)  # under torchrun: process group, this rank's device
+def _stdout_closed() -> None:
+    """After a broken pipe: send further output nowhere, so exiting prints no second error."""
     try:
-        with backend_scope(args):
-            COMMANDS[args.command](args)
-    except UserError as e:  # TrainingDiverged: exit code 3
-        print(f"dietsnn {args.command}: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print(f"dietsnn {args.command}: interrupted; rerun with --resume to continue",
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command. The error boundary: a UserError or ValueError (a library function's
+    message), an OSError on a named path and a broken pipe become one line on stderr and exit
+    code 2 (TrainingDiverged: 3); anything else is a bug and keeps its traceback, as does
+    every error under --debug."""
+    raw = sys.argv[1:] if argv is None else argv
+    name = "dietsnn"
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        args = presets.apply(parser, argv, args)  # --preset: defaults that options override
+        args.command_line = shlex.join(["dietsnn", *raw])
+        name = f"dietsnn {args.command}"
+        distributed.setup_args(args)  # under torchrun: process group, this rank's device
+        try:
+            with backend_scope(args):
+                COMMANDS[args.command](args)
+        finally:
+            distributed.cleanup()
+    except BrokenPipeError:
+        _stdout_closed()
+        print(f"{name}: error: output closed before it was complete (broken pipe)",
               file=sys.stderr)
+        return 2
+    except (UserError, ValueError, OSError) as e:
+        if "--debug" in raw or (isinstance(e, OSError) and e.filename is None):
+            raise
+        code = e.exit_code if isinstance(e, UserError) else 2  # TrainingDiverged: 3
+        msg = f"{e.filename}: {e.strerror or e}" if isinstance(e, OSError) else str(e)
+        print(f"{name}: error: {' '.join(msg.split())}", file=sys.stderr)
+        return code
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
-    finally:
-        distributed.cleanup()
     return 0
 
 
