@@ -110,3 +110,46 @@ def test_a_lock_of_a_killed_process_is_not_stale(tmp_path):
     p.wait()
     with RunDir(out, "train-ann") as r:  # the kernel released the dead process's lock
         r.start({"command": "train-ann"})
+
+
+def test_a_folder_inside_a_running_run_is_in_use(tmp_path):
+    with RunDir(tmp_path / "RUN", "run") as r:
+        r.start({"command": "run"})
+        with pytest.raises(UserError, match=rf"in use by PID {os.getpid()} \(through "), \
+                RunDir(tmp_path / "RUN" / "snn", "train-snn", resume=True):
+            pass
+    with RunDir(tmp_path / "RUN" / "snn", "train-snn"):  # free once the run has finished
+        pass
+
+
+def test_a_step_of_a_run_folder_resumes_as_that_step(tmp_path):
+    with RunDir(tmp_path / "RUN", "run") as r:
+        r.start({"command": "run"})
+    (tmp_path / "RUN" / "snn").mkdir()
+    (tmp_path / "RUN" / "snn" / "model.safetensors").write_bytes(b"trained")
+    with RunDir(tmp_path / "RUN" / "snn", "train-snn", resume=True):
+        pass
+    with pytest.raises(UserError, match="is a train-snn run; --resume continues only a "
+                                        "train-ann run"), \
+            RunDir(tmp_path / "RUN" / "snn", "train-ann", resume=True):
+        pass
+    assert (tmp_path / "RUN" / "snn" / "model.safetensors").read_bytes() == b"trained"
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_every_rank_stops_when_rank_0_refuses_the_folder(tmp_path):
+    from helpers import write_idx
+
+    write_idx(tmp_path / "data" / "fashion-mnist", n_train=40, n_test=10)
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc_per_node", "2", "-m", "dietsnn", "train-ann", "--data-dir",
+                        str(tmp_path / "data"), "--out", str(out), "--quiet", "--threads", "1"],
+                       capture_output=True, text=True, timeout=240,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode != 0
+    assert "is not empty" in r.stderr and "refused by rank 0" in r.stderr, r.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]

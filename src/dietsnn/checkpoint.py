@@ -35,9 +35,11 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    # under torchrun: rank 0 writes, between two barriers
-    if distributed.is_initialized():
+def atomic_write(path: str | os.PathLike, data: bytes, local: bool = False) -> None:
+    """Write `data` to `path` through a temporary file renamed into place. Under torchrun rank
+    0 writes, between two barriers that every rank reaches; `local=True`: only the calling
+    process writes, with no barrier (for code that runs on rank 0 alone)."""
+    if distributed.is_initialized() and not local:
         distributed.barrier()
         try:
             if distributed.is_writer():
@@ -85,6 +87,9 @@ def save_model(path: str | os.PathLike, model: Network, extra: dict | None = Non
 def resolve_model_path(path: str | os.PathLike) -> Path:
     p = Path(path)
     if p.is_dir():
+        if (p / MODEL_FILE).is_file() and (p / "snn" / MODEL_FILE).is_file():
+            raise UserError(f"{p} holds both {MODEL_FILE} and snn/{MODEL_FILE}; name the "
+                            "checkpoint file to use")
         for cand in (p / MODEL_FILE, p / "snn" / MODEL_FILE, p / "ann" / MODEL_FILE):
             if cand.is_file():
                 return cand
@@ -245,5 +250,5 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
                         f"{str(e).splitlines()[0][:200]})") from None
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write(path, (dumps(obj) + "\n").encode())
+def write_json(path: str | os.PathLike, obj: Any, local: bool = False) -> None:
+    atomic_write(path, (dumps(obj) + "\n").encode(), local)

@@ -38,6 +38,7 @@ from .errors import UserError
 LOCK_FILE = ".dietsnn.lock"
 MARKER_FILE = ".dietsnn-run.json"
 CONFIG_FILE = "config.json"
+RUN_STEPS = {"ann": "train-ann", "converted": "convert", "snn": "train-snn"}  # `run`'s folders
 
 
 def _is_tmp(name: str) -> bool:
@@ -110,6 +111,7 @@ class RunDir:
         self.resume, self.overwrite, self.update = resume, overwrite, update
         self.inputs = list(inputs)
         self._lock_fd: int | None = None
+        self._lock_created = False
         self._created = False
         self._started = False
         # under torchrun only rank 0 checks, locks and writes
@@ -118,13 +120,26 @@ class RunDir:
     # -- opening ----------------------------------------------------------------------------
 
     def __enter__(self) -> RunDir:
-        if not self._active:
-            return self
+        err = None
+        if self._active:
+            try:
+                self._open()
+            except UserError as e:
+                err = e
+        if distributed.is_initialized():  # every rank stops if rank 0 refused the folder
+            if distributed.all_reduce_sum([1.0 if err else 0.0])[0] > 0 and err is None:
+                raise UserError(f"{self.path}: refused by rank 0 (see its message)")
+        if err is not None:
+            raise err
+        return self
+
+    def _open(self) -> None:
         p = self.path
         if (p.exists() or p.is_symlink()) and not p.is_dir():
             raise UserError(f"{p} exists and is not a directory; choose another --out")
         if not self.update:
             check_not_input(p, self.inputs)
+        self._check_ancestors()
         self._created = not p.exists()
         try:
             p.mkdir(parents=True, exist_ok=True)
@@ -138,10 +153,29 @@ class RunDir:
         except BaseException:
             self._close(failed=True)
             raise
-        return self
+
+    def _check_ancestors(self) -> None:
+        """A run that holds this folder (`dietsnn run` writes RUN/ann, RUN/snn) is in use too."""
+        for a in _resolved(self.path).parents:
+            lock = a / LOCK_FILE
+            if not lock.is_file():
+                continue
+            try:
+                fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                raise UserError(f"{self.path} is in use by PID {pid} (through {a}); wait for "
+                                "it to finish or choose another --out") from None
+            finally:
+                os.close(fd)  # a flock of this description only: any lock of ours is kept
 
     def _lock(self) -> None:
         lock = self.path / LOCK_FILE
+        created = not lock.exists()
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as e:
@@ -157,7 +191,7 @@ class RunDir:
                             "choose another --out") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock_fd = fd
+        self._lock_fd, self._lock_created = fd, created
 
     def _remove_tmp(self) -> None:
         """Temporary files of a write that was killed (here and one folder down)."""
@@ -179,6 +213,11 @@ class RunDir:
         cfg = _read_json(self.path / CONFIG_FILE)  # runs written before the marker existed
         if cfg is not None and isinstance(cfg.get("command"), str):
             return cfg["command"], True
+        step = RUN_STEPS.get(self.path.name)  # a step's folder inside a `dietsnn run` folder
+        parent = _read_json(self.path.parent / MARKER_FILE) or _read_json(
+            self.path.parent / CONFIG_FILE) or {}
+        if step and parent.get("command") == "run":
+            return step, bool(parent.get("finished", True))
         return None, False
 
     def _check_contents(self) -> None:
@@ -219,9 +258,10 @@ class RunDir:
                     shutil.rmtree(e)
                 else:
                     e.unlink()
+        # rank 0 alone runs this: no barrier
         write_json(self.path / MARKER_FILE, {"command": self.command, "finished": False,
-                                             "pid": os.getpid()})
-        write_json(self.path / CONFIG_FILE, config)
+                                             "pid": os.getpid()}, local=True)
+        write_json(self.path / CONFIG_FILE, config, local=True)
         self._started = True
 
     # -- closing ----------------------------------------------------------------------------
@@ -233,10 +273,11 @@ class RunDir:
     def _close(self, failed: bool) -> None:
         try:
             if self._started and not failed and not self.update:
-                write_json(self.path / MARKER_FILE, {"command": self.command, "finished": True})
-            if self._created and self._lock_fd is not None and not any(
-                    e.name != LOCK_FILE for e in self.path.iterdir()):
-                (self.path / LOCK_FILE).unlink(missing_ok=True)
+                write_json(self.path / MARKER_FILE, {"command": self.command, "finished": True},
+                           local=True)
+            if self._lock_fd is not None and not self._started and self._lock_created:
+                (self.path / LOCK_FILE).unlink(missing_ok=True)  # a refused folder: as it was
+            if self._created and self._lock_fd is not None and not any(self.path.iterdir()):
                 self.path.rmdir()
         finally:
             if self._lock_fd is not None:

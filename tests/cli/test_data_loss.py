@@ -13,13 +13,13 @@ from helpers import write_idx
 from dietsnn import ann_to_snn, build_ann, save_model
 from dietsnn.checkpoint import write_json
 from dietsnn.cli import main
-from dietsnn.rundir import LOCK_FILE, RunDir
+from dietsnn.rundir import RunDir
 
 
 def snapshot(folder) -> dict:
-    """Every file under `folder` (the lock file aside) with its bytes."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != LOCK_FILE}
+    """Every file and folder under `folder`, hidden ones included, with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None
+            for p in sorted(folder.rglob("*"))}
 
 
 def refused(capsys, argv, match):
@@ -173,3 +173,12 @@ def test_two_processes_one_out_exactly_one_runs(run):
     c = subprocess.run(_train(run, out, "--seed", "7"), capture_output=True, text=True,
                        timeout=120)
     assert c.returncode == 2 and "is not empty" in c.stderr, (c.stderr, time.time() - t0)
+
+
+def test_a_run_folder_with_two_models_is_ambiguous(run, capsys):
+    """A run damaged before folders were checked (a converted model written into RUN): evaluate
+    and predict name the conflict instead of using the converted model."""
+    save_model(run / "RUN" / "model.safetensors", ann_to_snn(build_ann("vgg_small"), 2))
+    refused(capsys, ["evaluate", str(run / "RUN"), *_data(run)[:2]],
+            "holds both model.safetensors and snn/model.safetensors")
+    refused(capsys, ["predict", str(run / "RUN"), "x.png"], "name the checkpoint file")
