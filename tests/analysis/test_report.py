@@ -1,6 +1,9 @@
+import errno
 import json
+import os
 
 from dietsnn.analysis.report import write_report
+from dietsnn.errors import UserError
 
 
 def test_report_states_how_far_leaks_and_thresholds_moved(tmp_path):
@@ -18,3 +21,42 @@ def test_report_states_how_far_leaks_and_thresholds_moved(tmp_path):
     assert ("moved the leaks by up to 0.400 (lowest: 0.600 in features.5) and the thresholds by "
             "up to +25.0% (features.1)") in text
     assert "| features.5 | 1.000 -> 0.600 (-40.0%) | 1.000 -> 0.900 (-10.0%) | 0.200 |" in text
+
+
+def test_report_and_plots_are_written_atomically(tmp_path, monkeypatch):
+    """A write that fails midway (here: a full disk) keeps the previous report and plot whole
+    and leaves no temporary file."""
+    layers = [{"name": "features.1", "leak": 0.9, "threshold": 1.0, "spike_rate": 0.3}]
+    metrics = {"ann": {"test_accuracy": 0.9}, "snn": {"test_accuracy": 0.9, "layers": layers}}
+    write_report(tmp_path, metrics)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert {"report.md", "layers.png"} <= set(before)
+    assert all(p.stat().st_mode & 0o777 == 0o666 & ~_umask() for p in tmp_path.iterdir())
+    real = os.fdopen
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: Full(real(fd, mode)))
+    metrics["snn"]["test_accuracy"] = 0.1
+    try:
+        write_report(tmp_path, metrics)
+    except UserError:
+        pass  # the failure may surface or be reported as a note; either way nothing is torn
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
