@@ -129,8 +129,8 @@ def test_a_step_of_a_run_folder_resumes_as_that_step(tmp_path):
     (tmp_path / "RUN" / "snn" / "model.safetensors").write_bytes(b"trained")
     with RunDir(tmp_path / "RUN" / "snn", "train-snn", resume=True):
         pass
-    with pytest.raises(UserError, match="is a train-snn run; --resume continues only a "
-                                        "train-ann run"), \
+    with pytest.raises(UserError, match="is a train-snn run; --resume continues only runs of "
+                                        "`dietsnn train-ann`"), \
             RunDir(tmp_path / "RUN" / "snn", "train-ann", resume=True):
         pass
     assert (tmp_path / "RUN" / "snn" / "model.safetensors").read_bytes() == b"trained"

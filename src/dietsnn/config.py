@@ -12,6 +12,9 @@ GAMMA = 0.3  # surrogate damping (docs/METHOD.md section 2)
 SURROGATE = "linear"
 VAL_SIZE = 5000  # validation images carved from the training set
 EVAL_BATCH = 256
+# an epoch whose mean training loss exceeds this many times chance level (ln of the number of
+# classes) has diverged: far above where training started, and the model no longer learns
+DIVERGED_LOSS_FACTOR = 100.0
 
 
 @dataclass

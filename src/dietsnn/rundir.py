@@ -230,7 +230,8 @@ class RunDir:
         if self.resume:
             if owner != self.command:
                 what = f"a {owner} run" if owner else "not a dietsnn run"
-                raise UserError(f"{p} is {what}; --resume continues only a {self.command} run, "
+                raise UserError(f"{p} is {what}; --resume continues only runs of "
+                                f"`dietsnn {self.command}`, "
                                 "choose another --out")
             return
         if self.overwrite:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed, runtime
-from .config import TrainConfig
+from .config import DIVERGED_LOSS_FACTOR, TrainConfig
 from .data import Batches, Splits
 from .errors import TrainingDiverged, UserError
 from .layers import constrain_, lif_layers
@@ -130,10 +130,6 @@ def neuron_summary(model: nn.Module) -> list[dict]:
     return [{"name": n, "leak": m.leak.item(), "threshold": m.threshold.item()}
             for n, m in lif_layers(model)]
 
-
-# an epoch whose mean training loss exceeds this many times chance level (ln of the number of
-# classes) has diverged: far above where training started, and the model no longer learns
-DIVERGED_LOSS_FACTOR = 100.0
 
 
 def _last_good(out: Path) -> str:
