@@ -98,12 +98,13 @@ def plot_ablation(res: dict, path: Path) -> Path:
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10.4, 3.8))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    ticks = {c["timesteps"] for c in res["converted"].values()}
     for i, c_enc in enumerate(sorted({c["encoding"] for c in res["converted"].values()})):
         rows = sorted((c for c in res["converted"].values() if c["encoding"] == c_enc),
                       key=lambda c: c["timesteps"])
         a1.plot([c["timesteps"] for c in rows], [100 * c["accuracy"] for c in rows], "x--",
                 lw=1, color="0.5" if i else "0.7", label=f"converted, {c_enc}, untrained")
-    top, low, ticks = 100 * res["ann_accuracy"] + 1.0, 100 * res["ann_accuracy"] - 5, set()
+    top, low = 100 * res["ann_accuracy"] + 1.0, 100 * res["ann_accuracy"] - 5
     for i, v in enumerate(res["variants"].values()):
         rows, colour = v["rows"], colours[i % len(colours)]
         T = [r["timesteps"] for r in rows]
@@ -154,7 +155,7 @@ def plot_layers(layers: list[dict], path: Path) -> Path:
         if f"{key}_init" in layers[0]:
             ax.bar([i - w / 2 for i in x], [d[f"{key}_init"] for d in layers], w, label="converted")
             ax.bar([i + w / 2 for i in x], [d[key] for d in layers], w, label="after DIET training")
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, loc="lower left")
         else:
             ax.bar(x, [d[key] for d in layers])
         ax.set_title(f"{key.capitalize()} per layer")
