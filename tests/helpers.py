@@ -1,5 +1,6 @@
 """Helpers shared by the tests: small dataset files written on the fly."""
 
+import errno
 import gzip
 import os
 import struct
@@ -37,3 +38,24 @@ def has_fmnist() -> bool:
 
 
 needs_fmnist = pytest.mark.skipif(not has_fmnist(), reason="Fashion-MNIST not installed")
+
+
+def simulate_full_disk(monkeypatch) -> None:
+    """Every write to a file opened with `os.fdopen` (atomic_write's temporary file) fails as on
+    a full disk."""
+    real = os.fdopen
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: Full(real(fd, mode)))

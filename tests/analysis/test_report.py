@@ -1,6 +1,7 @@
-import errno
 import json
 import os
+
+from helpers import simulate_full_disk
 
 from dietsnn.analysis.report import write_report
 from dietsnn.errors import UserError
@@ -32,22 +33,7 @@ def test_report_and_plots_are_written_atomically(tmp_path, monkeypatch):
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     assert {"report.md", "layers.png"} <= set(before)
     assert all(p.stat().st_mode & 0o777 == 0o666 & ~_umask() for p in tmp_path.iterdir())
-    real = os.fdopen
-
-    class Full:
-        def __init__(self, f):
-            self.f = f
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            self.f.close()
-
-        def write(self, data):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(os, "fdopen", lambda fd, mode: Full(real(fd, mode)))
+    simulate_full_disk(monkeypatch)
     metrics["snn"]["test_accuracy"] = 0.1
     try:
         write_report(tmp_path, metrics)

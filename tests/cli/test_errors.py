@@ -1,12 +1,10 @@
 """Every user mistake: one line naming the problem and the fix, exit code 2, no traceback,
 nothing already written lost (docs/ERRORS.md lists the same cases)."""
 
-import errno
-import os
 
 import pytest
 import torch
-from helpers import write_idx
+from helpers import simulate_full_disk, write_idx
 
 from dietsnn import build_ann, save_model
 from dietsnn.checkpoint import atomic_write
@@ -91,22 +89,7 @@ def test_non_finite_loss_stops_naming_step_and_thresholds(tiny):
 def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "model.safetensors"
     atomic_write(path, b"good")
-    real = os.fdopen
-
-    class Full:
-        def __init__(self, f):
-            self.f = f
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            self.f.close()
-
-        def write(self, data):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(os, "fdopen", lambda fd, mode: Full(real(fd, mode)))
+    simulate_full_disk(monkeypatch)
     with pytest.raises(UserError, match="No space left on device; the previous file is intact"):
         atomic_write(path, b"new")
     assert path.read_bytes() == b"good"
