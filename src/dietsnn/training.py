@@ -131,7 +131,6 @@ def neuron_summary(model: nn.Module) -> list[dict]:
             for n, m in lif_layers(model)]
 
 
-
 def _last_good(out: Path) -> str:
     path = out / ckpt.MODEL_FILE
     if not path.is_file():

@@ -211,13 +211,9 @@ def train_config(args: argparse.Namespace, prefix: str = "", snn: bool = False) 
     values = {f.name: getattr(args, f"{prefix}{f.name}") for f in fields(TrainConfig)
               if hasattr(args, f"{prefix}{f.name}")}
     values.update(seed=args.seed, augment=args.augment)
-    if snn:
+    if snn:  # unprefixed options of the SNN phase (an ANN parser has none of them)
         values.update({k: getattr(args, k) for k in ("train_leak", "train_threshold", "precision",
                                                      "amsgrad")})
-    else:
-        values = {k: v for k, v in values.items()
-                  if k not in ("neuron_lr", "amsgrad", "train_leak", "train_threshold",
-                               "precision")}
     return TrainConfig(**values)
 
 
