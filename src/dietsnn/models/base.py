@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .. import compact
+from .. import compact, runtime
 from ..config import GAMMA, SURROGATE
 from ..functional import encoding as _encoding
 from ..layers import lif_layers, set_time
@@ -36,9 +36,14 @@ class Network(nn.Module):
     def is_spiking(self) -> bool:
         return self.timesteps is not None
 
+    # an SNN keeps freed memory for reuse while it lives (dietsnn.runtime); False: never
+    keep_freed_memory: bool = True
+
     def forward(self, x: Tensor) -> Tensor:
         if self.timesteps is None:
             return self.body(x)
+        if self.keep_freed_memory and x.device.type == "cpu":
+            runtime.hold_for(self)
         T, B = self.timesteps, x.shape[0]
         set_time(self, T, B)
         try:
@@ -46,6 +51,8 @@ class Network(nn.Module):
                 out = self.body(_encoding.ENCODINGS[self.encoding](x, T))
         finally:
             set_time(self, None, None)  # the time context lives only during the forward
+        if out.dtype in (torch.bfloat16, torch.float16):  # autocast: accumulate in float32
+            out = out.float()
         if out.shape[0] == B and T > 1:  # never driven by spikes: constant over time
             return out * T
         return out.view(T, B, *out.shape[1:]).sum(0)
