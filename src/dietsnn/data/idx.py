@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .catalog import DatasetInfo, cache_dir, download, search_dirs
+from .catalog import DatasetInfo, cache_dir, download, missing_in_data_dir, search_dirs
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -70,6 +70,8 @@ def _download(info: DatasetInfo, dest: Path) -> Path:
 def load_idx_dataset(info: DatasetInfo, data_dir=None, download: bool = True):
     """Return (train_x uint8 [N,1,H,W], train_y int64, test_x, test_y)."""
     root = _find(info, data_dir)
+    if root is None and data_dir is not None and str(data_dir) != "":
+        raise missing_in_data_dir(info.name, data_dir, [(f"{f}.gz", f) for f in IDX_FILES])
     if root is None:
         if not download:
             where = ", ".join(map(str, search_dirs(info.name, data_dir)))
