@@ -42,7 +42,8 @@ def plot_training(run: Path, out: Path) -> Path | None:
     for ax, (phase, h) in zip(axes[0], phases):
         ep = [r["epoch"] for r in h]
         ax.plot(ep, [r["train_accuracy"] for r in h], "o-", label="train accuracy")
-        ax.plot(ep, [r["val_accuracy"] for r in h], "s-", label="validation accuracy")
+        if any(r.get("val_accuracy") is not None for r in h):  # none without validation
+            ax.plot(ep, [r["val_accuracy"] for r in h], "s-", label="validation accuracy")
         ax.set_xlabel("epoch")
         ax.set_ylabel("accuracy")
         ax.set_title(f"{phase.upper()} training")
