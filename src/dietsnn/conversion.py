@@ -24,6 +24,7 @@ from .functional import encoding as _encoding
 from .functional import surrogate as _surrogate
 from .functional.neuron import lif_forward
 from .layers import LIF, set_time
+from .memory import check_memory
 from .models import Network
 from .models.resnet import BasicBlock
 
@@ -68,6 +69,15 @@ def ann_to_snn(
     snn.timesteps = timesteps
     snn.encoding = encoding
     return snn
+
+
+def check_calibration_memory(config: dict | None, images: int, timesteps: int, encoding: str = "direct",
+                             device: str | torch.device = "cpu") -> None:
+    """Refuse (UserError with the estimate) a calibration of `images` images over `timesteps`
+    steps that would not fit in the memory available (`memory.check_memory`)."""
+    check_memory(config, images, timesteps, "calibrate", device, encoding,
+                 hint="lower the calibration timesteps or the number of calibration images",
+                 cache_bytes=CACHE_BYTES, chunk_bytes=CHUNK_ELEMENTS * 4)
 
 
 def percentile(x: Tensor, p: float) -> Tensor:
@@ -120,6 +130,8 @@ def calibrate_thresholds(
         raise ValueError(f"scale must be > 0, got {scale}")
     if timesteps < 1:
         raise ValueError(f"calibration timesteps must be >= 1, got {timesteps}")
+    check_calibration_memory(getattr(snn, "config", None), images.shape[0], timesteps,
+                             snn.encoding, images.device)
     was_training = snn.training
     snn.eval()
     B, T = images.shape[0], timesteps

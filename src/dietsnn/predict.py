@@ -12,6 +12,7 @@ from torch import Tensor
 from .analysis.spikes import SpikeCounter
 from .data import DatasetInfo, normalize
 from .errors import UserError
+from .memory import check_memory
 from .models import Network
 
 
@@ -51,6 +52,8 @@ def predict_images(model: Network, paths: Sequence[str | os.PathLike], dataset_i
     if dataset_info.in_channels != channels:
         raise UserError(f"the model takes {channels}-channel images but {dataset_info.name} has "
                         f"{dataset_info.in_channels}; pass the dataset the model was trained on")
+    check_memory(getattr(model, "config", None), max(1, min(batch_size, len(paths))),
+                 model.timesteps or 1, "eval", next(model.parameters()).device)
     names = _class_names(dataset_info, classes)
     images = [load_image(p, channels, size) for p in paths]  # read all first: fail before compute
     device = next(model.parameters()).device
