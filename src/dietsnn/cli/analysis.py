@@ -8,13 +8,15 @@ from pathlib import Path
 from ..analysis import format_energy_table, measure, sweep
 from ..analysis.ablation import Ablation, AblationConfig
 from ..analysis.report import plot_sweep_if_possible
-from ..checkpoint import dumps, load_model, write_json
+from ..checkpoint import MAX_TIMESTEPS, dumps, load_model, write_json
 from ..errors import UserError
 from ..functional.energy import E_AC_PJ, E_MAC_PJ
 from ..pipeline import check_fits, load_checked
 from ..rundir import RunDir
 from .options import (
+    MAX_SEED,
     common,
+    float_in,
     float_list,
     int_list,
     metrics_file,
@@ -31,25 +33,30 @@ def add_commands(sub) -> dict:
     e = sub.add_parser("energy", help="per-layer FLOPs, spike rates and ANN vs SNN energy")
     e.add_argument("model", help="run directory or SNN model.safetensors")
     common(e, None)
-    e.add_argument("--e-mac", type=float, default=E_MAC_PJ, help="pJ per multiply-accumulate")
-    e.add_argument("--e-ac", type=float, default=E_AC_PJ, help="pJ per accumulate")
+    e.add_argument("--e-mac", type=positive_float("--e-mac"), default=E_MAC_PJ,
+                   help="pJ per multiply-accumulate")
+    e.add_argument("--e-ac", type=positive_float("--e-ac"), default=E_AC_PJ, help="pJ per accumulate")
     e.add_argument("--json", action="store_true")
 
     s = sub.add_parser("sweep", help="accuracy, spike rate and energy of an SNN at several T")
     s.add_argument("run", help="run directory (its snn/ and converted/ are swept) or checkpoint")
     common(s, None)
-    s.add_argument("--timesteps", type=int_list("--timesteps"), default=list(SWEEP_TIMESTEPS))
+    s.add_argument("--timesteps", type=int_list("--timesteps", maximum=MAX_TIMESTEPS),
+                   default=list(SWEEP_TIMESTEPS))
 
     d = AblationConfig()
     a = sub.add_parser("ablation", help="rate coding -> direct -> +threshold -> +leak training, "
                        "each trained at each T over several seeds")
     a.add_argument("ann", help="trained ANN run directory or model.safetensors")
     common(a, "runs/ablation")
-    a.add_argument("--timesteps", type=int_list("--timesteps"), default=list(d.timesteps),
+    a.add_argument("--timesteps", type=int_list("--timesteps", maximum=MAX_TIMESTEPS),
+                   default=list(d.timesteps),
                    help="T values at which every variant is trained and tested")
-    a.add_argument("--rate-timesteps", type=int_list("--rate-timesteps"), default=list(d.rate_timesteps),
+    a.add_argument("--rate-timesteps", type=int_list("--rate-timesteps", maximum=MAX_TIMESTEPS),
+                   default=list(d.rate_timesteps),
                    help="further T values for (a), rate coding")
-    a.add_argument("--seeds", type=int_list("--seeds", 0), default=list(d.seeds),
+    a.add_argument("--seeds", type=int_list("--seeds", 0, maximum=MAX_SEED),
+                   default=list(d.seeds),
                    help="training seeds (dropout masks, batch order, rate-coded input)")
     a.add_argument("--variants", default=d.variants, help="which of a, b, c, d to run")
     a.add_argument("--snn-epochs", type=positive_int("--snn-epochs"), default=d.epochs)
@@ -63,7 +70,7 @@ def add_commands(sub) -> dict:
     a.add_argument("--batch-size", type=positive_int("--batch-size"), default=d.batch_size)
     a.add_argument("--scales", type=float_list("--scales"), default=list(d.scales),
                    help="threshold scales from which each T's is chosen on validation")
-    a.add_argument("--percentile", type=positive_float("--percentile"), default=d.percentile)
+    a.add_argument("--percentile", type=float_in("--percentile", 0, 100), default=d.percentile)
     a.add_argument("--calib-size", type=positive_int("--calib-size"), default=d.calib_size)
     a.add_argument("--calib-timesteps", type=positive_int("--calib-timesteps"),
                    default=d.calib_timesteps)
@@ -144,9 +151,9 @@ def cmd_ablation(args) -> dict:
         calib_size=args.calib_size, calib_timesteps=args.calib_timesteps)
     with open_out(args, (args.ann,)) as run:
         ctx = setup(args)
-        ann = load_checked(args.ann, ctx)
+        ablation = Ablation(load_checked(args.ann, ctx), ctx.data, cfg, args.out, ctx.device,
+                            ctx.log, ctx.progress, args.seed)
         run.start(run_config(args))
         # RunDir has refused a non-empty --out without --resume/--overwrite, and now holds
         # its own config.json: the grid continues whatever cells the folder has
-        return Ablation(ann, ctx.data, cfg, args.out, ctx.device, ctx.log, ctx.progress,
-                        args.seed).run(resume=True)
+        return ablation.run_grid()
