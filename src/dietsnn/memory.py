@@ -3,7 +3,8 @@ would exhaust memory (timesteps, calibration timesteps, batch size) is refused u
 estimate instead of growing until the machine swaps or the process is killed.
 
 The estimate comes from the architecture alone: the ANN is built on PyTorch's `meta` device (no
-memory) and run on one meta image to count the elements every layer outputs per image: their
+memory, no initialisation), given zeroed CPU weights and run on one image to count the elements
+every layer outputs per image: their
 sum `S` (what training keeps for backward, per image and timestep) and the largest `M`. Then
 
 - training: `batch x T x S` float32 activations, plus the parameters four times (weights,
@@ -32,6 +33,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
+from .functional import neuron
 
 FLOAT = 4  # bytes of a float32
 MODES = ("train", "eval", "calibrate")
@@ -42,19 +44,23 @@ def _elements(config_json: str) -> tuple[int, int, int]:
     from .models import build_ann
 
     cfg = json.loads(config_json)
-    with torch.device("meta"):
+    with torch.device("meta"):  # no memory, no initialisation, no RNG drawn
         model = build_ann(**cfg)
+    params = sum(p.numel() for p in model.parameters())
+    # one image through zeroed weights on the CPU: exact shapes, without the seconds that
+    # importing the meta kernels of every op would take
+    model = model.to_empty(device="cpu")
+    for t in (*model.parameters(), *model.buffers()):
+        t.detach().zero_()
     outs: list[int] = []
     hooks = [m.register_forward_hook(lambda _m, _i, o: outs.append(o.numel()))
              for m in model.modules() if not list(m.children())]
     try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, cfg["in_channels"], cfg["image_size"], cfg["image_size"],
-                                     device="meta"))
+        with torch.no_grad(), neuron.use_backend("eager"):
+            model.eval()(torch.zeros(1, cfg["in_channels"], cfg["image_size"], cfg["image_size"]))
     finally:
         for h in hooks:
             h.remove()
-    params = sum(p.numel() for p in model.parameters())
     return sum(outs), max(outs, default=0), params
 
 
@@ -140,8 +146,10 @@ def check_memory(config: dict | None, batch: int, timesteps: int = 1, mode: str 
     """Refuse, with a UserError naming the estimate and the memory available, a computation
     that `estimate_bytes` says would not fit on `device`. Does nothing when the architecture in
     `config` is unknown or the available memory cannot be read."""
-    if not isinstance(config, dict) or "arch" not in config:
-        return
+    from .models import ARCHS
+
+    if not isinstance(config, dict) or config.get("arch") not in ARCHS:
+        return  # a custom architecture: unknown to the estimate
     avail = available_bytes(device)
     if avail is None:
         return

@@ -156,8 +156,9 @@ def _train(run, out, *extra):
 @pytest.mark.subprocess
 def test_two_processes_one_out_exactly_one_runs(run):
     out = run / "shared"
-    a = subprocess.Popen(_train(run, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+    # A trains long enough (many tiny epochs) to still hold the lock while B starts up
+    a = subprocess.Popen([*_train(run, out), "--epochs", "40"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
     line = a.stdout.readline()  # event: A logs "loading ..." once it holds the lock
     assert line.startswith("loading"), line
     b = subprocess.run(_train(run, out, "--seed", "7"), capture_output=True, text=True,

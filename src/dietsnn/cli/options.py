@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -25,16 +26,27 @@ from ..rundir import RunDir
 # -- validators: each returns an argparse type that explains a bad value in one line ----------
 
 
-def positive_int(name: str) -> Callable[[str], int]:
+MAX_SEED = 2**32 - 1  # every generator dietsnn seeds (torch, numpy) takes it
+MAX_THREADS = 4096
+
+
+def int_in(name: str, lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """An integer in [lo, hi] (no upper bound if hi is None)."""
     def parse(s: str) -> int:
         try:
             v = int(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {v}")
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"{name} must be >= {lo}, got {v}")
+        if hi is not None and v > hi:
+            raise argparse.ArgumentTypeError(f"{name} must be <= {hi}, got {v}")
         return v
     return parse
+
+
+def positive_int(name: str, maximum: int | None = None) -> Callable[[str], int]:
+    return int_in(name, 1, maximum)
 
 
 def float_in(name: str, lo: float, hi: float, lo_open: bool = True,
@@ -44,6 +56,8 @@ def float_in(name: str, lo: float, hi: float, lo_open: bool = True,
             v = float(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be a number, got {s!r}") from None
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number, got {s!r}")
         ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
         if not ok:
             a, b = "(" if lo_open else "[", ")" if hi_open else "]"
@@ -56,8 +70,8 @@ def positive_float(name: str) -> Callable[[str], float]:
     return float_in(name, 0, float("inf"))
 
 
-def int_list(name: str, minimum: int = 1,
-             allow_empty: bool = False) -> Callable[[str], list[int]]:
+def int_list(name: str, minimum: int = 1, allow_empty: bool = False,
+             maximum: int | None = None) -> Callable[[str], list[int]]:
     def parse(s: str) -> list[int]:
         try:
             vs = [int(v) for v in s.split(",") if v.strip()]
@@ -68,6 +82,8 @@ def int_list(name: str, minimum: int = 1,
             return vs
         if not vs or min(vs) < minimum:
             raise argparse.ArgumentTypeError(f"{name} must be integers >= {minimum}, got {s!r}")
+        if maximum is not None and max(vs) > maximum:
+            raise argparse.ArgumentTypeError(f"{name} must be integers <= {maximum}, got {s!r}")
         return vs
     return parse
 
@@ -79,7 +95,7 @@ def float_list(name: str) -> Callable[[str], list[float]]:
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"{name} takes numbers like 0.3,0.5, got {s!r}") from None
-        if not vs or min(vs) <= 0:
+        if not vs or min(vs) <= 0 or not all(math.isfinite(v) for v in vs):
             raise argparse.ArgumentTypeError(f"{name} must be numbers > 0, got {s!r}")
         return vs
     return parse
@@ -96,11 +112,12 @@ def common(p: argparse.ArgumentParser, out_default: str | None = "runs/dietsnn")
                    metavar="N", help="use the first N training samples (smoke runs)")
     g.add_argument("--limit-test", type=positive_int("--limit-test"), default=None, metavar="N",
                    help="use the first N test samples")
-    g.add_argument("--val-size", type=int, default=config.VAL_SIZE, help="validation samples "
-                   "carved from the training set (checkpoints are chosen on them)")
-    g.add_argument("--seed", type=int, default=TrainConfig.seed)
+    g.add_argument("--val-size", type=int_in("--val-size", 0), default=config.VAL_SIZE,
+                   help="validation samples carved from the training set (checkpoints are "
+                        "chosen on them; 0: no validation, the last epoch is kept)")
+    g.add_argument("--seed", type=int_in("--seed", 0, MAX_SEED), default=TrainConfig.seed)
     g.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    g.add_argument("--threads", type=positive_int("--threads"), default=None,
+    g.add_argument("--threads", type=positive_int("--threads", MAX_THREADS), default=None,
                    help="CPU threads for torch (default: all cores)")
     g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     if out_default is not None:
@@ -113,7 +130,8 @@ def common(p: argparse.ArgumentParser, out_default: str | None = "runs/dietsnn")
 def snn_opts(p: argparse.ArgumentParser) -> None:
     d = ConversionConfig()
     g = p.add_argument_group("spiking network")
-    g.add_argument("--timesteps", "-T", type=positive_int("--timesteps"), default=d.timesteps)
+    g.add_argument("--timesteps", "-T", type=positive_int("--timesteps", ckpt.MAX_TIMESTEPS),
+                   default=d.timesteps)
     g.add_argument("--encoding", choices=["direct", "rate"], default=d.encoding)
     g.add_argument("--percentile", type=float_in("--percentile", 0, 100), default=d.percentile)
     g.add_argument("--scale", type=positive_float("--scale"), default=d.scale,
@@ -141,7 +159,8 @@ def train_opts(p: argparse.ArgumentParser, d: TrainConfig, prefix: str = "",
                    type=positive_int(f"{pre}batch-size"), default=d.batch_size)
     g.add_argument(f"{pre}optimizer", dest=f"{dest}optimizer", choices=["sgd", "adam"],
                    default=d.optimizer)
-    g.add_argument(f"{pre}weight-decay", dest=f"{dest}weight_decay", type=float,
+    g.add_argument(f"{pre}weight-decay", dest=f"{dest}weight_decay",
+                   type=float_in(f"{pre}weight-decay", 0, math.inf, lo_open=False),
                    default=d.weight_decay)
     g.add_argument(f"{pre}schedule", dest=f"{dest}schedule", choices=["cosine", "step", "none"],
                    default=d.schedule)
@@ -192,6 +211,14 @@ class Parser(argparse.ArgumentParser):
 # -- from options to library objects -------------------------------------------------------------
 
 
+TEST_ONLY = ("evaluate", "energy", "sweep")  # commands that read only the test split
+
+
+def val_size(args: argparse.Namespace) -> int:
+    """The validation split the command carves: --val-size, none for commands that only test."""
+    return 0 if args.command in TEST_ONLY else args.val_size
+
+
 def setup(args: argparse.Namespace) -> Context:
     """Threads, device check and the dataset's splits, as a pipeline Context."""
     if args.threads:
@@ -200,7 +227,7 @@ def setup(args: argparse.Namespace) -> Context:
         raise UserError(f"--device {args.device}: no CUDA device here; use --device cpu")
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
     log(f"loading {args.dataset}")
-    splits = data.load(args.dataset, args.data_dir, args.val_size, args.seed, args.limit_train,
+    splits = data.load(args.dataset, args.data_dir, val_size(args), args.seed, args.limit_train,
                        args.limit_test)
     return Context(splits, args.device, progress=not args.quiet and sys.stderr.isatty(), log=log)
 

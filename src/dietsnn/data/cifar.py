@@ -168,8 +168,12 @@ def load_cifar(info: DatasetInfo, data_dir: str | os.PathLike | None = None,
     layout = LAYOUTS[info.name]
     src = _locate(layout, info.name, data_dir)
     if src is None and data_dir is not None and str(data_dir) != "":
-        raise missing_in_data_dir(info.name, data_dir, [(layout.archive, f"{layout.folder}/{f}")
-                                                        for f in (*layout.train, layout.test)])
+        d = Path(data_dir)
+        if any((c / layout.folder).is_dir() for c in (d / info.name, d)):  # a partial folder
+            need: list = [f"{layout.folder}/{f}" for f in (*layout.train, layout.test)]
+        else:
+            need = [(layout.archive, f"{layout.folder}/")]
+        raise missing_in_data_dir(info.name, data_dir, need)
     if src is None:
         where = ", ".join(str(d) for d in search_dirs(info.name, data_dir))
         hint = (f"put {layout.archive} or the extracted {layout.folder}/ folder in --data-dir, "

@@ -51,8 +51,9 @@ def validation_size(n: int, val_size: int, limited: bool = False) -> int:
         return 0
     k = min(val_size, max(1, n // 5)) if limited else val_size
     if k >= n:
+        fix = f"use at most {n - 1}, or 0 for no validation" if n > 1 else "use 0 (no validation)"
         raise UserError(f"--val-size {val_size} leaves no training images: the training set has "
-                        f"{n}; use at most {n - 1}, or 0 for no validation")
+                        f"{n}; {fix}")
     return k
 
 

@@ -70,6 +70,10 @@ class Network(nn.Module):
 
 
 def init_weights(model: nn.Module) -> None:
+    """He-normal convolutions, N(0, 0.01) linear layers; nothing on the meta device (a model
+    built there only has shapes)."""
+    if any(p.is_meta for p in model.parameters()):
+        return
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
