@@ -172,3 +172,13 @@ def test_missing_nir_tells_how_to_install(monkeypatch):
 
     with pytest.raises(UserError, match="pip install nir"):
         to_nir(tiny())
+
+
+def test_a_16_bit_png_is_scaled_from_65535(tmp_path):
+    a = np.array([[0, 257, 32768, 65535]] * 4, dtype=np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(a).save(path)
+    assert Image.open(path).mode == "I;16"
+    x = load_image(path, 1, 4)
+    assert x[0, 0].tolist() == [0, 1, 128, 255]  # not clipped at 255 as an 8-bit conversion is
+    assert load_image(path, 3, 4).shape == (3, 4, 4)

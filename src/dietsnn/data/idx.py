@@ -25,6 +25,10 @@ def read_idx(raw: bytes, source: str) -> np.ndarray:
         raise UserError(f"{source}: not an IDX file of unsigned bytes (wrong magic number); "
                         "delete it and fetch it again")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise UserError(f"{source}: {len(raw)} bytes, shorter than the IDX header of "
+                        f"{4 + 4 * ndim}; the file is truncated or corrupt, delete it and fetch "
+                        "it again")
     dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     expected = 4 + 4 * ndim + int(np.prod(dims))
     if len(raw) != expected:
