@@ -70,6 +70,20 @@ def test_sweep_and_energy_commands_write_their_files(tiny_run, capsys):
     assert set(res["energy"]["layers"][0]) >= {"name", "flops", "spike_rate_in", "ann_pj", "snn_pj"}
     stored = json.loads((d / "conv" / "metrics.json").read_text())
     assert stored["energy"]["ratio"] == pytest.approx(res["energy"]["ratio"])
+    # a second sweep or energy replaces the earlier result only with --overwrite
+    before = {f: (d / "conv" / f).read_bytes() for f in ("metrics.json", "sweep.png")}
+    capsys.readouterr()
+    assert main(["sweep", str(d / "conv"), "--timesteps", "2", *common]) == 2
+    assert "metrics.json's sweep holds an earlier sweep result; pass --overwrite" in \
+        capsys.readouterr().err
+    assert main(["energy", str(d / "conv"), "--e-mac", "9", *common]) == 2
+    assert "holds an earlier energy result" in capsys.readouterr().err
+    assert {f: (d / "conv" / f).read_bytes() for f in before} == before
+    assert main(["sweep", str(d / "conv"), "--timesteps", "2", "--overwrite", *common]) == 0
+    sweep = json.loads((d / "conv" / "metrics.json").read_text())["sweep"]["SNN"]
+    assert [r["timesteps"] for r in sweep] == [2]
+    assert main(["energy", str(d / "conv"), "--e-mac", "9", "--overwrite", *common]) == 0
+    assert json.loads((d / "conv" / "metrics.json").read_text())["energy"]["e_mac_pj"] == 9
 
 
 @pytest.mark.slow

@@ -37,12 +37,17 @@ def add_commands(sub) -> dict:
                    help="pJ per multiply-accumulate")
     e.add_argument("--e-ac", type=positive_float("--e-ac"), default=E_AC_PJ, help="pJ per accumulate")
     e.add_argument("--json", action="store_true")
+    e.add_argument("--overwrite", action="store_true",
+                   help="replace the energy result already stored in the run's metrics.json")
 
     s = sub.add_parser("sweep", help="accuracy, spike rate and energy of an SNN at several T")
     s.add_argument("run", help="run directory (its snn/ and converted/ are swept) or checkpoint")
     common(s, None)
     s.add_argument("--timesteps", type=int_list("--timesteps", maximum=MAX_TIMESTEPS),
                    default=list(SWEEP_TIMESTEPS))
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier sweep of this run (metrics.json's sweep, sweep.json, "
+                        "sweep.png)")
 
     d = AblationConfig()
     a = sub.add_parser("ablation", help="rate coding -> direct -> +threshold -> +leak training, "
@@ -79,7 +84,41 @@ def add_commands(sub) -> dict:
     return {"energy": cmd_energy, "sweep": cmd_sweep, "ablation": cmd_ablation}
 
 
+def _refuse_earlier(folder: Path, metrics_key: str, files: tuple[str, ...],
+                    overwrite: bool, command: str) -> None:
+    """An analysis command adds its result to a run; an earlier result of the same kind is
+    replaced only with --overwrite. Checked before any computation."""
+    if overwrite:
+        return
+    found = [folder / f for f in files if (folder / f).exists()]
+    mf = folder / "metrics.json"
+    if mf.is_file():
+        try:
+            stored = json.loads(mf.read_text())
+        except (OSError, ValueError) as e:
+            raise UserError(f"{mf}: not readable JSON ({e}); fix or move it away") from None
+        if isinstance(stored, dict) and metrics_key in stored:
+            found.insert(0, mf)
+    if found:
+        what = f"{found[0]}" + (f"'s {metrics_key}" if found[0].name == "metrics.json" else "")
+        raise UserError(f"{what} holds an earlier {command} result; pass --overwrite to replace "
+                        "it")
+
+
+def _sweep_targets(root: Path) -> tuple[dict[str, Path], Path]:
+    """The models `sweep` runs on ({label: path}) and the folder its results go to."""
+    if root.is_dir() and (root / "snn").is_dir():
+        targets = {("converted SNN" if name == "converted" else "DIET-SNN"): root / name
+                   for name in ("converted", "snn") if (root / name / "model.safetensors").is_file()}
+    else:
+        targets = {"SNN": root}
+    return targets, (root if root.is_dir() else root.parent)
+
+
 def cmd_energy(args) -> dict:
+    mf = metrics_file(args.model)
+    if mf is not None:
+        _refuse_earlier(mf.parent, "energy", (), args.overwrite, "energy")
     model = load_model(args.model)
     if not model.is_spiking:
         raise UserError(f"{args.model} is an ANN; energy compares an SNN with its ANN, give the "
@@ -93,7 +132,6 @@ def cmd_energy(args) -> dict:
     result = {"energy": {k: en[k] for k in ("ann_pj", "snn_pj", "ratio", "layers", "e_mac_pj",
                                              "e_ac_pj", "flops")},
               "accuracy": m["accuracy"], "timesteps": model.timesteps}
-    mf = metrics_file(args.model)
     if mf is not None:
         with RunDir(mf.parent, "energy", update=True):  # locked: no other command writes it now
             data = json.loads(mf.read_text())
@@ -108,14 +146,8 @@ def cmd_energy(args) -> dict:
 
 
 def cmd_sweep(args) -> dict:
-    root = Path(args.run)
-    targets = {}
-    if root.is_dir() and (root / "snn").is_dir():
-        for name in ("converted", "snn"):
-            if (root / name / "model.safetensors").is_file():
-                targets["converted SNN" if name == "converted" else "DIET-SNN"] = root / name
-    else:
-        targets["SNN"] = root
+    targets, out_dir = _sweep_targets(Path(args.run))
+    _refuse_earlier(out_dir, "sweep", ("sweep.json", "sweep.png"), args.overwrite, "sweep")
     ctx = setup(args)
     result = {}
     for name, path in targets.items():
@@ -125,7 +157,6 @@ def cmd_sweep(args) -> dict:
         ctx.log(f"{name}:")
         result[name] = sweep(model, args.timesteps, ctx.data.test_x, ctx.data.test_y,
                                       device=ctx.device, log=ctx.log)
-    out_dir = root if root.is_dir() else root.parent
     with RunDir(out_dir, "sweep", update=True):  # locked: no other command writes it now
         mf = out_dir / "metrics.json"
         ann_acc = None
