@@ -7,6 +7,7 @@ from helpers import write_idx
 from dietsnn import ann_to_snn, build_ann, save_model
 from dietsnn.analysis import energy, layer_flops, smallest_t_within
 from dietsnn.cli import main
+from dietsnn.errors import UserError
 from dietsnn.functional.energy import snn_energy
 
 
@@ -136,3 +137,25 @@ def test_ablation_grid_cells_and_resume(tmp_path):
     after = {p.name: p.read_bytes() for p in (out / "cells").glob("*.json")}
     assert set(after) == set(before) | {"d-T2-s1.json"}
     assert all(after[k] == v for k, v in before.items())
+
+
+def test_ablation_api_opens_its_folder_as_a_run_dir(tmp_path):
+    """Ablation.run refuses a folder with other work (the one RunDir mechanism) and a split
+    without validation, before any computation."""
+    from dietsnn.analysis.ablation import Ablation, AblationConfig
+    from dietsnn.data import Splits, dataset_info
+
+    x, y = torch.zeros(8, 1, 28, 28), torch.zeros(8, dtype=torch.long)
+    splits = Splits(dataset_info("fashion-mnist"), x, y, x[:2], y[:2], x, y)
+    out = tmp_path / "abl"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    ablation = Ablation(build_ann("vgg_small"), splits, AblationConfig(), out)
+    with pytest.raises(UserError, match="is not empty .*files that dietsnn did not write"):
+        ablation.run()
+    with pytest.raises(UserError, match="holds no dietsnn run"):
+        ablation.run(overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    no_val = Splits(dataset_info("fashion-mnist"), x, y, x[:0], y[:0], x, y)
+    with pytest.raises(UserError, match="give --val-size >= 1"):
+        Ablation(build_ann("vgg_small"), no_val, AblationConfig(), tmp_path / "b")
