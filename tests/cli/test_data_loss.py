@@ -3,6 +3,7 @@ byte-for-byte unchanged (docs/RELIABILITY.md lists these cases)."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -156,13 +157,16 @@ def _train(run, out, *extra):
 @pytest.mark.subprocess
 def test_two_processes_one_out_exactly_one_runs(run):
     out = run / "shared"
-    # A trains long enough (many tiny epochs) to still hold the lock while B starts up
-    a = subprocess.Popen([*_train(run, out), "--epochs", "40"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    a = subprocess.Popen(_train(run, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
     line = a.stdout.readline()  # event: A logs "loading ..." once it holds the lock
     assert line.startswith("loading"), line
-    b = subprocess.run(_train(run, out, "--seed", "7"), capture_output=True, text=True,
-                       timeout=120)
+    os.kill(a.pid, signal.SIGSTOP)  # A holds the lock, paused, for as long as B runs
+    try:
+        b = subprocess.run(_train(run, out, "--seed", "7"), capture_output=True, text=True,
+                           timeout=120)
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
     a_out, a_err = a.communicate(timeout=300)
     assert a.returncode == 0, a_err
     assert b.returncode == 2

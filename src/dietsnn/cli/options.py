@@ -28,6 +28,7 @@ from ..rundir import RunDir
 
 MAX_SEED = 2**32 - 1  # every generator dietsnn seeds (torch, numpy) takes it
 MAX_THREADS = 4096
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 def int_in(name: str, lo: int, hi: int | None = None) -> Callable[[str], int]:
@@ -56,8 +57,9 @@ def float_in(name: str, lo: float, hi: float, lo_open: bool = True,
             v = float(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be a number, got {s!r}") from None
-        if not math.isfinite(v):
-            raise argparse.ArgumentTypeError(f"{name} must be a finite number, got {s!r}")
+        if not math.isfinite(v) or abs(v) > FLOAT32_MAX:  # torch applies it as float32
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number below "
+                                             f"{FLOAT32_MAX:.3g}, got {s!r}")
         ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
         if not ok:
             a, b = "(" if lo_open else "[", ")" if hi_open else "]"
@@ -95,7 +97,7 @@ def float_list(name: str) -> Callable[[str], list[float]]:
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"{name} takes numbers like 0.3,0.5, got {s!r}") from None
-        if not vs or min(vs) <= 0 or not all(math.isfinite(v) for v in vs):
+        if not vs or min(vs) <= 0 or not all(math.isfinite(v) and v <= FLOAT32_MAX for v in vs):
             raise argparse.ArgumentTypeError(f"{name} must be numbers > 0, got {s!r}")
         return vs
     return parse
