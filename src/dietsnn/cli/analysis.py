@@ -173,13 +173,18 @@ def cmd_sweep(args) -> dict:
     return result
 
 
-def cmd_ablation(args) -> dict:
-    cfg = AblationConfig(
+def ablation_config(args) -> AblationConfig:
+    """The AblationConfig of the options (a UserError for a bad combination)."""
+    return AblationConfig(
         timesteps=args.timesteps, rate_timesteps=args.rate_timesteps, seeds=args.seeds,
         variants=args.variants, epochs=args.snn_epochs, train_subset=args.train_subset,
         lr=args.snn_lr, neuron_lr=args.neuron_lr, amsgrad=args.amsgrad,
         batch_size=args.batch_size, scales=args.scales, percentile=args.percentile,
         calib_size=args.calib_size, calib_timesteps=args.calib_timesteps)
+
+
+def cmd_ablation(args) -> dict:
+    cfg = ablation_config(args)
     with open_out(args, (args.ann,)) as run:
         ctx = setup(args)
         ablation = Ablation(load_checked(args.ann, ctx), ctx.data, cfg, args.out, ctx.device,

@@ -16,6 +16,7 @@ from ..conversion import check_calibration_memory
 from ..data import dataset_info, validation_size
 from ..errors import UserError
 from ..memory import check_memory
+from .analysis import ablation_config
 from .options import val_size
 
 PREDICT_BATCH = 64  # predict_images' default batch
@@ -109,8 +110,10 @@ def validate(args: argparse.Namespace) -> None:
         raise UserError("--resume and --overwrite exclude each other; choose one")
     if hasattr(args, "val_size") and val_size(args) and getattr(args, "limit_train", None):
         validation_size(args.limit_train, args.val_size, limited=True)
-    if args.command == "ablation" and getattr(args, "val_size", 1) == 0:
-        raise UserError("the ablation chooses each T's threshold scale on the validation "
-                        "split; give --val-size >= 1")
+    if args.command == "ablation":
+        ablation_config(args)
+        if args.val_size == 0:
+            raise UserError("the ablation chooses each T's threshold scale on the validation "
+                            "split; give --val-size >= 1")
     device = _device(args) if hasattr(args, "device") else "cpu"
     check_memory_bounds(args, device)
