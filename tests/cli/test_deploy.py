@@ -182,3 +182,11 @@ def test_a_16_bit_png_is_scaled_from_65535(tmp_path):
     x = load_image(path, 1, 4)
     assert x[0, 0].tolist() == [0, 1, 128, 255]  # not clipped at 255 as an 8-bit conversion is
     assert load_image(path, 3, 4).shape == (3, 4, 4)
+
+
+def test_a_floating_point_image_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "depth.tiff"
+    Image.fromarray(np.ones((28, 28), dtype=np.float32)).save(path)
+    with pytest.raises(UserError, match="floating-point images are not supported") as e:
+        load_image(path, 1, 28)
+    assert "\n" not in str(e.value)
