@@ -4,7 +4,8 @@ estimate instead of growing until the machine swaps or the process is killed.
 
 The estimate comes from the architecture alone: the ANN is built on PyTorch's `meta` device (no
 memory, no initialisation), given zeroed CPU weights and run on one image to count the elements
-every layer outputs per image: their
+every layer outputs per image (once per architecture and process; for VGG16 on 224x224 images
+it takes half a gigabyte for a moment): their
 sum `S` (what training keeps for backward, per image and timestep) and the largest `M`. Then
 
 - training: `batch x T x S` float32 activations, plus the parameters four times (weights,
