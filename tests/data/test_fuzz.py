@@ -1,48 +1,19 @@
-"""The readers of IDX files, CIFAR batches and safetensors checkpoints on truncated and
-bit-flipped input: every case loads valid data or raises a UserError/ValueError with a
-one-line message; nothing else escapes, and a header that promises more data than the file
-holds is refused before anything of that size is allocated."""
+"""The readers of IDX files and CIFAR batches on truncated and bit-flipped input (the
+checkpoint reader's cases are in tests/test_checkpoint.py): every case loads valid data or
+raises a UserError/ValueError with a one-line message; nothing else escapes, and a header that
+promises more data than the file holds is refused before anything of that size is allocated."""
 
 import gzip
-import json
 import pickle
-import random
 import struct
 
 import numpy as np
 import pytest
-from safetensors.torch import save as st_save
+from helpers import must_load_or_refuse, mutations
 
-from dietsnn import build_ann, save_model
-from dietsnn.checkpoint import load_model, read_config
 from dietsnn.data import DATASETS, cifar, read_idx
 from dietsnn.data.idx import load_idx_dataset
 from dietsnn.errors import UserError
-
-RNG = random.Random(14)
-
-
-def mutations(raw: bytes, flips: int, truncations: int, hot: int | None = None):
-    """Truncations at spread positions, then single-bit flips (half of them in the first `hot`
-    bytes, where the headers are), seeded."""
-    n = len(raw)
-    for k in sorted({0, 1, n - 1, *(RNG.randrange(n) for _ in range(truncations))}):
-        yield f"truncated at {k}", raw[:k]
-    for _ in range(flips):
-        limit = hot if hot and RNG.random() < 0.5 else n
-        pos, bit = RNG.randrange(min(limit, n)), 1 << RNG.randrange(8)
-        b = bytearray(raw)
-        b[pos] ^= bit
-        yield f"bit {bit} flipped at {pos}", bytes(b)
-
-
-def must_load_or_refuse(fn, case: str):
-    try:
-        return fn()
-    except (UserError, ValueError) as e:
-        msg = str(e)
-        assert msg and "\n" not in msg, (case, msg)
-        return None
 
 
 def idx_payload(n=6, size=5) -> bytes:
@@ -116,47 +87,6 @@ def test_a_cifar_batch_claiming_a_huge_array_is_refused():
     assert shape in raw
     with pytest.raises(UserError, match="not a readable CIFAR batch"):
         cifar.unpickle_batch(raw.replace(shape, huge), "b")
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
-    save_model(path, build_ann("vgg_small"))
-    return path
-
-
-def test_checkpoints_damaged(checkpoint, tmp_path):
-    raw = checkpoint.read_bytes()
-    header = 8 + int.from_bytes(raw[:8], "little")
-    target = tmp_path / "model.safetensors"
-    for case, bad in mutations(raw, flips=30, truncations=6, hot=header):
-        target.write_bytes(bad)
-        for read in (load_model, read_config):
-            got = must_load_or_refuse(lambda read=read: read(target), case)
-            if got is not None and read is load_model:
-                assert all(bool(p.isfinite().all()) for p in got.parameters()), case
-
-
-def test_a_checkpoint_claiming_a_huge_tensor_is_refused(tmp_path):
-    model = build_ann("vgg_small")
-    meta = {"config": json.dumps(model.config), "spiking": "{}", "extra": "{}",
-            "format": "dietsnn-1"}
-    raw = bytearray(st_save({k: v.contiguous() for k, v in model.state_dict().items()}, meta))
-    n = int.from_bytes(raw[:8], "little")
-    head = json.loads(raw[8:8 + n])
-    key = "classifier.4.weight"
-    head[key]["shape"] = [10**6, 10**6]
-    head[key]["data_offsets"][1] = head[key]["data_offsets"][0] + 4 * 10**12
-    new = json.dumps(head).encode()
-    path = tmp_path / "huge.safetensors"
-    path.write_bytes(len(new).to_bytes(8, "little") + new + bytes(raw[8 + n:]))
-    with pytest.raises(UserError, match="not a dietsnn safetensors checkpoint"):
-        load_model(path)
-    # and a header whose length field alone claims 2^60 bytes
-    path.write_bytes((1 << 60).to_bytes(8, "little") + bytes(raw[8:]))
-    for read in (load_model, read_config):
-        with pytest.raises(UserError, match="header length"):
-            read(path)
 
 
 def test_the_mutations_do_damage():  # the fuzz cases are not all harmless
