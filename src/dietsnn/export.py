@@ -4,6 +4,7 @@ Mapping, with the graph's step `dt` (default `config.NIR_DT` = 1e-4 s; one NIR s
 timestep):
   Conv2d -> nir.Conv2d (zero bias)    AvgPool2d -> nir.AvgPool2d    Flatten -> nir.Flatten
   Linear -> nir.Linear                Dropout -> skipped (identity at inference)
+  AvgPool2d, pooling="conv" -> nir.Conv2d with weight 1/k^2 from each channel to itself
   LIF, leak lam < 1 -> nir.LIF with tau = dt / (1 - lam), r = 1, v_leak = 0,
                        v_threshold = (1 - lam) * v
   LIF, leak lam = 1 -> nir.IF with r = 1 / dt, v_threshold = v   (or, with nonleaky="lif",
