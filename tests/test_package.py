@@ -141,3 +141,26 @@ def test_cli_and_api_share_every_default():
         ad.epochs, ad.lr, ad.neuron_lr, ad.batch_size, ad.train_subset)
     ev = parser.parse_args(["evaluate", "x"])
     assert ev.batch_size == config.EVAL_BATCH == _default(analysis.spike_rates, "batch_size")
+
+
+def test_library_prints_nothing_itself():
+    """Outside the command line, messages go through the "dietsnn" logger (dietsnn.logs)."""
+    prints = []
+    for name in MODULES:
+        if name.startswith("dietsnn.cli"):
+            continue
+        for node in ast.walk(ast.parse(_source(name).read_text())):
+            if isinstance(node, ast.Name) and node.id == "print":
+                prints.append(f"{name}:{node.lineno}")
+    assert not prints, prints
+
+
+def test_export_cli_and_api_share_defaults():
+    from dietsnn.export import export_nir, to_nir
+
+    args = build_parser().parse_args(["export", "run", "out.nir"])
+    for fn in (to_nir, export_nir):
+        assert (_default(fn, "dt"), _default(fn, "nonleaky"), _default(fn, "pooling")) == (
+            args.dt, args.nonleaky, args.pooling) == (config.NIR_DT, config.NIR_NONLEAKY,
+                                                      config.NIR_POOLING)
+        assert _default(fn, "integrator") is args.integrator is False

@@ -92,11 +92,13 @@ def float_list(name: str) -> Callable[[str], list[float]]:
 def common(p: argparse.ArgumentParser, out_default: str | None = "runs/dietsnn") -> None:
     g = p.add_argument_group("data and run")
     g.add_argument("--dataset", default=config.DATASET, choices=sorted(data.DATASETS))
-    g.add_argument("--data-dir", default=None, help="folder with the dataset files")
+    g.add_argument("--data-dir", default=None,
+                   help="folder with the dataset files (default: $DIETSNN_DATA, then "
+                        "/usr/share/datasets/NAME, then the download cache)")
     g.add_argument("--limit-train", type=positive_int("--limit-train"), default=None,
-                   metavar="N", help="use the first N training samples (smoke runs)")
+                   metavar="N", help="use the first N training samples (smoke runs; default: all)")
     g.add_argument("--limit-test", type=positive_int("--limit-test"), default=None, metavar="N",
-                   help="use the first N test samples")
+                   help="use the first N test samples (default: all)")
     g.add_argument("--val-size", type=int, default=config.VAL_SIZE, help="validation samples "
                    "carved from the training set (checkpoints are chosen on them)")
     g.add_argument("--seed", type=int, default=TrainConfig.seed)
@@ -152,7 +154,7 @@ def train_opts(p: argparse.ArgumentParser, d: TrainConfig, prefix: str = "",
     if snn:
         g.add_argument(f"{pre}neuron-lr", dest=f"{dest}neuron_lr",
                        type=positive_float(f"{pre}neuron-lr"), default=d.neuron_lr,
-                       help="learning rate of the leaks and thresholds (None: the weights' lr)")
+                       help="learning rate of the leaks and thresholds (unset: the weights' lr)")
         g.add_argument("--amsgrad", action="store_true", default=d.amsgrad,
                        help="Adam's AMSGrad variant (the authors' SNN optimiser)")
         g.add_argument("--no-train-leak", dest="train_leak", action="store_false",
@@ -165,7 +167,9 @@ def train_opts(p: argparse.ArgumentParser, d: TrainConfig, prefix: str = "",
 
 
 class _ShowDefaults(argparse.HelpFormatter):
-    """Every option's default in --help (flags excepted: their default is "off")."""
+    """Every option's default in --help (flags excepted: their default is "off"). An option
+    whose help already names its default, or whose default is None (its help says what that
+    means), gets nothing appended."""
 
     def _format_action(self, action: argparse.Action) -> str:
         flag = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
@@ -176,8 +180,8 @@ class _ShowDefaults(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         h = action.help or ""
         flag = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
-        if action.option_strings and not flag and action.default is not argparse.SUPPRESS \
-                and "%(default)" not in h:
+        if action.option_strings and not flag and action.default not in (argparse.SUPPRESS, None) \
+                and "default" not in h:
             h += " (default: %(default)s)"
         return h
 
