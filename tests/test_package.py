@@ -164,3 +164,13 @@ def test_export_cli_and_api_share_defaults():
             args.dt, args.nonleaky, args.pooling) == (config.NIR_DT, config.NIR_NONLEAKY,
                                                       config.NIR_POOLING)
         assert _default(fn, "integrator") is args.integrator is False
+
+
+def test_readme_links_are_absolute():
+    """README.md is the package's page on PyPI, where relative links lead nowhere."""
+    import re
+
+    readme = (ROOT.parents[1] / "README.md").read_text()
+    links = re.findall(r"\]\(([^)\s]+)\)", readme) + re.findall(r'src="([^"]+)"', readme)
+    assert links and all(re.match(r"https?://|#", u) for u in links), [
+        u for u in links if not re.match(r"https?://|#", u)]
