@@ -174,3 +174,34 @@ def test_readme_links_are_absolute():
     links = re.findall(r"\]\(([^)\s]+)\)", readme) + re.findall(r'src="([^"]+)"', readme)
     assert links and all(re.match(r"https?://|#", u) for u in links), [
         u for u in links if not re.match(r"https?://|#", u)]
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_wheel_ships_py_typed_and_license_and_no_tests(tmp_path):
+    """Built offline with the environment's setuptools, from a copy of the tracked tree."""
+    import shutil
+    import zipfile
+
+    from importlib.metadata import version
+
+    pytest.importorskip("setuptools")
+    if int(version("setuptools").split(".")[0]) < 77:  # the `license = "MIT"` form
+        pytest.skip("setuptools >= 77 needed (the test extra installs it)")
+    root = ROOT.parents[1]
+    src = tmp_path / "src-tree"
+    shutil.copytree(root, src, ignore=shutil.ignore_patterns(".git", ".venv*", "runs", "build",
+                                                             "*.egg-info", "__pycache__"))
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                        "--no-build-isolation", str(src), "-w", str(tmp_path / "whl")],
+                       capture_output=True, text=True, timeout=300)
+    if r.returncode and "No module named pip" in r.stderr:
+        pytest.skip("no pip in this environment")
+    assert r.returncode == 0, r.stderr[-2000:]
+    names = zipfile.ZipFile(next((tmp_path / "whl").glob("dietsnn-*.whl"))).namelist()
+    assert "dietsnn/py.typed" in names
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    assert not [n for n in names if n.split("/")[0] in ("tests", "docs", "benchmarks")]
+    meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    text = zipfile.ZipFile(next((tmp_path / "whl").glob("dietsnn-*.whl"))).read(meta).decode()
+    assert "License-Expression: MIT" in text and "Project-URL: Repository, https://github.com/" in text

@@ -2,6 +2,7 @@
 -v/--verbose through the "dietsnn" logger."""
 
 import argparse
+import json
 import logging
 
 import pytest
@@ -54,6 +55,9 @@ def test_cli_log_lines_follow_quiet_and_verbose(tmp_path, data, capsys):
     out = capsys.readouterr().out
     assert "loading fashion-mnist" in out and "ANN test accuracy" in out
     assert "command line:" not in out  # DEBUG
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())  # report.md quotes it
+    assert cfg["command_line"].startswith("dietsnn train-ann --data-dir ")
+    assert (cfg["dataset"], cfg["arch"]) == ("fashion-mnist", "vgg_small")
     assert _train(tmp_path, data, "-v") == 0
     assert "command line: dietsnn train-ann" in capsys.readouterr().out
     assert _train(tmp_path, data, "--quiet") == 0
