@@ -182,7 +182,6 @@ def test_wheel_ships_py_typed_and_license_and_no_tests(tmp_path):
     """Built offline with the environment's setuptools, from a copy of the tracked tree."""
     import shutil
     import zipfile
-
     from importlib.metadata import version
 
     pytest.importorskip("setuptools")
