@@ -160,7 +160,7 @@ def test_rate_encoding_recorded_and_bad_requests_refused():
     assert to_nir(tiny_snn(encoding="rate")).metadata["encoding"] == "rate"
     with pytest.raises(UserError, match="ANN"):
         to_nir(dietsnn.build_ann("vgg_small"))
-    for kwargs, msg in [({"dt": 0.0}, "dt"), ({"nonleaky": "x"}, "nonleaky"),
+    for kwargs, msg in [({"dt": 0.0}, "dt"), ({"dt": float("inf")}, "dt"), ({"nonleaky": "x"}, "nonleaky"),
                         ({"pooling": "max"}, "pooling")]:
         with pytest.raises(UserError, match=msg):
             to_nir(tiny_snn(), **kwargs)

@@ -21,6 +21,7 @@ subtract`, with dt, timesteps, encoding and the surrogate.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from typing import Any
@@ -86,8 +87,8 @@ def to_nir(model: Network, dt: float = NIR_DT, integrator: bool = False,
     nir = _nir()
     if not model.is_spiking:
         raise UserError("NIR export needs an SNN checkpoint; this one is an ANN (convert it first)")
-    if not dt > 0:
-        raise UserError(f"the NIR step dt must be positive, got {dt}")
+    if not 0 < dt < math.inf:
+        raise UserError(f"the NIR step dt must be positive and finite, got {dt}")
     if nonleaky not in NONLEAKY:
         raise UserError(f"nonleaky must be one of {', '.join(NONLEAKY)}, got {nonleaky!r}")
     if pooling not in POOLING:

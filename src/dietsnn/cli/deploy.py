@@ -15,6 +15,7 @@ from ..errors import UserError
 from ..export import NONLEAKY, POOLING, export_nir
 from ..predict import predict_images
 from ..rundir import check_output_file
+from .options import float_in
 
 
 def run_dataset(run: str | Path) -> str:
@@ -74,7 +75,7 @@ def add_commands(sub) -> dict[str, Callable]:
     e.add_argument("--format", choices=["nir"], default="nir", help="output format")
     e.add_argument("out", metavar="OUT", help="file to write, e.g. model.nir")
     e.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    e.add_argument("--dt", type=float, default=NIR_DT,
+    e.add_argument("--dt", type=float_in("--dt", 0, float("inf"), hi_open=True), default=NIR_DT,
                    help="the step written into the neurons' time constants, in seconds "
                         "(default: %(default)g)")
     e.add_argument("--integrator", action="store_true",
