@@ -33,7 +33,7 @@ def add_commands(sub) -> dict:
     common(e, None)
     e.add_argument("--e-mac", type=float, default=E_MAC_PJ, help="pJ per multiply-accumulate")
     e.add_argument("--e-ac", type=float, default=E_AC_PJ, help="pJ per accumulate")
-    e.add_argument("--json", action="store_true")
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
 
     s = sub.add_parser("sweep", help="accuracy, spike rate and energy of an SNN at several T")
     s.add_argument("run", help="run directory (its snn/ and converted/ are swept) or checkpoint")
@@ -68,7 +68,8 @@ def add_commands(sub) -> dict:
     a.add_argument("--calib-timesteps", type=positive_int("--calib-timesteps"),
                    default=d.calib_timesteps)
     a.add_argument("--resume", action="store_true", help="skip the finished cells in --out")
-    a.add_argument("--no-compile", dest="compile", action="store_false")
+    a.add_argument("--no-compile", dest="compile", action="store_false",
+                   help="run the LIF time loops eagerly instead of with torch.compile")
     return {"energy": cmd_energy, "sweep": cmd_sweep, "ablation": cmd_ablation}
 
 
