@@ -84,7 +84,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "src"))
+if not os.environ.get("PYTHONPATH"):  # this checkout's dietsnn, unless PYTHONPATH names one
+    sys.path.insert(0, os.path.join(HERE, "..", "src"))
 import dietsnn  # noqa: E402
 from dietsnn.functional import neuron  # noqa: E402
 
@@ -505,13 +506,18 @@ def machine_info(device: str, threads: int) -> dict[str, Any]:
         "libc": " ".join(platform.libc_ver()), "threads": threads, "device": device,
         "c_compiler": neuron.has_compiler() if hasattr(neuron, "has_compiler") else None,
         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+        "dietsnn": os.path.dirname(os.path.abspath(dietsnn.__file__)),
     }
     if device == "cuda" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["cuda"] = torch.version.cuda
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        info["commit"] = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"],
-                                        capture_output=True, text=True).stdout.strip() or None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):  # dietsnn's checkout
+        git = ["git", "-C", info["dietsnn"]]
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--", "."], capture_output=True,
+                               text=True).stdout.strip()
+        info["commit"] = (head + ("+uncommitted changes" if dirty else "")) or None
     return info
 
 
@@ -619,7 +625,8 @@ def print_report(meta: dict[str, Any], summary: dict[str, Any],
     p(f"torch {m['torch']}  threads={m['threads']}  device={dev}  arch={s['arch']}  "
       f"T={s['timesteps']}  B={s['batch']}  float32  {s['steps']} timed steps x {s['rounds']} "
       f"rounds, fresh process per contender per round, interleaved  compile cache: "
-      f"{s['compile_cache']}  commit {m.get('commit')}", file=out)
+      f"{s['compile_cache']}", file=out)
+    p(f"dietsnn {m['dietsnn']} at commit {m.get('commit')}", file=out)
     if m["malloc_env"]:
         p(f"note: MALLOC_* set in the environment: {m['malloc_env']}", file=out)
     cuda = m["device"] == "cuda"
