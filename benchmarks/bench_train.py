@@ -1,4 +1,4 @@
-"""Training-step benchmark: dietsnn, as a user calls it, against its peers and the dense limit.
+r"""Training-step benchmark: dietsnn, as a user calls it, against its peers and the dense limit.
 
 Every contender trains the same network (default `vgg_small`, `--arch vgg5` for the issue #12
 size) from the same initial weights (`torch.manual_seed(0)`, then `dietsnn.build_ann`), T=5,
@@ -32,13 +32,18 @@ read (VmHWM: the whole process's peak RSS, and its peak above the RSS just befor
 step; on CUDA `torch.cuda.max_memory_allocated`), more warm-up steps, `--steps` timed steps
 (median), the memory held between forward and backward, then inference (no_grad, eval, batch
 256) in images/s. By default every worker gets an empty inductor cache of its own
-(`--compile-cache fresh`), so "compile included" is literal in every round.
+(`--compile-cache fresh`), so "compile included" is literal in every round. The workers run
+with the environment as it is (no MALLOC_* tuning of the benchmark's own: the allocator is what
+each library leaves it); a MALLOC_* variable set by the caller is reported.
 
 Printed: the CPU model and its flags (AVX2, AVX-512, AVX512-BF16, AMX), torch, threads, device,
 arch, T, B; a table with, per contender, train ms/step and its ratio to the fastest peer and to
 the dense limit, inference images/s and its ratio to the fastest peer's, peak RSS (whole
-process, and above rest) and their ratios to SpikingJelly's; the library defaults against the
-targets of issue #12. `--json PATH` writes the same and every raw measurement.
+process, and above rest) and their ratios to SpikingJelly's, the memory held for backward, the
+first step's seconds (compile); each contender's version and engine (dietsnn's backend and
+whether the allocator tuning was on; SpikingJelly's implementation); the skipped contenders
+and why; the library defaults against the targets of issue #12. `--json PATH` writes the same
+and every raw measurement.
 
 Commands (peers: `bash benchmarks/setup_peers.sh` first; missing peers are skipped):
 
@@ -50,9 +55,12 @@ Commands (peers: `bash benchmarks/setup_peers.sh` first; missing peers are skipp
     # step time against T (dietsnn, fresh process per T, interleaved):
     PYTHONPATH=src .venv-bench/bin/python benchmarks/bench_train.py --contenders dietsnn \
         --scaling --steps 10 --rounds 3
-    # GPU (peers' GPU kernels as contenders; skipped, with a note, where there is no GPU):
-    PYTHONPATH=src .venv-bench/bin/python benchmarks/bench_train.py --device cuda --steps 20 \
-        --rounds 5 --json bench-cuda.json
+    # GPU (peers' GPU kernels as contenders; skipped, with a note, where there is no GPU), with
+    # the machine's own CUDA build of torch and the peers beside it (pure Python, no deps; for
+    # SpikingJelly < 2.0's CuPy backend also cupy-cuda12x/13x):
+    python3 -m pip install --no-deps spikingjelly snntorch norse nir nirtorch loguru
+    PYTHONPATH=src python3 benchmarks/bench_train.py --device cuda --steps 20 --rounds 5 \
+        --json bench-cuda.json
     # a quick check that everything runs:
     PYTHONPATH=src .venv-bench/bin/python benchmarks/bench_train.py --steps 2 --rounds 1 \
         --batch 8 --infer-batch 16 --infer-batches 1
@@ -84,7 +92,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-if not os.environ.get("PYTHONPATH"):  # this checkout's dietsnn, unless PYTHONPATH names one
+if not any(os.path.isdir(os.path.join(p, "dietsnn"))  # this checkout's dietsnn, unless
+           for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p):  # PYTHONPATH has one
     sys.path.insert(0, os.path.join(HERE, "..", "src"))
 import dietsnn  # noqa: E402
 from dietsnn.functional import neuron  # noqa: E402
@@ -630,7 +639,8 @@ def print_report(meta: dict[str, Any], summary: dict[str, Any],
       f"T={s['timesteps']}  B={s['batch']}  float32  {s['steps']} timed steps x {s['rounds']} "
       f"rounds, fresh process per contender per round, interleaved  compile cache: "
       f"{s['compile_cache']}", file=out)
-    p(f"dietsnn {m['dietsnn']} at commit {m.get('commit')}", file=out)
+    p(f"dietsnn {m['dietsnn']} at commit {m.get('commit') or '? (not a git checkout)'}",
+      file=out)
     if m["malloc_env"]:
         p(f"note: MALLOC_* set in the environment: {m['malloc_env']}", file=out)
     cuda = m["device"] == "cuda"

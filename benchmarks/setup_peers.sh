@@ -5,8 +5,8 @@
 #   bash benchmarks/setup_peers.sh            # dietsnn's venv: ./.venv, else the main checkout's
 #   DIETSNN_VENV=/path/to/.venv bash benchmarks/setup_peers.sh
 #
-# Norse is optional: installed with --no-deps too, and left out (with a note) if it fails to
-# install or to import. On a CUDA machine, SpikingJelly's CuPy backend needs `cupy-cuda12x` (or
+# Norse is optional: installed with --no-deps too (with nir and nirtorch, which it imports at
+# start), and left out (with a note) if it fails to install or to import. On a CUDA machine, SpikingJelly's CuPy backend needs `cupy-cuda12x` (or
 # the build for the local CUDA): `.venv-bench/bin/pip install cupy-cuda12x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +20,8 @@ site=$("$venv/bin/python" -c "import site; print(site.getsitepackages()[0])")
 bsite=$(.venv-bench/bin/python -c "import site; print(site.getsitepackages()[0])")
 echo "$site" > "$bsite/dietsnn-venv.pth"
 .venv-bench/bin/pip install -q --no-deps spikingjelly snntorch loguru
-if .venv-bench/bin/pip install -q --no-deps norse && .venv-bench/bin/python -c "import norse"; then
+if .venv-bench/bin/pip install -q --no-deps norse nir nirtorch &&
+        .venv-bench/bin/python -c "import norse" 2>/dev/null; then
     echo "norse installed"
 else
     echo "norse not available (install or import failed): bench_train.py skips it"
