@@ -86,6 +86,21 @@ def test_bad_dietsnn_metadata_is_a_user_error(tmp_path, meta):
         load_model(path)
 
 
+@pytest.mark.parametrize("spiking", [False, True])
+def test_load_model_returns_the_model_in_eval_mode(tmp_path, spiking):
+    model = dietsnn.build_ann("vgg_small", dropout=0.5)
+    if spiking:
+        model = dietsnn.ann_to_snn(model, 2)
+    model.train()
+    path = tmp_path / "model.safetensors"
+    dietsnn.save_model(path, model)
+    loaded = load_model(path)
+    assert not any(m.training for m in loaded.modules())
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():  # dropout off: two calls give the same output
+        torch.testing.assert_close(loaded(x), loaded(x), rtol=0, atol=0)
+
+
 # -- damaged files: truncations and seeded bit flips (tests/data/test_fuzz.py: the data readers)
 
 @pytest.fixture(scope="module")

@@ -155,7 +155,8 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 
 def load_model(path: str | os.PathLike) -> Network:
-    """Rebuild the network described in the checkpoint and load its tensors strictly."""
+    """Rebuild the network described in the checkpoint and load its tensors strictly. The model
+    is returned in evaluation mode (dropout off), ready for inference; call `.train()` to train."""
     tensors, meta = read_model_file(path)
     cfg, spiking = _configs(meta, str(path))
 
@@ -172,7 +173,7 @@ def load_model(path: str | os.PathLike) -> Network:
     check_finite_tensors(tensors, str(path))
     model = build()
     load_state_strict(model, tensors, str(path))
-    return model
+    return model.eval()
 
 
 # bounds of the model metadata a checkpoint may carry (far beyond any real model)

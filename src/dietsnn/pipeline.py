@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from . import checkpoint as ckpt
+from . import logs
 from .analysis.spikes import spike_rates
 from .config import DROPOUT, EVAL_BATCH, ConversionConfig, TrainConfig
 from .conversion import ann_to_snn, calibrate_thresholds
@@ -24,7 +26,7 @@ class Context:
     data: Splits
     device: str = "cpu"
     progress: bool = True
-    log: object = print
+    log: Callable[[str], None] = logs.info
     eval_batch: int = EVAL_BATCH
 
 
@@ -118,6 +120,8 @@ def convert(ann_path: Path, opts: ConversionConfig, ctx: Context, out: Path, see
         calibrate_thresholds(snn, images, opts.percentile, opts.scale, opts.calib_timesteps)
     seconds = time.time() - t0
     ctx.log(f"calibrated {len(lif_layers(snn))} thresholds in {seconds:.1f}s")
+    logs.debug("thresholds: " + ", ".join(f"{name} {m.threshold.item():.4g}"
+                                          for name, m in lif_layers(snn)))
     ckpt.save_model(out / ckpt.MODEL_FILE, snn, {"calibration": asdict(opts)})
     layers, accuracy = layer_report(snn, ctx)
     metrics = {"test_accuracy": accuracy, "timesteps": opts.timesteps,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from . import distributed, runtime
+from . import distributed, logs, runtime
 from .config import DIVERGED_LOSS_FACTOR, TrainConfig
 from .data import Batches, Splits
 from .errors import TrainingDiverged, UserError
@@ -169,7 +169,7 @@ def _check_parameters(model: nn.Module, step: int, out: Path) -> None:
 
 
 def fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume: bool = False,
-        progress: bool = True, log=print, desc: str = "train",
+        progress: bool = True, log: Callable[[str], None] = logs.info, desc: str = "train",
         device: str | torch.device = "cpu") -> dict:
     """Train `model`, choosing the best epoch on the validation split (without one, `val_size`
     0, the last epoch is kept). Writes into `out`: `model.safetensors` (best on validation),

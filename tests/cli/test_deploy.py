@@ -150,6 +150,20 @@ def test_cli_export_nir(tmp_path, run_dir, capsys):
     assert "wrote" in capsys.readouterr().out
     g = nir.read(out)
     assert g.metadata["timesteps"] == 3 and "input" in g.nodes and "output" in g.nodes
+    assert not any(isinstance(n, nir.I) for n in g.nodes.values())  # the default: no integrator
+
+
+def test_cli_export_options(tmp_path, run_dir):
+    nir = pytest.importorskip("nir")
+    out = tmp_path / "model.nir"
+    assert main(["export", str(run_dir), str(out), "--portable", "--integrator", "--dt", "0.001"]) == 0
+    g = nir.read(out)
+    kinds = {type(n).__name__ for n in g.nodes.values()}
+    assert "I" in kinds and not kinds & {"IF", "AvgPool2d"}
+    md = g.metadata
+    assert (md["dt"], md["nonleaky"], md["pooling"]) == (0.001, "lif", "conv")
+    assert main(["export", str(run_dir), str(out), "--overwrite", "--pooling", "conv"]) == 0
+    assert nir.read(out).metadata["nonleaky"] == "if"
 
 
 def test_cli_export_errors(tmp_path, run_dir, capsys):

@@ -285,3 +285,20 @@ def test_an_snn_holds_the_allocator_tuning_while_it_lives(request, monkeypatch):
     other.keep_freed_memory = False
     other(torch.rand(2, 1, 28, 28))
     assert not runtime.is_tuned()
+
+
+def test_automatic_backend_is_eager_on_gpus():
+    from dietsnn.functional import neuron
+
+    assert neuron.automatic_backend("cuda") == "eager"
+    assert neuron.automatic_backend("cpu") == ("compile" if neuron.has_compiler() else "eager")
+    with neuron.use_backend("compile"):  # an explicit choice holds on every device
+        assert neuron.get_backend("cuda") == "compile"
+
+
+def test_example_input_is_on_the_model_device():
+    from dietsnn.models import example_input
+
+    m = dietsnn.build_ann("vgg_small").to(torch.float64)
+    x = example_input(m, 2)
+    assert x.shape == (2, 1, 28, 28) and x.device == next(m.parameters()).device

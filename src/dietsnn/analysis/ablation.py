@@ -17,12 +17,14 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
 from .. import checkpoint as ckpt
+from .. import logs
 from ..config import SNN_TRAIN, ConversionConfig, TrainConfig
 from ..conversion import ann_to_snn, calibrate_thresholds
 from ..data import Splits
@@ -92,7 +94,8 @@ class Ablation:
     """The ablation grid over one ANN, writing into `out`."""
 
     def __init__(self, ann: Network, data: Splits, cfg: AblationConfig, out: str | Path,
-                 device: str | torch.device = "cpu", log=print, progress: bool = False,
+                 device: str | torch.device = "cpu",
+                 log: Callable[[str], None] = logs.info, progress: bool = False,
                  calib_seed: int = 0) -> None:
         if ann.is_spiking:
             raise UserError("the ablation starts from a trained ANN, not an SNN")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+from .. import logs
 from ..checkpoint import atomic_write
 from .energy import format_energy_table
 
@@ -85,7 +87,7 @@ def plot_sweep(sweeps: dict[str, list[dict]], ann_acc: float | None, path: Path,
 
 
 def plot_sweep_if_possible(sweeps: dict, ann_acc: float | None, path: Path, title: str,
-                           log=print) -> Path | None:
+                           log: Callable[[str], None] = logs.warning) -> Path | None:
     try:
         return plot_sweep(sweeps, ann_acc, path, title)
     except ImportError:
@@ -136,7 +138,8 @@ def plot_ablation(res: dict, path: Path) -> Path:
     return path
 
 
-def plot_ablation_if_possible(res: dict, path: Path, log=print) -> Path | None:
+def plot_ablation_if_possible(res: dict, path: Path,
+                              log: Callable[[str], None] = logs.warning) -> Path | None:
     try:
         return plot_ablation(res, path)
     except ImportError:

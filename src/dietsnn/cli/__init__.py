@@ -10,10 +10,10 @@ import os
 import shlex
 import sys
 
-from .. import __version__, distributed
+from .. import __version__, distributed, logs
 from ..errors import UserError
 from . import analysis, deploy, presets, train
-from .options import Parser, backend_scope
+from .options import Parser, backend_scope, console_logging
 from .validate import validate
 
 COMMANDS: dict = {}
@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None, validate_only: bool = False) -> int:
             return 0
         distributed.setup_args(args)  # under torchrun: process group, this rank's device
         try:
-            with backend_scope(args):
+            with backend_scope(args), console_logging(args):
+                logs.debug(f"command line: {args.command_line}")
                 COMMANDS[args.command](args)
         finally:
             distributed.cleanup()

@@ -36,7 +36,7 @@ def add_commands(sub) -> dict:
     e.add_argument("--e-mac", type=positive_float("--e-mac"), default=E_MAC_PJ,
                    help="pJ per multiply-accumulate")
     e.add_argument("--e-ac", type=positive_float("--e-ac"), default=E_AC_PJ, help="pJ per accumulate")
-    e.add_argument("--json", action="store_true")
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.add_argument("--overwrite", action="store_true",
                    help="replace the energy result already stored in the run's metrics.json")
 
@@ -80,7 +80,8 @@ def add_commands(sub) -> dict:
     a.add_argument("--calib-timesteps", type=positive_int("--calib-timesteps"),
                    default=d.calib_timesteps)
     a.add_argument("--resume", action="store_true", help="skip the finished cells in --out")
-    a.add_argument("--no-compile", dest="compile", action="store_false")
+    a.add_argument("--no-compile", dest="compile", action="store_false",
+                   help="run the LIF time loops eagerly instead of with torch.compile")
     return {"energy": cmd_energy, "sweep": cmd_sweep, "ablation": cmd_ablation}
 
 

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import fields
 from pathlib import Path
 
 import torch
 
 from .. import checkpoint as ckpt
-from .. import config, data
+from .. import config, data, logs
 from ..config import ConversionConfig, TrainConfig
 from ..errors import UserError
 from ..functional import neuron
@@ -109,11 +110,13 @@ def float_list(name: str) -> Callable[[str], list[float]]:
 def common(p: argparse.ArgumentParser, out_default: str | None = "runs/dietsnn") -> None:
     g = p.add_argument_group("data and run")
     g.add_argument("--dataset", default=config.DATASET, choices=sorted(data.DATASETS))
-    g.add_argument("--data-dir", default=None, help="folder with the dataset files")
+    g.add_argument("--data-dir", default=None,
+                   help="folder with the dataset files (default: $DIETSNN_DATA, then "
+                        "/usr/share/datasets/NAME, then the download cache)")
     g.add_argument("--limit-train", type=positive_int("--limit-train"), default=None,
-                   metavar="N", help="use the first N training samples (smoke runs)")
+                   metavar="N", help="use the first N training samples (smoke runs; default: all)")
     g.add_argument("--limit-test", type=positive_int("--limit-test"), default=None, metavar="N",
-                   help="use the first N test samples")
+                   help="use the first N test samples (default: all)")
     g.add_argument("--val-size", type=int_in("--val-size", 0), default=config.VAL_SIZE,
                    help="validation samples carved from the training set (checkpoints are "
                         "chosen on them; 0: no validation, the last epoch is kept)")
@@ -121,7 +124,10 @@ def common(p: argparse.ArgumentParser, out_default: str | None = "runs/dietsnn")
     g.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     g.add_argument("--threads", type=positive_int("--threads", MAX_THREADS), default=None,
                    help="CPU threads for torch (default: all cores)")
-    g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    g.add_argument("--quiet", action="store_true",
+                   help="no progress bars, only warnings of the log (the `dietsnn` logger)")
+    g.add_argument("-v", "--verbose", action="store_true",
+                   help="log details too (DEBUG), e.g. the calibrated thresholds")
     if out_default is not None:
         g.add_argument("--out", default=out_default, help="run directory to write")
         g.add_argument("--overwrite", action="store_true",
@@ -169,7 +175,7 @@ def train_opts(p: argparse.ArgumentParser, d: TrainConfig, prefix: str = "",
     if snn:
         g.add_argument(f"{pre}neuron-lr", dest=f"{dest}neuron_lr",
                        type=positive_float(f"{pre}neuron-lr"), default=d.neuron_lr,
-                       help="learning rate of the leaks and thresholds (None: the weights' lr)")
+                       help="learning rate of the leaks and thresholds (unset: the weights' lr)")
         g.add_argument("--amsgrad", action="store_true", default=d.amsgrad,
                        help="Adam's AMSGrad variant (the authors' SNN optimiser)")
         g.add_argument("--no-train-leak", dest="train_leak", action="store_false",
@@ -182,7 +188,9 @@ def train_opts(p: argparse.ArgumentParser, d: TrainConfig, prefix: str = "",
 
 
 class _ShowDefaults(argparse.HelpFormatter):
-    """Every option's default in --help (flags excepted: their default is "off")."""
+    """Every option's default in --help (flags excepted: their default is "off"). An option
+    whose help already names its default, or whose default is None (its help says what that
+    means), gets nothing appended."""
 
     def _format_action(self, action: argparse.Action) -> str:
         flag = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
@@ -193,10 +201,55 @@ class _ShowDefaults(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         h = action.help or ""
         flag = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
-        if action.option_strings and not flag and action.default is not argparse.SUPPRESS \
-                and "%(default)" not in h:
+        if action.option_strings and not flag and action.default not in (argparse.SUPPRESS, None) \
+                and "default" not in h:
             h += " (default: %(default)s)"
         return h
+
+
+def log_level(args: argparse.Namespace) -> int:
+    """WARNING with --quiet, DEBUG with --verbose, else INFO."""
+    if getattr(args, "quiet", False):
+        return logging.WARNING
+    return logging.DEBUG if getattr(args, "verbose", False) else logging.INFO
+
+
+class _Console(logging.StreamHandler):
+    """Lines below WARNING to stdout, the others to stderr with a "warning:" prefix; the stream
+    is looked up at each line (sys.stdout may be replaced after the handler is made)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ sets it; the property decides
+        pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno < logging.WARNING:
+            return super().emit(record)
+        print(f"warning: {self.format(record)}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def console_logging(args: argparse.Namespace) -> Iterator[None]:
+    """The `dietsnn` logger on the console at `log_level(args)` for the block; restored after."""
+    logger, handler = logs.logger, _Console()
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(log_level(args))
+    logger.propagate = False  # the console handler is the one place the lines go
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 class Parser(argparse.ArgumentParser):
@@ -227,7 +280,8 @@ def setup(args: argparse.Namespace) -> Context:
         torch.set_num_threads(args.threads)
     if args.device != "cpu" and not torch.cuda.is_available():
         raise UserError(f"--device {args.device}: no CUDA device here; use --device cpu")
-    log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
+    logs.logger.setLevel(log_level(args))  # a command may have turned --quiet on (--json)
+    log = logs.info
     log(f"loading {args.dataset}")
     splits = data.load(args.dataset, args.data_dir, val_size(args), args.seed, args.limit_train,
                        args.limit_test)

@@ -35,7 +35,8 @@ def lif_forward(
 ) -> tuple[Tensor, Tensor | None, Tensor]:
     """Run the recurrence without autograd. Returns (spikes, u~ per step or None if not
     `keep_u_tilde`, final membrane). `x` may be a time-constant view (stride 0 over time)."""
-    step = _compiled("step") if resolve_backend(backend) == "compile" else _step_eager
+    step = (_compiled("step") if resolve_backend(backend, x.device.type) == "compile"
+            else _step_eager)
     # elementwise in the neurons: one [T, N] layout in memory order serves every layer (one
     # compiled graph) and every memory format (channels-last included) without a copy
     flat, perm = _flat(x)
@@ -160,21 +161,25 @@ def has_compiler() -> bool:
 
 
 @functools.cache
-def automatic_backend() -> str:
-    """The default, decided once per process: "compile" (the time loops fused by
-    `torch.compile`; the first call of a shape compiles, later calls are much faster) where a C
-    compiler is found, "eager" otherwise."""
+def automatic_backend(device_type: str = "cpu") -> str:
+    """The default, decided once per process and device type. On the CPU "compile" (the time
+    loops fused by `torch.compile`; the first call of a shape compiles, later calls are much
+    faster) where a C compiler is found, "eager" otherwise. On GPUs "eager": there the per-step
+    kernels are small and launch-bound, and the compiled step measured slower
+    (docs/BENCHMARKS.md)."""
+    if device_type != "cpu":
+        return "eager"
     return "compile" if has_compiler() else "eager"
 
 
-def get_backend() -> str:
+def get_backend(device_type: str = "cpu") -> str:
     """The backend in effect here: the innermost `use_backend` block's, else automatic."""
-    return _SCOPED.get() or automatic_backend()
+    return _SCOPED.get() or automatic_backend(device_type)
 
 
-def resolve_backend(backend: str | None) -> str:
+def resolve_backend(backend: str | None, device_type: str = "cpu") -> str:
     if backend is None:
-        return get_backend()
+        return get_backend(device_type)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose eager or compile")
     return backend
@@ -282,7 +287,7 @@ def lif(
     under autocast) is integrated in float32, with float32 leak and threshold; the spikes come
     back in `x`'s dtype, exactly.
     """
-    backend = resolve_backend(backend)
+    backend = resolve_backend(backend, x.device.type)
     if x.dim() < 1:
         raise ValueError("lif expects x with time first, shape [T, ...]")
     out_dtype = x.dtype

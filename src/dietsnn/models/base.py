@@ -85,4 +85,5 @@ def init_weights(model: nn.Module) -> None:
 @torch.no_grad()
 def example_input(model: Network, batch: int = 1) -> Tensor:
     c = model.config
-    return torch.zeros(batch, c["in_channels"], c["image_size"], c["image_size"])
+    device = next(model.parameters(), torch.empty(0)).device
+    return torch.zeros(batch, c["in_channels"], c["image_size"], c["image_size"], device=device)
