@@ -235,7 +235,9 @@ def test_compile_failure_falls_back_to_the_uncompiled_loops(monkeypatch):
 
 
 def _mmapped_bytes_of_big_tensor() -> int:
-    """Bytes glibc serves by mmap while a 64 MB tensor lives (0: it came from the heap)."""
+    """Bytes glibc serves by mmap while a big tensor lives (0: it came from the heap). The
+    tensor is larger than all free heap memory, so no free chunk left by earlier work can serve
+    it: with glibc's defaults it must be mmapped."""
     import ctypes
 
     class MallInfo2(ctypes.Structure):
@@ -244,8 +246,9 @@ def _mmapped_bytes_of_big_tensor() -> int:
                                                    "fordblks", "keepcost")]
     libc = ctypes.CDLL("libc.so.6")
     libc.mallinfo2.restype = MallInfo2
-    before = libc.mallinfo2().hblkhd
-    t = torch.empty(16 * 2**20)  # 64 MB: above glibc's largest dynamic mmap threshold
+    info = libc.mallinfo2()
+    before = info.hblkhd
+    t = torch.empty((info.fordblks + 64 * 2**20) // 4)  # beyond any free chunk and 32 MB
     during = libc.mallinfo2().hblkhd
     del t
     return during - before
