@@ -80,8 +80,6 @@ def add_commands(sub) -> dict:
     a.add_argument("--calib-timesteps", type=positive_int("--calib-timesteps"),
                    default=d.calib_timesteps)
     a.add_argument("--resume", action="store_true", help="skip the finished cells in --out")
-    a.add_argument("--no-compile", dest="compile", action="store_false",
-                   help="run the LIF time loops eagerly instead of with torch.compile")
     return {"energy": cmd_energy, "sweep": cmd_sweep, "ablation": cmd_ablation}
 
 

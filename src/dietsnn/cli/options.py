@@ -128,11 +128,18 @@ def common(p: argparse.ArgumentParser, out_default: str | None = "runs/dietsnn")
                    help="no progress bars, only warnings of the log (the `dietsnn` logger)")
     g.add_argument("-v", "--verbose", action="store_true",
                    help="log details too (DEBUG), e.g. the calibrated thresholds")
+    no_compile(g)
     if out_default is not None:
         g.add_argument("--out", default=out_default, help="run directory to write")
         g.add_argument("--overwrite", action="store_true",
                        help="replace the dietsnn run in --out (its files are removed once the "
                             "inputs are validated)")
+
+
+def no_compile(g) -> None:
+    g.add_argument("--no-compile", dest="compile", action="store_false",
+                   help="run the neuron time loops eagerly instead of through torch.compile "
+                        "(the default on the CPU where a C compiler is found)")
 
 
 def snn_opts(p: argparse.ArgumentParser) -> None:
@@ -182,8 +189,6 @@ def train_opts(p: argparse.ArgumentParser, d: TrainConfig, prefix: str = "",
                        help="keep leaks fixed")
         g.add_argument("--no-train-threshold", dest="train_threshold", action="store_false",
                        help="keep thresholds fixed")
-        g.add_argument("--no-compile", dest="compile", action="store_false",
-                       help="run the LIF time loops eagerly instead of with torch.compile")
         g.add_argument("--precision", choices=["fp32", "bf16"], default=d.precision)
 
 
