@@ -17,7 +17,10 @@ from ..layers import lif_layers, set_time
 class Network(nn.Module):
     """Base of every architecture. `timesteps is None`: an ANN. Otherwise an SNN run for
     `timesteps` steps with `encoding`, whose output layer accumulates over time
-    (docs/METHOD.md section 3)."""
+    (docs/METHOD.md section 3). An SNN whose `input_dims` is known (4 for images `[B, C, H,
+    W]`) also takes time-varying input `[T, B, ...]` (event data): T is then its first dim."""
+
+    input_dims: int | None = None  # dims of one ANN input batch; one more: time-varying input
 
     def __init__(self) -> None:
         super().__init__()
@@ -39,11 +42,16 @@ class Network(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.timesteps is None:
             return self.body(x)
-        T, B = self.timesteps, x.shape[0]
+        if self.input_dims is not None and x.dim() == self.input_dims + 1:  # [T, B, ...]
+            T, B = x.shape[:2]
+            h = x.flatten(0, 1)
+        else:
+            T, B = self.timesteps, x.shape[0]
+            h = _encoding.ENCODINGS[self.encoding](x, T)
         set_time(self, T, B)
         try:
             with compact.saving_spikes():  # only acts when autograd saves tensors
-                out = self.body(_encoding.ENCODINGS[self.encoding](x, T))
+                out = self.body(h)
         finally:
             set_time(self, None, None)  # the time context lives only during the forward
         if out.shape[0] == B and T > 1:  # never driven by spikes: constant over time
@@ -74,4 +82,6 @@ def init_weights(model: nn.Module) -> None:
 @torch.no_grad()
 def example_input(model: Network, batch: int = 1) -> Tensor:
     c = model.config
+    if "input_shape" in c:  # a converted custom model: the shape of one input sample
+        return torch.zeros(batch, *c["input_shape"])
     return torch.zeros(batch, c["in_channels"], c["image_size"], c["image_size"])
