@@ -22,6 +22,8 @@ from . import distributed
 from .conversion import ann_to_snn
 from .errors import UserError
 from .models import Network, build_ann
+from .snngraph import GraphSNN, ModuleSNN
+from .snngraph.store import graph_from_meta, graph_json
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
@@ -81,6 +83,11 @@ def save_model(path: str | os.PathLike, model: Network, extra: dict | None = Non
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"config": json.dumps(model.config), "spiking": json.dumps(model.spiking_config()),
             "extra": json.dumps(extra or {}), "format": "dietsnn-1"}
+    if isinstance(model, GraphSNN):  # a converted custom model: its graph, rebuilt on load
+        meta["graph"] = json.dumps(graph_json(model))
+    elif isinstance(model, ModuleSNN):
+        raise UserError("a model converted without a traced graph cannot be saved with "
+                        "save_model; save its state_dict and convert the model again to load it")
     atomic_write(path, st_save(tensors, metadata=meta))
 
 
@@ -116,6 +123,11 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 def load_model(path: str | os.PathLike) -> Network:
     """Rebuild the network described in the checkpoint and load its tensors strictly."""
     tensors, meta = read_model_file(path)
+    if "graph" in meta:  # a converted custom model (docs/CONVERSION.md), in eval mode
+        model = graph_from_meta(meta, str(path))
+        check_finite_tensors(tensors, str(path))
+        load_state_strict(model, tensors, str(path))
+        return model.eval()
     try:
         cfg = json.loads(meta["config"])
         spiking = json.loads(meta.get("spiking", "{}"))
