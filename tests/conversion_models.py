@@ -27,12 +27,16 @@ class BiasNet(nn.Module):
 
 
 class BNNet(nn.Module):
-    """conv-BatchNorm-F.relu blocks and a BatchNorm1d after the hidden linear layer."""
+    """conv-BatchNorm-ReLU blocks and a BatchNorm1d after the hidden linear layer; the ReLUs
+    are `nn.ReLU` modules, or with `functional` the calls `F.relu` and `torch.relu`."""
 
-    def __init__(self, width: int = 16) -> None:
+    def __init__(self, functional: bool = False, width: int = 16) -> None:
         super().__init__()
+        self.functional = functional
         self.conv1 = nn.Conv2d(1, width, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
+        self.relu1, self.relu2, self.relu3 = nn.ReLU(), nn.ReLU(), nn.ReLU()
+        self.pool = nn.AvgPool2d(2)
         self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(2 * width)
         self.fc1 = nn.Linear(2 * width * 49, 128)
@@ -40,10 +44,14 @@ class BNNet(nn.Module):
         self.fc2 = nn.Linear(128, 10)
 
     def forward(self, x):
-        x = F.avg_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
-        x = F.avg_pool2d(torch.relu(self.bn2(self.conv2(x))), 2)
-        x = x.view(x.size(0), -1)
-        return self.fc2(F.relu(self.bn3(self.fc1(x))))
+        if self.functional:
+            x = F.avg_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+            x = F.avg_pool2d(torch.relu(self.bn2(self.conv2(x))), 2)
+            x = x.view(x.size(0), -1)
+            return self.fc2(F.relu(self.bn3(self.fc1(x))))
+        x = self.pool(self.relu1(self.bn1(self.conv1(x))))
+        x = self.pool(self.relu2(self.bn2(self.conv2(x))))
+        return self.fc2(self.relu3(self.bn3(self.fc1(torch.flatten(x, 1)))))
 
 
 class ResNetLike(nn.Module):
@@ -76,7 +84,8 @@ class ResNetLike(nn.Module):
         return self.fc(torch.flatten(self.gap(x), 1))
 
 
-MODELS = {"bias": lambda: BiasNet("avg"), "bn": BNNet, "maxpool": lambda: BiasNet("max"),
+MODELS = {"bias": lambda: BiasNet("avg"), "bn": BNNet, "bn-functional": lambda: BNNet(True),
+          "maxpool": lambda: BiasNet("max"),
           "residual": ResNetLike, "residual-maxpool": lambda: ResNetLike("max")}
 
 

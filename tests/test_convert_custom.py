@@ -191,7 +191,7 @@ def currents_of(snn, x, T):
     return seen
 
 
-@pytest.mark.parametrize("kind", ["residual-maxpool", "bn", "bias"])
+@pytest.mark.parametrize("kind", ["residual-maxpool", "bn-functional", "bias"])
 def test_graph_calibration_matches_the_full_forward(kind, monkeypatch):
     """Every threshold is the max over steps of the percentile of the current the layer gets in
     a full forward of the calibrated SNN (biases and merge gains included), whatever the time
@@ -355,7 +355,7 @@ def converted_agreement(kind: str, data, maxpool: str = "spiking") -> tuple[floa
 
 @pytest.mark.slow
 @needs_fmnist
-@pytest.mark.parametrize("kind", ["bias", "bn", "residual"])
+@pytest.mark.parametrize("kind", ["bias", "bn-functional", "residual"])
 def test_trained_model_converts_with_the_ann_argmax(kind, fmnist):
     agree, ann_acc = converted_agreement(kind, fmnist)
     assert ann_acc > 0.7
