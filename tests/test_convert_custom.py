@@ -367,3 +367,12 @@ def test_trained_model_converts_with_the_ann_argmax(kind, fmnist):
 def test_trained_max_pooled_model_converts(fmnist):
     agree, _ = converted_agreement("maxpool", fmnist)
     assert agree >= 0.95, agree  # docs/CONVERSION.md: the measured figure
+
+
+def test_a_chain_lists_its_layers_and_a_residual_graph_says_why_not():
+    chain = dietsnn.convert(BNNet(functional=True).eval(), timesteps=2)  # F.* and view as layers
+    kinds = [type(u).__name__ for u in chain.units()]
+    assert kinds == ["Conv2d", "LIF", "AvgPool2d", "Conv2d", "LIF", "AvgPool2d", "Flatten",
+                     "Linear", "LIF", "Linear"]
+    with pytest.raises(ValueError, match="not a chain of layers"):
+        dietsnn.convert(ResNetLike().eval(), timesteps=2).units()

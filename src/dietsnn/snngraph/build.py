@@ -30,6 +30,10 @@ CAT_FUNCTIONS = {torch.cat, torch.concat}
 # functions and tensor methods that act on each sample (and so on each step) alone
 KEPT_FUNCTIONS = {torch.flatten, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
                   F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, operator.getitem, getattr}
+AS_MODULES = {F.avg_pool1d: nn.AvgPool1d, F.avg_pool2d: nn.AvgPool2d, F.avg_pool3d: nn.AvgPool3d,
+              F.adaptive_avg_pool1d: nn.AdaptiveAvgPool1d,
+              F.adaptive_avg_pool2d: nn.AdaptiveAvgPool2d,
+              F.adaptive_avg_pool3d: nn.AdaptiveAvgPool3d}
 KEPT_METHODS = {"view", "reshape", "flatten", "size", "contiguous", "mean", "dim"}
 KEPT_MODULES = (*WEIGHTED, nn.Flatten, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
                 nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
@@ -233,6 +237,8 @@ class _Rewriter:
                              kw.get("padding", a[3] or 0), kw.get("dilation", a[4] or 1),
                              bool(kw.get("ceil_mode", a[5])))
             self.replace(n, pool, self.fresh(n.name))
+        elif f in AS_MODULES:  # F.avg_pool2d(x, ...) -> nn.AvgPool2d(...): same arguments
+            self.replace(n, AS_MODULES[f](*n.args[1:], **n.kwargs), self.fresh(n.name))
         elif f is operator.getitem:
             src, idx = n.args
             shape = isinstance(src, fx.Node) and (src.target in ("size", "shape") or (
@@ -244,6 +250,7 @@ class _Rewriter:
             start = n.kwargs.get("start_dim", n.args[1] if len(n.args) > 1 else 0)
             if start == 0:
                 self.fail(n, "torch.flatten(x) over the batch dim", "use torch.flatten(x, 1)")
+            self.flatten(n, start, n.kwargs.get("end_dim", n.args[2] if len(n.args) > 2 else -1))
         elif f not in KEPT_FUNCTIONS:
             self.fail(n, f"function {name}", "no spiking counterpart")
 
@@ -256,6 +263,14 @@ class _Rewriter:
             self.fail(n, f"tensor method .{n.target}()", "no spiking counterpart")
         elif n.target == "mean" and 0 in _dims(n):
             self.fail(n, ".mean() over the batch dim")
+        elif n.target == "flatten" and n.args[1:2] == (1,) and len(n.args) <= 3:
+            self.flatten(n, 1, n.args[2] if len(n.args) > 2 else -1)
+        elif n.target in ("view", "reshape") and _batch_then_rest(n):
+            self.flatten(n, 1, -1)
+
+    def flatten(self, n: fx.Node, start: int, end: int) -> None:
+        """`x.view(x.size(0), -1)` and the like as an `nn.Flatten` layer (one per call site)."""
+        self.replace(n, nn.Flatten(start, end), self.fresh(n.name))
 
     def merge_add(self, n: fx.Node, label: str) -> None:
         if len(n.args) != 2 or n.kwargs or not all(isinstance(a, fx.Node) for a in n.args):
@@ -271,6 +286,19 @@ class _Rewriter:
         if not all(isinstance(a, fx.Node) for a in xs):
             self.fail(n, "torch.cat of a constant")
         self.replace(n, Merge("cat", len(xs), dim), self.fresh(n.name), tuple(xs))
+
+
+def _batch_then_rest(n: fx.Node) -> bool:
+    """Whether the view/reshape node `n` is `x.view(x.size(0), -1)` (or x.shape[0])."""
+    shape = n.args[1:] if len(n.args) != 2 or not isinstance(n.args[1], (tuple, list)) \
+        else tuple(n.args[1])
+    if len(shape) != 2 or shape[1] != -1 or not isinstance(shape[0], fx.Node):
+        return False
+    b, x = shape[0], n.args[0]
+    if b.op == "call_method" and b.target == "size":
+        return b.args[0] is x and (b.args[1:] == (0,) or b.kwargs == {"dim": 0})
+    return (b.target is operator.getitem and b.args[1] == 0 and isinstance(b.args[0], fx.Node)
+            and b.args[0].target is getattr and b.args[0].args == (x, "shape"))
 
 
 def _dims(n: fx.Node) -> set[int]:

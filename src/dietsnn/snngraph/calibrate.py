@@ -48,6 +48,20 @@ def apply_scales(snn: GraphSNN) -> dict[fx.Node, float]:
     return scale
 
 
+def describe(snn: GraphSNN, input_shape: list[int]) -> None:
+    """Record the input shape (and, as dietsnn's own models do, in_channels, image_size and
+    num_classes where the input is a square image and the output a linear layer)."""
+    c = snn.config
+    c["input_shape"] = input_shape
+    if len(input_shape) == 3 and input_shape[1] == input_shape[2]:
+        c["in_channels"], c["image_size"] = input_shape[0], input_shape[1]
+    out = next(n for n in snn.net.graph.nodes if n.op == "output").args[0]
+    if isinstance(out, fx.Node) and out.op == "call_module":
+        last = snn.net.get_submodule(out.target)
+        if isinstance(last, torch.nn.Linear):
+            c["num_classes"] = last.out_features
+
+
 class _Runner:
     """Evaluates nodes of the graph for one time chunk from kept values."""
 
@@ -134,7 +148,7 @@ def calibrate_graph(snn: GraphSNN, x: Tensor, p: float, scale: float, T: int) ->
         T, B = x.shape[:2]
     else:
         B = x.shape[0]
-        snn.config["input_shape"] = list(x.shape[1:])
+        describe(snn, list(x.shape[1:]))
     run = _Runner(snn, B)
     placeholder = next(n for n in nodes if n.op == "placeholder")
     if series:

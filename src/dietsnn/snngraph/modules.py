@@ -100,9 +100,20 @@ class GraphSNN(Network):
         return self.net(x)
 
     def units(self) -> list[nn.Module]:
-        """The graph's modules in execution order."""
-        return [self.net.get_submodule(n.target) for n in self.net.graph.nodes
-                if n.op == "call_module"]
+        """The layers in order, for a graph that is a chain of layers (what a sequential export
+        such as NIR needs); a ValueError names the first node that is not."""
+        out, prev = [], None
+        for n in self.net.graph.nodes:
+            if n.op in ("placeholder", "output"):
+                prev = n if n.op == "placeholder" else prev
+                continue
+            if n.op != "call_module" or n.all_input_nodes != [prev]:
+                raise ValueError(f"this converted model is not a chain of layers (node "
+                                 f"'{n.name}': {n.op} {getattr(n.target, '__name__', n.target)})"
+                                 "; only a chain can be listed layer by layer")
+            out.append(self.net.get_submodule(n.target))
+            prev = n
+        return out
 
     def synapse_sources(self) -> dict[str, list[str]]:
         """For each conv/linear layer (full module name), the LIF layers whose spikes drive

@@ -157,7 +157,13 @@ def graph_from_meta(meta: dict[str, str], source: str) -> GraphSNN:
     if shape is not None and not (isinstance(shape, list) and all(
             isinstance(v, int) and 0 < v <= 1 << 20 for v in shape)):
         raise _bad(source, f"input_shape {shape!r}")
-    snn.config.update({k: cfg[k] for k in ("source", "input_shape") if k in cfg})
+    for k in ("in_channels", "image_size", "num_classes"):
+        if k in cfg and not (isinstance(cfg[k], int) and 0 < cfg[k] <= 1 << 20):
+            raise _bad(source, f"{k} {cfg[k]!r}")
+    if not isinstance(cfg.get("source", ""), str):
+        raise _bad(source, "source")
+    snn.config.update({k: cfg[k] for k in ("source", "input_shape", "in_channels", "image_size",
+                                           "num_classes") if k in cfg})
     return snn
 
 
