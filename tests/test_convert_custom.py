@@ -376,3 +376,15 @@ def test_a_chain_lists_its_layers_and_a_residual_graph_says_why_not():
                      "Linear", "LIF", "Linear"]
     with pytest.raises(ValueError, match="not a chain of layers"):
         dietsnn.convert(ResNetLike().eval(), timesteps=2).units()
+
+
+def test_rate_encoding_runs_the_graph_on_input_spikes():
+    torch.manual_seed(0)
+    snn = dietsnn.convert(ResNetLike("max").eval(), timesteps=4, encoding="rate")
+    x = torch.rand(6, 1, 28, 28)
+    th = dietsnn.calibrate_thresholds(snn, x, 99.0, 1.0, 4)
+    assert all(t > 0 for t in th)
+    torch.manual_seed(1)
+    a = snn(x)
+    torch.manual_seed(1)
+    assert torch.equal(a, snn(x)) and a.shape == (6, 10)

@@ -190,6 +190,9 @@ class _Rewriter:
                                       m.ceil_mode), self.site(n))
         elif isinstance(m, KEPT_MODULES):
             if isinstance(m, WEIGHTED) and m.bias is not None:
+                if self.calls[n.target] > 1:
+                    self.fail(n, label, "a layer with a bias used at several places (its bias "
+                              "would need one scale per place)")
                 m.register_buffer("input_scale", torch.ones(()))  # bias units (calibration)
         else:
             self.fail(n, label, "no spiking counterpart")
