@@ -28,8 +28,7 @@ RELU_FUNCTIONS = {F.relu, torch.relu, torch.relu_, F.relu_}
 ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
 CAT_FUNCTIONS = {torch.cat, torch.concat}
 # functions and tensor methods that act on each sample (and so on each step) alone
-KEPT_FUNCTIONS = {torch.flatten, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
-                  F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, operator.getitem, getattr}
+KEPT_FUNCTIONS = {operator.getitem, getattr}
 AS_MODULES = {F.avg_pool1d: nn.AvgPool1d, F.avg_pool2d: nn.AvgPool2d, F.avg_pool3d: nn.AvgPool3d,
               F.adaptive_avg_pool1d: nn.AdaptiveAvgPool1d,
               F.adaptive_avg_pool2d: nn.AdaptiveAvgPool2d,
