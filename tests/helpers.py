@@ -3,10 +3,13 @@
 import errno
 import gzip
 import os
+import random
 import struct
 
 import numpy as np
 import pytest
+
+from dietsnn.errors import UserError
 
 FMNIST = "/usr/share/datasets/fashion-mnist"
 
@@ -59,3 +62,29 @@ def simulate_full_disk(monkeypatch) -> None:
             raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fdopen", lambda fd, mode: Full(real(fd, mode)))
+
+
+def mutations(raw: bytes, flips: int, truncations: int, hot: int | None = None, seed: int = 14):
+    """Truncations at spread positions, then single-bit flips (half of them in the first `hot`
+    bytes, where the headers are); the same cases on every run (seeded)."""
+    rng = random.Random(seed)
+    n = len(raw)
+    for k in sorted({0, 1, n - 1, *(rng.randrange(n) for _ in range(truncations))}):
+        yield f"truncated at {k}", raw[:k]
+    for _ in range(flips):
+        limit = hot if hot and rng.random() < 0.5 else n
+        pos, bit = rng.randrange(min(limit, n)), 1 << rng.randrange(8)
+        b = bytearray(raw)
+        b[pos] ^= bit
+        yield f"bit {bit} flipped at {pos}", bytes(b)
+
+
+def must_load_or_refuse(fn, case: str):
+    """`fn()`, or None where it raised a UserError/ValueError with a one-line message; any other
+    exception fails the test."""
+    try:
+        return fn()
+    except (UserError, ValueError) as e:
+        msg = str(e)
+        assert msg and "\n" not in msg, (case, msg)
+        return None

@@ -6,10 +6,13 @@ import os
 
 import pytest
 import torch
+from helpers import must_load_or_refuse, mutations
+from safetensors.torch import save as st_save
 from safetensors.torch import save_file
 
 import dietsnn
-from dietsnn.checkpoint import load_model, load_state, save_state
+from dietsnn import build_ann, save_model
+from dietsnn.checkpoint import load_model, load_state, read_config, save_state
 from dietsnn.errors import UserError
 
 
@@ -81,3 +84,61 @@ def test_bad_dietsnn_metadata_is_a_user_error(tmp_path, meta):
     save_file({"w": torch.zeros(2)}, str(path), metadata={"format": "dietsnn-1", **meta})
     with pytest.raises(UserError, match="invalid dietsnn metadata"):
         load_model(path)
+
+
+@pytest.mark.parametrize("spiking", [False, True])
+def test_load_model_returns_the_model_in_eval_mode(tmp_path, spiking):
+    model = dietsnn.build_ann("vgg_small", dropout=0.5)
+    if spiking:
+        model = dietsnn.ann_to_snn(model, 2)
+    model.train()
+    path = tmp_path / "model.safetensors"
+    dietsnn.save_model(path, model)
+    loaded = load_model(path)
+    assert not any(m.training for m in loaded.modules())
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():  # dropout off: two calls give the same output
+        torch.testing.assert_close(loaded(x), loaded(x), rtol=0, atol=0)
+
+
+# -- damaged files: truncations and seeded bit flips (tests/data/test_fuzz.py: the data readers)
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
+    save_model(path, build_ann("vgg_small"))
+    return path
+
+
+def test_checkpoints_damaged(checkpoint, tmp_path):
+    raw = checkpoint.read_bytes()
+    header = 8 + int.from_bytes(raw[:8], "little")
+    target = tmp_path / "model.safetensors"
+    for case, bad in mutations(raw, flips=30, truncations=6, hot=header):
+        target.write_bytes(bad)
+        for read in (load_model, read_config):
+            got = must_load_or_refuse(lambda read=read: read(target), case)
+            if got is not None and read is load_model:
+                assert all(bool(p.isfinite().all()) for p in got.parameters()), case
+
+
+def test_a_checkpoint_claiming_a_huge_tensor_is_refused(tmp_path):
+    model = build_ann("vgg_small")
+    meta = {"config": json.dumps(model.config), "spiking": "{}", "extra": "{}",
+            "format": "dietsnn-1"}
+    raw = bytearray(st_save({k: v.contiguous() for k, v in model.state_dict().items()}, meta))
+    n = int.from_bytes(raw[:8], "little")
+    head = json.loads(raw[8:8 + n])
+    key = "classifier.4.weight"
+    head[key]["shape"] = [10**6, 10**6]
+    head[key]["data_offsets"][1] = head[key]["data_offsets"][0] + 4 * 10**12
+    new = json.dumps(head).encode()
+    path = tmp_path / "huge.safetensors"
+    path.write_bytes(len(new).to_bytes(8, "little") + new + bytes(raw[8 + n:]))
+    with pytest.raises(UserError, match="not a dietsnn safetensors checkpoint"):
+        load_model(path)
+    # and a header whose length field alone claims 2^60 bytes
+    path.write_bytes((1 << 60).to_bytes(8, "little") + bytes(raw[8:]))
+    for read in (load_model, read_config):
+        with pytest.raises(UserError, match="header length"):
+            read(path)

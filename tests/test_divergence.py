@@ -30,6 +30,19 @@ def _opts(d):
             "--no-augment"]
 
 
+@pytest.fixture
+def blow_up(monkeypatch):
+    """The first optimiser step makes a weight infinite (as an overflowing update does; the
+    command line refuses learning rates that torch cannot apply)."""
+    real = training.constrain_
+
+    def constrain_(model):
+        real(model)
+        next(model.parameters()).data.fill_(float("inf"))
+
+    monkeypatch.setattr(training, "constrain_", constrain_)
+
+
 def _diverged(capsys, argv, match):
     assert main(argv) == 3
     err = capsys.readouterr().err
@@ -38,9 +51,10 @@ def _diverged(capsys, argv, match):
     return err
 
 
-def test_snn_with_non_finite_parameters_stops_and_names_the_last_good_checkpoint(tiny, capsys):
+def test_snn_with_non_finite_parameters_stops_and_names_the_last_good_checkpoint(tiny, capsys,
+                                                                                  blow_up):
     out = tiny / "snn"
-    err = _diverged(capsys, ["train-snn", str(tiny / "conv"), "--out", str(out), "--lr", "inf",
+    err = _diverged(capsys, ["train-snn", str(tiny / "conv"), "--out", str(out),
                              "--no-compile", *_opts(tiny)], "parameters became non-finite")
     assert f"the last good checkpoint is {out / 'model.safetensors'} (epoch 0)" in err
     kept = load_model(out / "model.safetensors")  # the converted model, finite
@@ -48,9 +62,9 @@ def test_snn_with_non_finite_parameters_stops_and_names_the_last_good_checkpoint
     assert not (out / "metrics.json").exists()
 
 
-def test_ann_stopped_at_its_first_step_keeps_no_untrained_model(tiny, capsys):
+def test_ann_stopped_at_its_first_step_keeps_no_untrained_model(tiny, capsys, blow_up):
     out = tiny / "ann2"
-    _diverged(capsys, ["train-ann", "--arch", "vgg_small", "--out", str(out), "--lr", "inf",
+    _diverged(capsys, ["train-ann", "--arch", "vgg_small", "--out", str(out),
                        *_opts(tiny)], "no checkpoint was kept (no epoch finished)")
     assert not (out / "model.safetensors").exists()
     assert main(["evaluate", str(out), "--data-dir", str(tiny / "data")]) == 2

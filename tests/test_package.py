@@ -141,3 +141,66 @@ def test_cli_and_api_share_every_default():
         ad.epochs, ad.lr, ad.neuron_lr, ad.batch_size, ad.train_subset)
     ev = parser.parse_args(["evaluate", "x"])
     assert ev.batch_size == config.EVAL_BATCH == _default(analysis.spike_rates, "batch_size")
+
+
+def test_library_prints_nothing_itself():
+    """Outside the command line, messages go through the "dietsnn" logger (dietsnn.logs)."""
+    prints = []
+    for name in MODULES:
+        if name.startswith("dietsnn.cli"):
+            continue
+        for node in ast.walk(ast.parse(_source(name).read_text())):
+            if isinstance(node, ast.Name) and node.id == "print":
+                prints.append(f"{name}:{node.lineno}")
+    assert not prints, prints
+
+
+def test_export_cli_and_api_share_defaults():
+    from dietsnn.export import export_nir, to_nir
+
+    args = build_parser().parse_args(["export", "run", "out.nir"])
+    for fn in (to_nir, export_nir):
+        assert (_default(fn, "dt"), _default(fn, "nonleaky"), _default(fn, "pooling")) == (
+            args.dt, args.nonleaky, args.pooling) == (config.NIR_DT, config.NIR_NONLEAKY,
+                                                      config.NIR_POOLING)
+        assert _default(fn, "integrator") is args.integrator is False
+
+
+def test_readme_links_are_absolute():
+    """README.md is the package's page on PyPI, where relative links lead nowhere."""
+    import re
+
+    readme = (ROOT.parents[1] / "README.md").read_text()
+    links = re.findall(r"\]\(([^)\s]+)\)", readme) + re.findall(r'src="([^"]+)"', readme)
+    assert links and all(re.match(r"https?://|#", u) for u in links), [
+        u for u in links if not re.match(r"https?://|#", u)]
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_wheel_ships_py_typed_and_license_and_no_tests(tmp_path):
+    """Built offline with the environment's setuptools, from a copy of the tracked tree."""
+    import shutil
+    import zipfile
+    from importlib.metadata import version
+
+    pytest.importorskip("setuptools")
+    if int(version("setuptools").split(".")[0]) < 77:  # the `license = "MIT"` form
+        pytest.skip("setuptools >= 77 needed (the test extra installs it)")
+    root = ROOT.parents[1]
+    src = tmp_path / "src-tree"
+    shutil.copytree(root, src, ignore=shutil.ignore_patterns(".git", ".venv*", "runs", "build",
+                                                             "*.egg-info", "__pycache__"))
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                        "--no-build-isolation", str(src), "-w", str(tmp_path / "whl")],
+                       capture_output=True, text=True, timeout=300)
+    if r.returncode and "No module named pip" in r.stderr:
+        pytest.skip("no pip in this environment")
+    assert r.returncode == 0, r.stderr[-2000:]
+    names = zipfile.ZipFile(next((tmp_path / "whl").glob("dietsnn-*.whl"))).namelist()
+    assert "dietsnn/py.typed" in names
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    assert not [n for n in names if n.split("/")[0] in ("tests", "docs", "benchmarks")]
+    meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    text = zipfile.ZipFile(next((tmp_path / "whl").glob("dietsnn-*.whl"))).read(meta).decode()
+    assert "License-Expression: MIT" in text and "Project-URL: Repository, https://github.com/" in text

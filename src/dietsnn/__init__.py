@@ -3,6 +3,10 @@ direct input encoding and learned per-layer leak and threshold."""
 
 __version__ = "0.1.0"
 
+from . import environment  # noqa: E402  (before torch: see environment.screen_openmp)
+
+environment.screen_openmp()
+
 from .checkpoint import load_model, save_model  # noqa: E402
 from .config import ConversionConfig, TrainConfig  # noqa: E402
 from .functional import lif  # noqa: E402

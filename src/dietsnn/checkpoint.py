@@ -106,45 +106,89 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     return p
 
 
-def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    p = resolve_model_path(path)
-    raw = p.read_bytes()
+def _metadata(header: bytes, size: int, p: Path) -> dict[str, str]:
+    """The dietsnn metadata in a safetensors header (the 8-byte length and the JSON after it);
+    a UserError for anything else. `size`: the file's length, which bounds the header's."""
+    n = int.from_bytes(header[:8], "little") if len(header) >= 8 else -1
+    if n < 2 or 8 + n > size:
+        raise UserError(f"{p}: not a dietsnn safetensors checkpoint (header length "
+                        f"{n if n >= 0 else 'missing'} in a file of {size} bytes; truncated or "
+                        "damaged)")
     try:
-        tensors = st_load(raw)
-        n = int.from_bytes(raw[:8], "little")
-        meta = json.loads(raw[8 : 8 + n]).get("__metadata__", {}) or {}
-    except (SafetensorError, ValueError, json.JSONDecodeError) as e:
+        head = json.loads(header[8 : 8 + n])
+    except (ValueError, UnicodeDecodeError) as e:
         raise UserError(f"{p}: not a dietsnn safetensors checkpoint ({e})") from None
-    if meta.get("format") != "dietsnn-1" or "config" not in meta:
-        raise UserError(f"{p}: safetensors file without dietsnn metadata; save models with dietsnn")
-    return tensors, meta
+    meta = head.get("__metadata__") if isinstance(head, dict) else None
+    if not isinstance(meta, dict) or meta.get("format") != "dietsnn-1" or not isinstance(
+            meta.get("config"), str) or not isinstance(meta.get("spiking", ""), str):
+        raise UserError(f"{p}: not a dietsnn safetensors checkpoint (a safetensors file "
+                        "without dietsnn metadata); save models with dietsnn")
+    return meta
 
 
-def load_model(path: str | os.PathLike) -> Network:
-    """Rebuild the network described in the checkpoint and load its tensors strictly."""
-    tensors, meta = read_model_file(path)
-    if "graph" in meta:  # a converted custom model (docs/CONVERSION.md), in eval mode
-        model = graph_from_meta(meta, str(path))
-        check_finite_tensors(tensors, str(path))
-        load_state_strict(model, tensors, str(path))
-        return model.eval()
+def _configs(meta: dict[str, str], source: str) -> tuple[dict, dict]:
     try:
         cfg = json.loads(meta["config"])
         spiking = json.loads(meta.get("spiking", "{}"))
     except ValueError as e:  # JSONDecodeError is a ValueError
-        raise UserError(f"{path}: invalid dietsnn metadata ({e}); the file is damaged or was "
+        raise UserError(f"{source}: invalid dietsnn metadata ({e}); the file is damaged or was "
                         "written by an incompatible tool") from None
-    check_metadata(cfg, spiking, str(path))
+    if "graph" in meta:  # a converted custom model: its graph validates its metadata
+        graph_from_meta(meta, source)
+        return cfg, spiking
+    check_metadata(cfg, spiking, source)
+    return cfg, spiking
+
+
+def read_config(path: str | os.PathLike) -> tuple[dict, dict]:
+    """(model config, spiking config) of a checkpoint, validated, from its header alone (the
+    tensors are not read)."""
+    p = resolve_model_path(path)
+    with open(p, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if 0 <= n <= size - 8:
+            head += f.read(n)
+    return _configs(_metadata(head, size, p), str(path))
+
+
+def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    p = resolve_model_path(path)
+    raw = p.read_bytes()
+    meta = _metadata(raw, len(raw), p)
     try:
-        model = build_ann(**cfg)
-        if spiking:
-            model = ann_to_snn(model, **spiking)
-    except (TypeError, ValueError) as e:
-        raise UserError(f"{path}: invalid dietsnn metadata ({e}); the file is damaged or was "
-                        "written by an incompatible tool") from None
+        tensors = st_load(raw)
+    except (SafetensorError, ValueError) as e:
+        raise UserError(f"{p}: not a dietsnn safetensors checkpoint ({e})") from None
+    return tensors, meta
+
+
+def load_model(path: str | os.PathLike) -> Network:
+    """Rebuild the network described in the checkpoint and load its tensors strictly. The model
+    is returned in evaluation mode (dropout off), ready for inference; call `.train()` to train."""
+    tensors, meta = read_model_file(path)
+    if "graph" in meta:  # a converted custom model (docs/CONVERSION.md)
+        model = graph_from_meta(meta, str(path))
+        check_finite_tensors(tensors, str(path))
+        load_state_strict(model, tensors, str(path))
+        return model.eval()
+    cfg, spiking = _configs(meta, str(path))
+
+    def build() -> Network:
+        try:
+            model = build_ann(**cfg)
+            return ann_to_snn(model, **spiking) if spiking else model
+        except (TypeError, ValueError) as e:
+            raise UserError(f"{path}: invalid dietsnn metadata ({e}); the file is damaged or "
+                            "was written by an incompatible tool") from None
+
+    with torch.device("meta"):  # shapes first, without memory: the metadata may be damaged
+        _check_keys(build().state_dict(), tensors, str(path))
     check_finite_tensors(tensors, str(path))
+    model = build()
     load_state_strict(model, tensors, str(path))
-    return model
+    return model.eval()
 
 
 # bounds of the model metadata a checkpoint may carry (far beyond any real model)
@@ -231,7 +275,12 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], so
                       allow_missing: tuple[str, ...] = ()) -> None:
     """Load `state` into `model`; any missing, unexpected or mis-shaped key is a UserError that
     names the keys. Keys ending in one of `allow_missing` may be absent."""
-    own = model.state_dict()
+    _check_keys(model.state_dict(), state, source, allow_missing)
+    model.load_state_dict(state, strict=False)
+
+
+def _check_keys(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str,
+                allow_missing: tuple[str, ...] = ()) -> None:
     missing = [k for k in own if k not in state and not k.endswith(allow_missing)]
     unexpected = [k for k in state if k not in own]
     shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
@@ -245,7 +294,6 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], so
         if shape:
             parts.append(f"shape mismatch {', '.join(shape[:6])}")
         raise UserError(f"{source} does not fit this architecture: {'; '.join(parts)}")
-    model.load_state_dict(state, strict=False)
 
 
 def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:

@@ -60,3 +60,13 @@ ANN_TRAIN = TrainConfig()
 # (docs/METHOD.md section 7.3; the value chosen on validation in docs/RESULTS.md section 2)
 SNN_TRAIN = TrainConfig(epochs=1, lr=1e-4, optimizer="adam", weight_decay=0.0, batch_size=64,
                         neuron_lr=0.03)
+
+# NIR export (docs/NIR.md): the step written into the graph, in seconds. 1e-4 s is the step that
+# snnTorch's importer assumes and SpikingJelly's defaults to; Norse's `from_nir(dt=...)` takes it.
+NIR_DT = 1e-4
+# how a layer with leak 1 is written: "if" (nir.IF, exact) or "lif" (nir.LIF whose one-step decay
+# 1 - 2**-30 rounds to 1 in float32, for importers without a usable nir.IF, e.g. snnTorch)
+NIR_NONLEAKY = "if"
+# how average pooling is written: "avg" (nir.AvgPool2d) or "conv" (nir.Conv2d with fixed weights,
+# for importers without nir.AvgPool2d, e.g. Norse)
+NIR_POOLING = "avg"

@@ -24,6 +24,7 @@ from .functional import encoding as _encoding
 from .functional import surrogate as _surrogate
 from .functional.neuron import lif_forward
 from .layers import LIF, set_time
+from .memory import check_memory
 from .models import Network
 from .models.resnet import BasicBlock
 
@@ -85,6 +86,15 @@ def check_calibration(percentile: float, scale: float, timesteps: int) -> None:
         raise ValueError(f"calibration timesteps must be >= 1, got {timesteps}")
 
 
+def check_calibration_memory(config: dict | None, images: int, timesteps: int, encoding: str = "direct",
+                             device: str | torch.device = "cpu") -> None:
+    """Refuse (UserError with the estimate) a calibration of `images` images over `timesteps`
+    steps that would not fit in the memory available (`memory.check_memory`)."""
+    check_memory(config, images, timesteps, "calibrate", device, encoding,
+                 hint="lower the calibration timesteps or the number of calibration images",
+                 cache_bytes=CACHE_BYTES, chunk_bytes=CHUNK_ELEMENTS * 4)
+
+
 def percentile(x: Tensor, p: float) -> Tensor:
     """`p`-th percentile of all elements of `x`, linear interpolation (as numpy's default)."""
     flat = x.reshape(-1).float()
@@ -130,6 +140,8 @@ def calibrate_thresholds(
     training). Calibration runs with leak 1 semantics of the current layers for `timesteps`
     steps; thresholds are finally multiplied by `scale`. Returns the thresholds set."""
     check_calibration(percentile, scale, timesteps)
+    check_calibration_memory(getattr(snn, "config", None), images.shape[0], timesteps,
+                             snn.encoding, images.device)
     was_training = snn.training
     snn.eval()
     B, T = images.shape[0], timesteps

@@ -15,6 +15,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from .environment import env_int
+from .errors import UserError
+
 
 def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
@@ -55,14 +58,40 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     return t.tolist()
 
 
+TORCHRUN_VARS = ("RANK", "MASTER_ADDR", "MASTER_PORT")  # what torchrun sets beside WORLD_SIZE
+
+
+def launch_environment() -> tuple[int, int]:
+    """(WORLD_SIZE, LOCAL_RANK) from the environment, checked: every torchrun variable that is
+    set must be well formed, and WORLD_SIZE > 1 needs the others that torchrun sets. A UserError
+    names the variable otherwise."""
+    world_size = env_int("WORLD_SIZE", 1, 1)
+    local = env_int("LOCAL_RANK", 0, 0)
+    env_int("LOCAL_WORLD_SIZE", 1, 1)
+    rank_ = env_int("RANK", 0, 0)
+    port = env_int("MASTER_PORT", 29500, 1)
+    if port > 65535:
+        raise UserError(f"environment variable MASTER_PORT={port} is not a port (1-65535)")
+    if world_size > 1:
+        missing = [v for v in TORCHRUN_VARS if not os.environ.get(v, "").strip()]
+        if missing:
+            raise UserError(f"WORLD_SIZE={world_size} is set but {', '.join(missing)} "
+                            f"{'is' if len(missing) == 1 else 'are'} not: start several processes "
+                            "with torchrun (docs/DISTRIBUTED.md), or unset WORLD_SIZE for one")
+        if rank_ >= world_size:
+            raise UserError(f"environment variable RANK={rank_} must be < WORLD_SIZE={world_size}")
+    return world_size, local
+
+
 def setup(device: str = "cpu") -> str:
     """Join the process group when started by torchrun with WORLD_SIZE > 1 and return the device
-    this rank uses ("cuda" becomes "cuda:<LOCAL_RANK>"). Without torchrun: returns `device`."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or is_initialized():
+    this rank uses ("cuda" becomes "cuda:<LOCAL_RANK>"). Without torchrun: returns `device`.
+    Malformed launch variables are a UserError (`launch_environment`)."""
+    world_size, local = launch_environment()
+    if world_size <= 1 or is_initialized():
         return device
     cuda = torch.device(device).type == "cuda"
     if cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
         if torch.device(device).index is None:
             device = f"cuda:{local}"
         torch.cuda.set_device(torch.device(device))

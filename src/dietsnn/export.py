@@ -1,13 +1,19 @@
 """Export a DIET-SNN to NIR, the Neuromorphic Intermediate Representation (docs/NIR.md).
 
-Mapping (dt = 1, one NIR step per SNN timestep):
+Mapping, with the graph's step `dt` (default `config.NIR_DT` = 1e-4 s; one NIR step per SNN
+timestep):
   Conv2d -> nir.Conv2d (zero bias)    AvgPool2d -> nir.AvgPool2d    Flatten -> nir.Flatten
   Linear -> nir.Linear                Dropout -> skipped (identity at inference)
-  LIF, leak lam < 1 -> nir.LIF with tau = dt / (1 - lam), r = tau / dt, v_leak = 0
-  LIF, leak lam = 1 -> nir.IF with r = 1
-  output Linear -> nir.Linear then nir.I (integrator, r = 1): logits = sum over T of W * spikes.
+  AvgPool2d, pooling="conv" -> nir.Conv2d with weight 1/k^2 from each channel to itself
+  LIF, leak lam < 1 -> nir.LIF with tau = dt / (1 - lam), r = 1, v_leak = 0,
+                       v_threshold = (1 - lam) * v
+  LIF, leak lam = 1 -> nir.IF with r = 1 / dt, v_threshold = v   (or, with nonleaky="lif",
+                       nir.LIF with tau = dt / 2**-30: a decay that rounds to 1 in float32)
+  output Linear -> nir.Linear, the graph's output: logits = sum over the T steps of its value
+                   (with integrator=True followed by nir.I, r = 1 / dt, whose state is the sum).
 NIR's LIF `tau dv/dt = (v_leak - v) + r I`, Euler-stepped with dt, gives
-`v <- (1 - dt/tau) v + (dt/tau) r I`, i.e. exactly `v <- lam v + I` with the values above.
+`v <- (1 - dt/tau) v + (dt/tau) r I`, i.e. `v' <- lam v' + (1 - lam) I` with the values above:
+DIET-SNN's `u <- lam u + I` for the membrane scaled by `1 - lam`, hence the scaled threshold.
 Per-layer scalar leak and threshold are broadcast to the layer's neuron shape. NIR has no
 soft (subtractive) reset; `v_reset = 0` is written and the graph metadata says `reset:
 subtract`, with dt, timesteps, encoding and the surrogate.
@@ -15,6 +21,7 @@ subtract`, with dt, timesteps, encoding and the surrogate.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from typing import Any
@@ -24,10 +31,14 @@ import torch
 from torch import nn
 
 from .checkpoint import TMP_TAG, file_mode
-from .config import GAMMA, SURROGATE
+from .config import GAMMA, NIR_DT, NIR_NONLEAKY, NIR_POOLING, SURROGATE
 from .errors import UserError
 from .layers import LIF, Dropout
 from .models import Network
+
+NONLEAKY = ("if", "lif")
+POOLING = ("avg", "conv")
+LIF_EPS = 2.0**-30  # dt / tau of a leak-1 layer written as nir.LIF (nonleaky="lif")
 
 
 def _nir():
@@ -46,24 +57,42 @@ def _pair(v) -> np.ndarray:
     return np.array(v if isinstance(v, (tuple, list)) else (v, v), dtype=np.int64)
 
 
-def _neuron(nir, m: LIF, shape: tuple[int, ...], dt: float):
+def _full(shape: tuple[int, ...], value: float) -> np.ndarray:
+    return np.full(shape, value, dtype=np.float32)
+
+
+def _neuron(nir, m: LIF, shape: tuple[int, ...], dt: float, nonleaky: str):
     lam, v = m.leak.detach().item(), m.threshold.detach().item()
-    thr = np.full(shape, v, dtype=np.float32)
     meta = {"leak": lam, "threshold": v, "reset": "subtract"}
-    if lam >= 1.0:
-        return nir.IF(r=np.ones(shape, np.float32), v_threshold=thr,
-                      v_reset=np.zeros(shape, np.float32), metadata=meta)
-    tau = dt / (1.0 - lam)
-    return nir.LIF(tau=np.full(shape, tau, np.float32), r=np.full(shape, tau / dt, np.float32),
-                   v_leak=np.zeros(shape, np.float32), v_threshold=thr,
-                   v_reset=np.zeros(shape, np.float32), metadata=meta)
+    zero = _full(shape, 0.0)
+    if lam >= 1.0 and nonleaky == "if":  # dv/dt = r I: v <- v + dt r I = v + I
+        return nir.IF(r=_full(shape, 1.0 / dt), v_threshold=_full(shape, v), v_reset=zero,
+                      metadata=meta)
+    decay = LIF_EPS if lam >= 1.0 else 1.0 - lam  # dt / tau
+    return nir.LIF(tau=_full(shape, dt / decay), r=_full(shape, 1.0), v_leak=zero,
+                   v_threshold=_full(shape, decay * v), v_reset=zero, metadata=meta)
 
 
-def to_nir(model: Network, dt: float = 1.0) -> Any:
-    """Return the `nir.NIRGraph` of the SNN `model` (a sequential graph, input to output)."""
+def to_nir(model: Network, dt: float = NIR_DT, integrator: bool = False,
+           nonleaky: str = NIR_NONLEAKY, pooling: str = NIR_POOLING) -> Any:
+    """Return the `nir.NIRGraph` of the SNN `model` (a sequential graph, input to output).
+
+    `dt`: the step in seconds written into the neurons' time constants. `integrator`: end with a
+    `nir.I` node that sums the output layer over time (its state after T steps is the logits);
+    without it the output is the last layer's current at each step, to be summed by the
+    simulation. `nonleaky`: write layers with leak 1 as `nir.IF` ("if") or as `nir.LIF` with a
+    decay that rounds to 1 ("lif"). `pooling`: average pooling as `nir.AvgPool2d` ("avg") or as a
+    `nir.Conv2d` with fixed weights 1/k^2 from each channel to itself ("conv"). docs/NIR.md says
+    which importer needs what."""
     nir = _nir()
     if not model.is_spiking:
         raise UserError("NIR export needs an SNN checkpoint; this one is an ANN (convert it first)")
+    if not 0 < dt < math.inf:
+        raise UserError(f"the NIR step dt must be positive and finite, got {dt}")
+    if nonleaky not in NONLEAKY:
+        raise UserError(f"nonleaky must be one of {', '.join(NONLEAKY)}, got {nonleaky!r}")
+    if pooling not in POOLING:
+        raise UserError(f"pooling must be one of {', '.join(POOLING)}, got {pooling!r}")
     c = model.config
     shape: tuple[int, ...] = (c["in_channels"], c["image_size"], c["image_size"])
     nodes: dict[str, Any] = {"input": nir.Input(input_type=np.array(shape))}
@@ -81,11 +110,25 @@ def to_nir(model: Network, dt: float = 1.0) -> Any:
             shape = tuple(int(s) for s in node.output_type["output"])
         elif isinstance(u, nn.AvgPool2d):
             k, s, p = _pair(u.kernel_size), _pair(u.stride or u.kernel_size), _pair(u.padding)
-            node = nir.AvgPool2d(kernel_size=k, stride=s, padding=p)
+            if u.ceil_mode or u.divisor_override or (p.any() and not u.count_include_pad):
+                raise UserError(f"layer {i}: only AvgPool2d without ceil_mode, divisor_override "
+                                "or excluded padding is exported")
+            if pooling == "conv":  # the same average as a convolution with fixed weights
+                weight = np.zeros((shape[0], shape[0], *k.tolist()), np.float32)
+                weight[np.arange(shape[0]), np.arange(shape[0])] = 1.0 / float(np.prod(k))
+                node = nir.Conv2d(input_shape=shape[1:], weight=weight, stride=s, padding=p,
+                                  dilation=_pair(1), groups=1, bias=np.zeros(shape[0], np.float32),
+                                  metadata={"role": "average pooling"})
+            else:
+                node = nir.AvgPool2d(kernel_size=k, stride=s, padding=p)
             shape = (shape[0], *((np.array(shape[1:]) + 2 * p - k) // s + 1).tolist())
         elif isinstance(u, nn.Flatten):
-            node = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=u.start_dim - 1,
-                               end_dim=u.end_dim if u.end_dim < 0 else u.end_dim - 1)
+            # negative dims: the same in NIR (no batch dim) and in torch (batch first), as
+            # importers differ in whether they shift non-negative ones by the batch dim
+            rank = len(shape) + 1
+            node = nir.Flatten(input_type={"input": np.array(shape)},
+                               start_dim=u.start_dim - rank if u.start_dim >= 0 else u.start_dim,
+                               end_dim=u.end_dim - rank if u.end_dim >= 0 else u.end_dim)
             shape = tuple(int(s) for s in node.output_type["output"])
         elif isinstance(u, nn.Linear):
             if u.bias is not None:
@@ -94,21 +137,23 @@ def to_nir(model: Network, dt: float = 1.0) -> Any:
                 node = nir.Linear(weight=_np(u.weight))
             shape = (u.out_features,)
         elif isinstance(u, LIF):
-            node = _neuron(nir, u, shape, dt)
+            node = _neuron(nir, u, shape, dt, nonleaky)
         else:
             raise UserError(f"layer {i} ({type(u).__name__}) has no NIR mapping")
         nodes[name] = node
-        if i == last_linear:  # the non-spiking output layer accumulates over time
-            nodes[f"{i:02d}_integrator"] = nir.I(r=np.ones(shape, np.float32),
+        if i == last_linear and integrator:  # the non-spiking output layer accumulates over time
+            nodes[f"{i:02d}_integrator"] = nir.I(r=_full(shape, 1.0 / dt),
                                              metadata={"role": "output accumulator"})
     nodes["output"] = nir.Output(output_type=np.array(shape))
     names = list(nodes)
     edges = [(a, b) for a, b in zip(names[:-1], names[1:])]
     sc = model.spiking_config()
+    output = ("logits = state of the integrator node after timesteps steps" if integrator else
+              "logits = sum over the timesteps steps of the output node's value")
     meta = {"producer": "dietsnn", "arch": c["arch"], "num_classes": c["num_classes"],
             "dt": float(dt), "timesteps": int(model.timesteps), "encoding": model.encoding,
             "reset": "subtract", "spike_condition": "v > v_threshold, integrate then fire",
-            "output": "logits = integrator state after timesteps steps",
+            "output": output, "nonleaky": nonleaky, "pooling": pooling,
             "surrogate": sc.get("surrogate", SURROGATE),
             "gamma": float(sc.get("gamma", GAMMA))}
     try:
@@ -117,10 +162,13 @@ def to_nir(model: Network, dt: float = 1.0) -> Any:
         raise UserError(f"the network does not form a valid NIR graph: {e}") from None
 
 
-def export_nir(model: Network, path: str | os.PathLike) -> Any:
-    """Write `to_nir(model)` to `path` (HDF5, via `nir.write`); returns the graph."""
+def export_nir(model: Network, path: str | os.PathLike, dt: float = NIR_DT,
+               integrator: bool = False, nonleaky: str = NIR_NONLEAKY,
+               pooling: str = NIR_POOLING) -> Any:
+    """Write `to_nir(model, dt, integrator, nonleaky, pooling)` to `path` (HDF5, via
+    `nir.write`); returns the graph."""
     nir = _nir()
-    graph = to_nir(model)
+    graph = to_nir(model, dt=dt, integrator=integrator, nonleaky=nonleaky, pooling=pooling)
     path = os.fspath(path)
     folder, name = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{name}{TMP_TAG}", dir=folder)

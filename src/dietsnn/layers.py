@@ -168,7 +168,8 @@ class AvgPool2d(nn.AvgPool2d):
         k, s = self.kernel_size, self.stride
         if (isinstance(k, int) and k == s and self.padding == 0 and not self.ceil_mode
                 and x.dim() == 4):
-            pool = _compiled_pool() if neuron.get_backend() == "compile" else F.avg_pool2d
+            pool = (_compiled_pool() if neuron.get_backend(x.device.type) == "compile"
+                    else F.avg_pool2d)
             return avg_pool(x, k, pool)
         return super().forward(x)
 

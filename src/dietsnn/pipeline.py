@@ -6,6 +6,7 @@ import importlib
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
-from . import snngraph
+from . import logs, snngraph
 from .analysis.spikes import spike_rates
 from .config import DROPOUT, EVAL_BATCH, MAXPOOL, ConversionConfig, TrainConfig
 from .conversion import ann_to_snn
@@ -29,7 +30,7 @@ class Context:
     data: Splits
     device: str = "cpu"
     progress: bool = True
-    log: object = print
+    log: Callable[[str], None] = logs.info
     eval_batch: int = EVAL_BATCH
 
 
@@ -180,6 +181,8 @@ def _calibrate_and_save(snn: Network, opts: ConversionConfig, ctx: Context, out:
                                       opts.calib_timesteps)
     seconds = time.time() - t0
     ctx.log(f"calibrated {len(lif_layers(snn))} thresholds in {seconds:.1f}s")
+    logs.debug("thresholds: " + ", ".join(f"{name} {m.threshold.item():.4g}"
+                                          for name, m in lif_layers(snn)))
     ckpt.save_model(out / ckpt.MODEL_FILE, snn, {"calibration": asdict(opts)})
     layers, accuracy = layer_report(snn, ctx)
     metrics = {"test_accuracy": accuracy, "timesteps": opts.timesteps,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -24,11 +24,12 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from . import distributed, runtime
+from . import distributed, logs, runtime
 from .config import DIVERGED_LOSS_FACTOR, TrainConfig
 from .data import Batches, Splits
 from .errors import TrainingDiverged, UserError
 from .layers import constrain_, lif_layers
+from .memory import check_memory
 from .models import Network
 
 RANK_SEED = 1_000_003  # rank r > 0 seeds its dropout RNG with seed + r * RANK_SEED
@@ -108,6 +109,9 @@ def evaluate(model: Network, x, y: Tensor, batch_size: int = 256,
              device: str | torch.device = "cpu") -> dict:
     """Accuracy (fraction) and mean cross-entropy of `model` on (x, y) (x: a tensor or a folder
     dataset; in a process group each rank evaluates a shard and the sums are all-reduced)."""
+    check_memory(getattr(model, "config", None), max(1, min(batch_size, len(y))),
+                 getattr(model, "timesteps", None) or 1, "eval", device,
+                 hint="lower the timesteps or the evaluation batch size")
     was = model.training
     model.eval()
     correct, loss_sum, n = 0, 0.0, 0
@@ -165,10 +169,12 @@ def _check_parameters(model: nn.Module, step: int, out: Path) -> None:
 
 
 def fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume: bool = False,
-        progress: bool = True, log=print, desc: str = "train",
+        progress: bool = True, log: Callable[[str], None] = logs.info, desc: str = "train",
         device: str | torch.device = "cpu") -> dict:
-    """Train `model`, choosing the best epoch on the validation split. Writes into `out`:
-    `model.safetensors` (best on validation), `state.pt` (for resume), `history.json`.
+    """Train `model`, choosing the best epoch on the validation split (without one, `val_size`
+    0, the last epoch is kept). Writes into `out`: `model.safetensors` (best on validation),
+    `state.pt` (for resume), `history.json`. Returns the history and `best_val_accuracy`
+    (None without validation).
     Runs with freed memory kept for reuse (`runtime.reusing_freed_memory`) and torch's RNG
     seeded from `cfg.seed` (the caller's RNG state is restored afterwards)."""
     with runtime.reusing_freed_memory(), seeded(cfg.seed + RANK_SEED * distributed.rank()):
@@ -177,6 +183,8 @@ def fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume:
 
 def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume: bool,
          progress: bool, log, desc: str, device: str | torch.device) -> dict:
+    check_memory(getattr(model, "config", None), max(1, min(cfg.batch_size, len(data.train_y))),
+                 getattr(model, "timesteps", None) or 1, "train", device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rank, world = distributed.rank(), distributed.world()
@@ -202,6 +210,10 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
     if start == 0 and getattr(model, "is_spiking", True) and not (out / ckpt.MODEL_FILE).exists():
         # a converted SNN is a good model before training; an untrained ANN is not kept
         ckpt.save_model(out / ckpt.MODEL_FILE, model, {"epoch": 0})
+    validating = len(data.val_y) > 0
+    if not validating:
+        log(f"{desc}: no validation split (--val-size 0): every epoch is saved and the model "
+            "kept is the last epoch's")
     net = distributed.wrap(model, device)
     model.train()
     for epoch in range(start, cfg.epochs):
@@ -240,7 +252,8 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
             correct += correct_b
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
         val = evaluate(model, data.val_x, data.val_y, max(256, cfg.batch_size),
-                       cfg.precision, progress, desc="val", device=device)
+                       cfg.precision, progress, desc="val",
+                       device=device) if validating else {"loss": None, "accuracy": None}
         chance = math.log(max(2, logits.shape[-1]))
         if loss_sum / seen > DIVERGED_LOSS_FACTOR * chance:
             raise _diverged(f"training diverged: mean loss {loss_sum / seen:.4g} in epoch "
@@ -253,9 +266,12 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
             rec["neurons"] = neuron_summary(model)
         history.append(rec)
         log(f"{desc} epoch {epoch + 1}/{cfg.epochs}: loss {rec['train_loss']:.4f} "
-            f"train {rec['train_accuracy']:.4f} val {rec['val_accuracy']:.4f} "
-            f"({rec['seconds']:.0f}s)")
-        if val["accuracy"] > best:
+            f"train {rec['train_accuracy']:.4f} "
+            + (f"val {rec['val_accuracy']:.4f} " if validating else "")
+            + f"({rec['seconds']:.0f}s)")
+        if not validating:
+            ckpt.save_model(out / ckpt.MODEL_FILE, model, {"epoch": epoch + 1})
+        elif val["accuracy"] > best:
             best = val["accuracy"]
             ckpt.save_model(out / ckpt.MODEL_FILE, model, {"epoch": epoch + 1, "val_accuracy": best})
         ckpt.save_state(state_path, {
@@ -264,4 +280,4 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
             "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "best": best, "step": step,
             "history": history, "config": asdict(cfg)})
         ckpt.write_json(out / "history.json", history)
-    return {"history": history, "best_val_accuracy": best}
+    return {"history": history, "best_val_accuracy": best if validating else None}

@@ -7,6 +7,7 @@ from helpers import write_idx
 from dietsnn import ann_to_snn, build_ann, save_model
 from dietsnn.analysis import energy, layer_flops, smallest_t_within
 from dietsnn.cli import main
+from dietsnn.errors import UserError
 from dietsnn.functional.energy import snn_energy
 
 
@@ -70,6 +71,20 @@ def test_sweep_and_energy_commands_write_their_files(tiny_run, capsys):
     assert set(res["energy"]["layers"][0]) >= {"name", "flops", "spike_rate_in", "ann_pj", "snn_pj"}
     stored = json.loads((d / "conv" / "metrics.json").read_text())
     assert stored["energy"]["ratio"] == pytest.approx(res["energy"]["ratio"])
+    # a second sweep or energy replaces the earlier result only with --overwrite
+    before = {f: (d / "conv" / f).read_bytes() for f in ("metrics.json", "sweep.png")}
+    capsys.readouterr()
+    assert main(["sweep", str(d / "conv"), "--timesteps", "2", *common]) == 2
+    assert "metrics.json's sweep holds an earlier sweep result; pass --overwrite" in \
+        capsys.readouterr().err
+    assert main(["energy", str(d / "conv"), "--e-mac", "9", *common]) == 2
+    assert "holds an earlier energy result" in capsys.readouterr().err
+    assert {f: (d / "conv" / f).read_bytes() for f in before} == before
+    assert main(["sweep", str(d / "conv"), "--timesteps", "2", "--overwrite", *common]) == 0
+    sweep = json.loads((d / "conv" / "metrics.json").read_text())["sweep"]["SNN"]
+    assert [r["timesteps"] for r in sweep] == [2]
+    assert main(["energy", str(d / "conv"), "--e-mac", "9", "--overwrite", *common]) == 0
+    assert json.loads((d / "conv" / "metrics.json").read_text())["energy"]["e_mac_pj"] == 9
 
 
 @pytest.mark.slow
@@ -122,3 +137,25 @@ def test_ablation_grid_cells_and_resume(tmp_path):
     after = {p.name: p.read_bytes() for p in (out / "cells").glob("*.json")}
     assert set(after) == set(before) | {"d-T2-s1.json"}
     assert all(after[k] == v for k, v in before.items())
+
+
+def test_ablation_api_opens_its_folder_as_a_run_dir(tmp_path):
+    """Ablation.run refuses a folder with other work (the one RunDir mechanism) and a split
+    without validation, before any computation."""
+    from dietsnn.analysis.ablation import Ablation, AblationConfig
+    from dietsnn.data import Splits, dataset_info
+
+    x, y = torch.zeros(8, 1, 28, 28), torch.zeros(8, dtype=torch.long)
+    splits = Splits(dataset_info("fashion-mnist"), x, y, x[:2], y[:2], x, y)
+    out = tmp_path / "abl"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    ablation = Ablation(build_ann("vgg_small"), splits, AblationConfig(), out)
+    with pytest.raises(UserError, match="is not empty .*files that dietsnn did not write"):
+        ablation.run()
+    with pytest.raises(UserError, match="holds no dietsnn run"):
+        ablation.run(overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    no_val = Splits(dataset_info("fashion-mnist"), x, y, x[:0], y[:0], x, y)
+    with pytest.raises(UserError, match="give --val-size >= 1"):
+        Ablation(build_ann("vgg_small"), no_val, AblationConfig(), tmp_path / "b")

@@ -63,6 +63,9 @@ def test_run_end_to_end_on_a_subset(tmp_path):
     for f in ("config.json", "ann/model.safetensors", "converted/model.safetensors",
               "snn/model.safetensors", "snn/history.json"):
         assert (out / f).is_file(), f
+    report = (out / "report.md").read_text()  # names what was trained and how
+    assert ("Dataset fashion-mnist, architecture vgg_small; command: `dietsnn run --limit-train "
+            "2000 --limit-test 500") in report
     # evaluate reads the checkpoints back in a new process and reproduces the run's numbers
     for step in ("ann", "converted", "snn"):
         r = run_cli("evaluate", str(out / step), "--limit-test", "500", "--json")

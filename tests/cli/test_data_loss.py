@@ -3,6 +3,7 @@ byte-for-byte unchanged (docs/RELIABILITY.md lists these cases)."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -160,8 +161,12 @@ def test_two_processes_one_out_exactly_one_runs(run):
                          text=True)
     line = a.stdout.readline()  # event: A logs "loading ..." once it holds the lock
     assert line.startswith("loading"), line
-    b = subprocess.run(_train(run, out, "--seed", "7"), capture_output=True, text=True,
-                       timeout=120)
+    os.kill(a.pid, signal.SIGSTOP)  # A holds the lock, paused, for as long as B runs
+    try:
+        b = subprocess.run(_train(run, out, "--seed", "7"), capture_output=True, text=True,
+                           timeout=120)
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
     a_out, a_err = a.communicate(timeout=300)
     assert a.returncode == 0, a_err
     assert b.returncode == 2

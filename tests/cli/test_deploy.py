@@ -150,6 +150,20 @@ def test_cli_export_nir(tmp_path, run_dir, capsys):
     assert "wrote" in capsys.readouterr().out
     g = nir.read(out)
     assert g.metadata["timesteps"] == 3 and "input" in g.nodes and "output" in g.nodes
+    assert not any(isinstance(n, nir.I) for n in g.nodes.values())  # the default: no integrator
+
+
+def test_cli_export_options(tmp_path, run_dir):
+    nir = pytest.importorskip("nir")
+    out = tmp_path / "model.nir"
+    assert main(["export", str(run_dir), str(out), "--portable", "--integrator", "--dt", "0.001"]) == 0
+    g = nir.read(out)
+    kinds = {type(n).__name__ for n in g.nodes.values()}
+    assert "I" in kinds and not kinds & {"IF", "AvgPool2d"}
+    md = g.metadata
+    assert (md["dt"], md["nonleaky"], md["pooling"]) == (0.001, "lif", "conv")
+    assert main(["export", str(run_dir), str(out), "--overwrite", "--pooling", "conv"]) == 0
+    assert nir.read(out).metadata["nonleaky"] == "if"
 
 
 def test_cli_export_errors(tmp_path, run_dir, capsys):
@@ -172,3 +186,21 @@ def test_missing_nir_tells_how_to_install(monkeypatch):
 
     with pytest.raises(UserError, match="pip install nir"):
         to_nir(tiny())
+
+
+def test_a_16_bit_png_is_scaled_from_65535(tmp_path):
+    a = np.array([[0, 257, 32768, 65535]] * 4, dtype=np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(a).save(path)
+    assert Image.open(path).mode == "I;16"
+    x = load_image(path, 1, 4)
+    assert x[0, 0].tolist() == [0, 1, 128, 255]  # not clipped at 255 as an 8-bit conversion is
+    assert load_image(path, 3, 4).shape == (3, 4, 4)
+
+
+def test_a_floating_point_image_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "depth.tiff"
+    Image.fromarray(np.ones((28, 28), dtype=np.float32)).save(path)
+    with pytest.raises(UserError, match="floating-point images are not supported") as e:
+        load_image(path, 1, 28)
+    assert "\n" not in str(e.value)

@@ -46,8 +46,43 @@ def test_missing_dataset_offline(tiny, capsys, monkeypatch):
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
-    one_line_error(capsys, ["train-ann", "--dataset", "mnist", "--data-dir", str(tiny / "none"),
-                            "--out", str(tiny / "o"), "--quiet"], "not found locally and the download of")
+    monkeypatch.delenv("DIETSNN_DATA", raising=False)
+    one_line_error(capsys, ["train-ann", "--dataset", "mnist", "--out", str(tiny / "o"),
+                            "--quiet"], "not found locally and the download of")
+
+
+@pytest.mark.parametrize("dataset,files,match", [
+    ("fashion-mnist", None, "no such directory"),
+    ("fashion-mnist", ["train-images-idx3-ubyte.gz"], "lacks train-labels-idx1-ubyte.gz or "
+                                                      "train-labels-idx1-ubyte, t10k-images"),
+    ("cifar10", [], "lacks cifar-10-python.tar.gz or cifar-10-batches-py"),
+    ("cifar10", ["cifar-10-batches-py/data_batch_1"], "lacks cifar-10-batches-py/data_batch_2"),
+    ("imagenet", ["train/"], "lacks val"),
+])
+def test_an_explicit_data_dir_is_the_only_place_looked_in(tiny, capsys, monkeypatch, dataset,
+                                                          files, match):
+    """The data exists elsewhere ($DIETSNN_DATA holds a complete copy): an explicit --data-dir
+    that lacks it is still an error naming what is missing, and nothing is downloaded."""
+    monkeypatch.setenv("DIETSNN_DATA", str(tiny / "data"))
+    import urllib.request
+
+    def no_download(*a, **k):
+        raise AssertionError("downloaded although --data-dir was given")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_download)
+    d = tiny / "given"
+    if files is not None:
+        d.mkdir()
+        for f in files:
+            (d / f).parent.mkdir(parents=True, exist_ok=True)
+            if f.endswith("/"):
+                (d / f).mkdir(exist_ok=True)
+            else:
+                (d / f).write_bytes(b"x")
+    err = one_line_error(capsys, ["train-ann", "--dataset", dataset, "--data-dir", str(d),
+                                  "--out", str(tiny / "o"), "--quiet"], match)
+    assert f"--data-dir {d}" in err
+    assert not (tiny / "o").exists()
 
 
 def test_model_of_another_image_size_or_channels(tiny, capsys):
@@ -105,7 +140,8 @@ def test_convert_refuses_to_write_into_the_ann_folder(tiny, capsys):
 def test_ann_given_to_train_snn_and_missing_cuda(tiny, capsys):
     save_model(tiny / "ann" / "model.safetensors", build_ann("vgg_small"))
     one_line_error(capsys, ["train-snn", str(tiny / "ann"), "--data-dir", str(tiny / "data"),
-                            "--out", str(tiny / "s"), "--quiet"], "run `dietsnn convert` first")
+                            "--val-size", "10", "--out", str(tiny / "s"), "--quiet"],
+                   "run `dietsnn convert` first")
     if not torch.cuda.is_available():
         one_line_error(capsys, ["evaluate", str(tiny / "ann"), "--device", "cuda"],
                        "no CUDA device here")

@@ -143,7 +143,7 @@ def test_download_failure_is_a_user_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", fail)
     with pytest.raises(UserError, match="download .* failed.*put cifar-10-python.tar.gz"):
-        cifar.load_cifar(DATASETS["cifar10"], tmp_path)
+        cifar.load_cifar(DATASETS["cifar10"])
 
 
 def _serve(monkeypatch, payload: bytes, seen: list):
@@ -160,7 +160,7 @@ def test_download_checks_md5(tmp_path, monkeypatch):
     seen: list = []
     _serve(monkeypatch, payload, seen)
     with pytest.raises(UserError, match="MD5"):  # the real MD5 does not match our tiny archive
-        cifar.load_cifar(DATASETS["cifar10"], tmp_path / "none")
+        cifar.load_cifar(DATASETS["cifar10"])
     assert seen == ["https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"]
     cache = tmp_path / "cache" / "dietsnn" / "cifar10"
     assert not any(cache.iterdir())  # nothing half-written is left behind
@@ -168,7 +168,7 @@ def test_download_checks_md5(tmp_path, monkeypatch):
     fake = cifar.CifarLayout(*[hashlib.md5(payload).hexdigest() if f == "md5" else getattr(layout, f)
                                for f in layout.__dataclass_fields__])
     monkeypatch.setitem(cifar.LAYOUTS, "cifar10", fake)
-    got = cifar.load_cifar(DATASETS["cifar10"], tmp_path / "none")
+    got = cifar.load_cifar(DATASETS["cifar10"])
     assert len(got[0]) == 4 + 5 + 6 + 7 + 8 and (cache / "cifar-10-python.tar.gz").is_file()
 
 

@@ -94,8 +94,11 @@ def test_fit_and_evaluate_on_folders(tmp_path):
 
 
 def test_missing_or_empty_folders_are_user_errors(tmp_path):
-    with pytest.raises(UserError, match="train/ and val/"):
+    with pytest.raises(UserError, match="no such directory"):
         data.load("imagenet", tmp_path / "none")
+    (tmp_path / "imagenet" / "train").mkdir(parents=True)
+    with pytest.raises(UserError, match="imagenet is incomplete, .* lacks val"):
+        data.load("imagenet", tmp_path)
     (tmp_path / "imagenet" / "train" / "a").mkdir(parents=True)
     (tmp_path / "imagenet" / "val" / "a").mkdir(parents=True)
     with pytest.raises(UserError, match="no images"):

@@ -203,3 +203,105 @@ def test_keep_freed_memory_takes_effect_on_glibc():
     with runtime.reusing_freed_memory():
         pass  # back to glibc's defaults on exit
     assert runtime._set(runtime._DEFAULT_MMAP_MAX, runtime._DEFAULT_TRIM_THRESHOLD) is glibc
+
+
+def test_compile_failure_falls_back_to_the_uncompiled_loops(monkeypatch):
+    """Where torch.compile cannot build kernels (no working inductor or compiler), the compile
+    backend warns once and runs the same loops uncompiled, with the same result."""
+    from dietsnn.functional import neuron
+
+    def broken(fn, **kw):
+        def call(*a):
+            raise RuntimeError("inductor: no working C++ compiler")
+        return call
+
+    monkeypatch.setattr(neuron, "_COMPILED", {})
+    monkeypatch.setattr(neuron, "_COMPILE_FAILED", [])
+    monkeypatch.setattr(torch, "compile", broken)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 30, generator=g, requires_grad=True)
+    leak = torch.tensor(0.8, requires_grad=True)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed"):
+        s = neuron.lif(x, leak, 0.5, backend="compile")
+        s.sum().backward()
+    x2 = x.detach().clone().requires_grad_()
+    leak2 = torch.tensor(0.8, requires_grad=True)
+    ref = neuron.lif(x2, leak2, 0.5, backend="eager")
+    ref.sum().backward()
+    assert torch.equal(s, ref)
+    torch.testing.assert_close(x.grad, x2.grad)
+    torch.testing.assert_close(leak.grad, leak2.grad)
+    assert neuron._COMPILE_FAILED and "no working C++ compiler" in neuron._COMPILE_FAILED[0]
+
+
+def _mmapped_bytes_of_big_tensor() -> int:
+    """Bytes glibc serves by mmap while a big tensor lives (0: it came from the heap). The
+    tensor is larger than all free heap memory, so no free chunk left by earlier work can serve
+    it: with glibc's defaults it must be mmapped."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks",
+                                                   "hblkhd", "usmblks", "fsmblks", "uordblks",
+                                                   "fordblks", "keepcost")]
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    info = libc.mallinfo2()
+    before = info.hblkhd
+    t = torch.empty((info.fordblks + 64 * 2**20) // 4)  # beyond any free chunk and 32 MB
+    during = libc.mallinfo2().hblkhd
+    del t
+    return during - before
+
+
+def test_an_snn_holds_the_allocator_tuning_while_it_lives(request, monkeypatch):
+    """Plain user code (convert, then call the SNN) gets freed memory reused without any
+    setting; the tuning ends when the last SNN is gone, and an SNN can opt out."""
+    import gc
+    import platform
+
+    from dietsnn import runtime
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("the tuning is glibc's")
+    # start from no holders, whatever other tests left alive; put their tuning back afterwards
+    was = runtime.is_tuned()
+    monkeypatch.setattr(runtime, "_holders", set())
+    monkeypatch.setattr(runtime, "_owners", {})
+    monkeypatch.setattr(runtime, "_applied", False)
+    runtime._set(runtime._DEFAULT_MMAP_MAX, runtime._DEFAULT_TRIM_THRESHOLD)
+    if was:  # runs after monkeypatch has put the holders back
+        request.addfinalizer(runtime.keep_freed_memory)
+    gc.collect()
+    assert not runtime.is_tuned()
+    assert _mmapped_bytes_of_big_tensor() >= 64 * 2**20
+    snn = dietsnn.ann_to_snn(dietsnn.build_ann("vgg_small"), 2)
+    snn(torch.rand(2, 1, 28, 28))
+    assert runtime.is_tuned() and _mmapped_bytes_of_big_tensor() == 0
+    with runtime.reusing_freed_memory():  # nested holders: the inner one leaving changes nothing
+        pass
+    assert runtime.is_tuned()
+    del snn
+    gc.collect()
+    assert not runtime.is_tuned() and _mmapped_bytes_of_big_tensor() >= 64 * 2**20
+    other = dietsnn.ann_to_snn(dietsnn.build_ann("vgg_small"), 2)
+    other.keep_freed_memory = False
+    other(torch.rand(2, 1, 28, 28))
+    assert not runtime.is_tuned()
+
+
+def test_automatic_backend_is_eager_on_gpus():
+    from dietsnn.functional import neuron
+
+    assert neuron.automatic_backend("cuda") == "eager"
+    assert neuron.automatic_backend("cpu") == ("compile" if neuron.has_compiler() else "eager")
+    with neuron.use_backend("compile"):  # an explicit choice holds on every device
+        assert neuron.get_backend("cuda") == "compile"
+
+
+def test_example_input_is_on_the_model_device():
+    from dietsnn.models import example_input
+
+    m = dietsnn.build_ann("vgg_small").to(torch.float64)
+    x = example_input(m, 2)
+    assert x.shape == (2, 1, 28, 28) and x.device == next(m.parameters()).device

@@ -100,3 +100,36 @@ def test_fused_handles_frozen_leak_and_threshold():
     lk, th = t(0.8), t(0.5)
     lif(x, lk, th).sum().backward()
     assert x.grad is not None and lk.grad is None and th.grad is None
+
+
+@pytest.mark.parametrize("backend", ["eager", "compile"])
+@pytest.mark.parametrize("steps", [None, 4])
+def test_low_precision_input_integrates_in_float32(backend, steps):
+    """Under bf16 autocast a LIF receives bf16 currents: the membrane, leak and threshold stay in
+    float32, so the spikes are exactly those of the float32 neuron on the same (rounded)
+    currents, and come back in bf16 as exact 0/1."""
+    g = torch.Generator().manual_seed(3)
+    shape = (4, 50) if steps is None else (50,)
+    x = torch.randn(*shape, generator=g).to(torch.bfloat16).requires_grad_()
+    leak = torch.tensor(0.9, requires_grad=True)
+    thr = torch.tensor(0.7, requires_grad=True)
+    s = lif(x, leak, thr, steps=steps, backend=backend)
+    ref = lif_reference(x.detach().float() if steps is None
+                        else x.detach().float().expand(steps, *shape), 0.9, 0.7)
+    assert s.dtype == torch.bfloat16
+    assert torch.equal(s.float(), ref)
+    s.float().sum().backward()
+    assert leak.grad.dtype == torch.float32 and thr.grad.dtype == torch.float32
+    assert x.grad.dtype == torch.bfloat16 and torch.isfinite(x.grad.float()).all()
+
+
+def test_snn_under_bf16_autocast_accumulates_in_float32():
+    import dietsnn
+
+    torch.manual_seed(0)
+    snn = dietsnn.ann_to_snn(dietsnn.build_ann("vgg_small"), 3)
+    x = torch.rand(2, 1, 28, 28)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = snn(x)
+    assert out.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in snn.parameters())

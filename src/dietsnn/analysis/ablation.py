@@ -17,18 +17,21 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
 from .. import checkpoint as ckpt
+from .. import logs
 from ..config import SNN_TRAIN, ConversionConfig, TrainConfig
 from ..conversion import ann_to_snn, calibrate_thresholds
 from ..data import Splits
 from ..errors import UserError
 from ..layers import lif_layers
 from ..models import Network
+from ..rundir import RunDir
 from ..training import evaluate, fit, seeded
 from .energy import measure
 from .report import plot_ablation_if_possible
@@ -91,10 +94,14 @@ class Ablation:
     """The ablation grid over one ANN, writing into `out`."""
 
     def __init__(self, ann: Network, data: Splits, cfg: AblationConfig, out: str | Path,
-                 device: str | torch.device = "cpu", log=print, progress: bool = False,
+                 device: str | torch.device = "cpu",
+                 log: Callable[[str], None] = logs.info, progress: bool = False,
                  calib_seed: int = 0) -> None:
         if ann.is_spiking:
             raise UserError("the ablation starts from a trained ANN, not an SNN")
+        if len(data.val_y) == 0:
+            raise UserError("the ablation chooses each T's threshold scale on the validation "
+                            "split; give --val-size >= 1")
         self.ann, self.data, self.cfg, self.out = ann, data, cfg, Path(out)
         self.device, self.log, self.progress, self.calib_seed = device, log, progress, calib_seed
 
@@ -176,11 +183,18 @@ class Ablation:
                  f"{cell['mean_spike_rate']:.3f}, {cell['seconds']:.0f}s")
         return cell
 
-    def run(self, resume: bool = False) -> dict:
+    def run(self, resume: bool = False, overwrite: bool = False) -> dict:
+        """Run the grid into `out`, opened as a `RunDir`: a folder that holds other work is
+        refused unless `resume` (continue an ablation there) or `overwrite` (replace a dietsnn
+        run) says so, and it stays locked while the grid runs."""
+        with RunDir(self.out, "ablation", resume=resume, overwrite=overwrite) as rd:
+            rd.start({"command": "ablation", "ablation": asdict(self.cfg)})
+            return self.run_grid()
+
+    def run_grid(self) -> dict:
+        """Run the grid into `out`, a folder the caller has opened as a `RunDir` (the command
+        line does): finished cells are kept, an unfinished one continues from its last epoch."""
         out = self.out
-        if out.is_dir() and any(out.iterdir()) and not resume:
-            raise UserError(f"{out} is not empty; pass --resume to continue its ablation or "
-                            "choose another --out")
         out.mkdir(parents=True, exist_ok=True)
         info = out / "ann.json"
         if not info.is_file():

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+from .. import logs
 from ..checkpoint import atomic_write
 from .energy import format_energy_table
 
@@ -42,7 +44,8 @@ def plot_training(run: Path, out: Path) -> Path | None:
     for ax, (phase, h) in zip(axes[0], phases):
         ep = [r["epoch"] for r in h]
         ax.plot(ep, [r["train_accuracy"] for r in h], "o-", label="train accuracy")
-        ax.plot(ep, [r["val_accuracy"] for r in h], "s-", label="validation accuracy")
+        if any(r.get("val_accuracy") is not None for r in h):  # none without validation
+            ax.plot(ep, [r["val_accuracy"] for r in h], "s-", label="validation accuracy")
         ax.set_xlabel("epoch")
         ax.set_ylabel("accuracy")
         ax.set_title(f"{phase.upper()} training")
@@ -84,7 +87,7 @@ def plot_sweep(sweeps: dict[str, list[dict]], ann_acc: float | None, path: Path,
 
 
 def plot_sweep_if_possible(sweeps: dict, ann_acc: float | None, path: Path, title: str,
-                           log=print) -> Path | None:
+                           log: Callable[[str], None] = logs.warning) -> Path | None:
     try:
         return plot_sweep(sweeps, ann_acc, path, title)
     except ImportError:
@@ -135,7 +138,8 @@ def plot_ablation(res: dict, path: Path) -> Path:
     return path
 
 
-def plot_ablation_if_possible(res: dict, path: Path, log=print) -> Path | None:
+def plot_ablation_if_possible(res: dict, path: Path,
+                              log: Callable[[str], None] = logs.warning) -> Path | None:
     try:
         return plot_ablation(res, path)
     except ImportError:

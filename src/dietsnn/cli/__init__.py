@@ -10,10 +10,11 @@ import os
 import shlex
 import sys
 
-from .. import __version__, distributed
+from .. import __version__, distributed, logs
 from ..errors import UserError
 from . import analysis, deploy, presets, train
-from .options import Parser, backend_scope
+from .options import Parser, backend_scope, console_logging
+from .validate import validate
 
 COMMANDS: dict = {}
 
@@ -32,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for group in (train, analysis, deploy, presets):  # presets last: it adds --preset
         COMMANDS.update(group.add_commands(sub))
+    for command in sub.choices.values():  # --debug after the command too
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the traceback of any error (for reporting a bug)")
     return p
 
 
@@ -44,11 +48,13 @@ def _stdout_closed() -> None:
         pass
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, validate_only: bool = False) -> int:
     """Run one command. The error boundary: a UserError or ValueError (a library function's
     message), an OSError on a named path and a broken pipe become one line on stderr and exit
     code 2 (TrainingDiverged: 3); anything else is a bug and keeps its traceback, as does
-    every error under --debug."""
+    every error under --debug. An option mistake exits (SystemExit 2) with one line from the
+    parser. `validate_only`: parse and run every check that precedes work
+    (`validate.validate`), then return 0 without running the command."""
     raw = sys.argv[1:] if argv is None else argv
     name = "dietsnn"
     try:
@@ -57,9 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         args = presets.apply(parser, argv, args)  # --preset: defaults that options override
         args.command_line = shlex.join(["dietsnn", *raw])
         name = f"dietsnn {args.command}"
+        validate(args)
+        if validate_only:
+            return 0
         distributed.setup_args(args)  # under torchrun: process group, this rank's device
         try:
-            with backend_scope(args):
+            with backend_scope(args), console_logging(args):
+                logs.debug(f"command line: {args.command_line}")
                 COMMANDS[args.command](args)
         finally:
             distributed.cleanup()

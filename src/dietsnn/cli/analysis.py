@@ -8,13 +8,15 @@ from pathlib import Path
 from ..analysis import format_energy_table, measure, sweep
 from ..analysis.ablation import Ablation, AblationConfig
 from ..analysis.report import plot_sweep_if_possible
-from ..checkpoint import dumps, load_model, write_json
+from ..checkpoint import MAX_TIMESTEPS, dumps, load_model, write_json
 from ..errors import UserError
 from ..functional.energy import E_AC_PJ, E_MAC_PJ
 from ..pipeline import check_fits, load_checked
 from ..rundir import RunDir
 from .options import (
+    MAX_SEED,
     common,
+    float_in,
     float_list,
     int_list,
     metrics_file,
@@ -31,25 +33,35 @@ def add_commands(sub) -> dict:
     e = sub.add_parser("energy", help="per-layer FLOPs, spike rates and ANN vs SNN energy")
     e.add_argument("model", help="run directory or SNN model.safetensors")
     common(e, None)
-    e.add_argument("--e-mac", type=float, default=E_MAC_PJ, help="pJ per multiply-accumulate")
-    e.add_argument("--e-ac", type=float, default=E_AC_PJ, help="pJ per accumulate")
-    e.add_argument("--json", action="store_true")
+    e.add_argument("--e-mac", type=positive_float("--e-mac"), default=E_MAC_PJ,
+                   help="pJ per multiply-accumulate")
+    e.add_argument("--e-ac", type=positive_float("--e-ac"), default=E_AC_PJ, help="pJ per accumulate")
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
+    e.add_argument("--overwrite", action="store_true",
+                   help="replace the energy result already stored in the run's metrics.json")
 
     s = sub.add_parser("sweep", help="accuracy, spike rate and energy of an SNN at several T")
     s.add_argument("run", help="run directory (its snn/ and converted/ are swept) or checkpoint")
     common(s, None)
-    s.add_argument("--timesteps", type=int_list("--timesteps"), default=list(SWEEP_TIMESTEPS))
+    s.add_argument("--timesteps", type=int_list("--timesteps", maximum=MAX_TIMESTEPS),
+                   default=list(SWEEP_TIMESTEPS))
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier sweep of this run (metrics.json's sweep, sweep.json, "
+                        "sweep.png)")
 
     d = AblationConfig()
     a = sub.add_parser("ablation", help="rate coding -> direct -> +threshold -> +leak training, "
                        "each trained at each T over several seeds")
     a.add_argument("ann", help="trained ANN run directory or model.safetensors")
     common(a, "runs/ablation")
-    a.add_argument("--timesteps", type=int_list("--timesteps"), default=list(d.timesteps),
+    a.add_argument("--timesteps", type=int_list("--timesteps", maximum=MAX_TIMESTEPS),
+                   default=list(d.timesteps),
                    help="T values at which every variant is trained and tested")
-    a.add_argument("--rate-timesteps", type=int_list("--rate-timesteps"), default=list(d.rate_timesteps),
+    a.add_argument("--rate-timesteps", type=int_list("--rate-timesteps", maximum=MAX_TIMESTEPS),
+                   default=list(d.rate_timesteps),
                    help="further T values for (a), rate coding")
-    a.add_argument("--seeds", type=int_list("--seeds", 0), default=list(d.seeds),
+    a.add_argument("--seeds", type=int_list("--seeds", 0, maximum=MAX_SEED),
+                   default=list(d.seeds),
                    help="training seeds (dropout masks, batch order, rate-coded input)")
     a.add_argument("--variants", default=d.variants, help="which of a, b, c, d to run")
     a.add_argument("--snn-epochs", type=positive_int("--snn-epochs"), default=d.epochs)
@@ -63,16 +75,51 @@ def add_commands(sub) -> dict:
     a.add_argument("--batch-size", type=positive_int("--batch-size"), default=d.batch_size)
     a.add_argument("--scales", type=float_list("--scales"), default=list(d.scales),
                    help="threshold scales from which each T's is chosen on validation")
-    a.add_argument("--percentile", type=positive_float("--percentile"), default=d.percentile)
+    a.add_argument("--percentile", type=float_in("--percentile", 0, 100), default=d.percentile)
     a.add_argument("--calib-size", type=positive_int("--calib-size"), default=d.calib_size)
     a.add_argument("--calib-timesteps", type=positive_int("--calib-timesteps"),
                    default=d.calib_timesteps)
     a.add_argument("--resume", action="store_true", help="skip the finished cells in --out")
-    a.add_argument("--no-compile", dest="compile", action="store_false")
+    a.add_argument("--no-compile", dest="compile", action="store_false",
+                   help="run the LIF time loops eagerly instead of with torch.compile")
     return {"energy": cmd_energy, "sweep": cmd_sweep, "ablation": cmd_ablation}
 
 
+def _refuse_earlier(folder: Path, metrics_key: str, files: tuple[str, ...],
+                    overwrite: bool, command: str) -> None:
+    """An analysis command adds its result to a run; an earlier result of the same kind is
+    replaced only with --overwrite. Checked before any computation."""
+    if overwrite:
+        return
+    found = [folder / f for f in files if (folder / f).exists()]
+    mf = folder / "metrics.json"
+    if mf.is_file():
+        try:
+            stored = json.loads(mf.read_text())
+        except (OSError, ValueError) as e:
+            raise UserError(f"{mf}: not readable JSON ({e}); fix or move it away") from None
+        if isinstance(stored, dict) and metrics_key in stored:
+            found.insert(0, mf)
+    if found:
+        what = f"{found[0]}" + (f"'s {metrics_key}" if found[0].name == "metrics.json" else "")
+        raise UserError(f"{what} holds an earlier {command} result; pass --overwrite to replace "
+                        "it")
+
+
+def _sweep_targets(root: Path) -> tuple[dict[str, Path], Path]:
+    """The models `sweep` runs on ({label: path}) and the folder its results go to."""
+    if root.is_dir() and (root / "snn").is_dir():
+        targets = {("converted SNN" if name == "converted" else "DIET-SNN"): root / name
+                   for name in ("converted", "snn") if (root / name / "model.safetensors").is_file()}
+    else:
+        targets = {"SNN": root}
+    return targets, (root if root.is_dir() else root.parent)
+
+
 def cmd_energy(args) -> dict:
+    mf = metrics_file(args.model)
+    if mf is not None:
+        _refuse_earlier(mf.parent, "energy", (), args.overwrite, "energy")
     model = load_model(args.model)
     if not model.is_spiking:
         raise UserError(f"{args.model} is an ANN; energy compares an SNN with its ANN, give the "
@@ -86,7 +133,6 @@ def cmd_energy(args) -> dict:
     result = {"energy": {k: en[k] for k in ("ann_pj", "snn_pj", "ratio", "layers", "e_mac_pj",
                                              "e_ac_pj", "flops")},
               "accuracy": m["accuracy"], "timesteps": model.timesteps}
-    mf = metrics_file(args.model)
     if mf is not None:
         with RunDir(mf.parent, "energy", update=True):  # locked: no other command writes it now
             data = json.loads(mf.read_text())
@@ -101,14 +147,8 @@ def cmd_energy(args) -> dict:
 
 
 def cmd_sweep(args) -> dict:
-    root = Path(args.run)
-    targets = {}
-    if root.is_dir() and (root / "snn").is_dir():
-        for name in ("converted", "snn"):
-            if (root / name / "model.safetensors").is_file():
-                targets["converted SNN" if name == "converted" else "DIET-SNN"] = root / name
-    else:
-        targets["SNN"] = root
+    targets, out_dir = _sweep_targets(Path(args.run))
+    _refuse_earlier(out_dir, "sweep", ("sweep.json", "sweep.png"), args.overwrite, "sweep")
     ctx = setup(args)
     result = {}
     for name, path in targets.items():
@@ -118,7 +158,6 @@ def cmd_sweep(args) -> dict:
         ctx.log(f"{name}:")
         result[name] = sweep(model, args.timesteps, ctx.data.test_x, ctx.data.test_y,
                                       device=ctx.device, log=ctx.log)
-    out_dir = root if root.is_dir() else root.parent
     with RunDir(out_dir, "sweep", update=True):  # locked: no other command writes it now
         mf = out_dir / "metrics.json"
         ann_acc = None
@@ -135,18 +174,23 @@ def cmd_sweep(args) -> dict:
     return result
 
 
-def cmd_ablation(args) -> dict:
-    cfg = AblationConfig(
+def ablation_config(args) -> AblationConfig:
+    """The AblationConfig of the options (a UserError for a bad combination)."""
+    return AblationConfig(
         timesteps=args.timesteps, rate_timesteps=args.rate_timesteps, seeds=args.seeds,
         variants=args.variants, epochs=args.snn_epochs, train_subset=args.train_subset,
         lr=args.snn_lr, neuron_lr=args.neuron_lr, amsgrad=args.amsgrad,
         batch_size=args.batch_size, scales=args.scales, percentile=args.percentile,
         calib_size=args.calib_size, calib_timesteps=args.calib_timesteps)
+
+
+def cmd_ablation(args) -> dict:
+    cfg = ablation_config(args)
     with open_out(args, (args.ann,)) as run:
         ctx = setup(args)
-        ann = load_checked(args.ann, ctx)
+        ablation = Ablation(load_checked(args.ann, ctx), ctx.data, cfg, args.out, ctx.device,
+                            ctx.log, ctx.progress, args.seed)
         run.start(run_config(args))
         # RunDir has refused a non-empty --out without --resume/--overwrite, and now holds
         # its own config.json: the grid continues whatever cells the folder has
-        return Ablation(ann, ctx.data, cfg, args.out, ctx.device, ctx.log, ctx.progress,
-                        args.seed).run(resume=True)
+        return ablation.run_grid()

@@ -9,11 +9,13 @@ from pathlib import Path
 
 from ..checkpoint import dumps, load_model, resolve_model_path
 from ..config import DATASET as DEFAULT_DATASET
+from ..config import NIR_DT, NIR_NONLEAKY, NIR_POOLING
 from ..data import DATASETS, dataset_info
 from ..errors import UserError
-from ..export import export_nir
+from ..export import NONLEAKY, POOLING, export_nir
 from ..predict import predict_images
 from ..rundir import check_output_file
+from .options import float_in
 
 
 def run_dataset(run: str | Path) -> str:
@@ -49,9 +51,12 @@ def cmd_export(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     check_output_file(out, args.overwrite, (resolve_model_path(args.run),))
     model = load_model(args.run)
-    graph = export_nir(model, out)
+    nonleaky, pooling = ("lif", "conv") if args.portable else (args.nonleaky, args.pooling)
+    graph = export_nir(model, out, dt=args.dt, integrator=args.integrator, nonleaky=nonleaky,
+                       pooling=pooling)
     print(f"wrote {out} ({args.format}, {len(graph.nodes)} nodes, T={model.timesteps}, "
-          f"{model.encoding} encoding)")
+          f"{model.encoding} encoding; logits = "
+          f"{'the integrator state' if args.integrator else 'output summed over the steps'})")
     return {"out": str(out), "nodes": len(graph.nodes)}
 
 
@@ -67,7 +72,21 @@ def add_commands(sub) -> dict[str, Callable]:
 
     e = sub.add_parser("export", help="export an SNN to NIR (neuromorphic intermediate representation)")
     e.add_argument("run", metavar="RUN_DIR", help="SNN run directory or model.safetensors")
-    e.add_argument("--format", choices=["nir"], default="nir", help="output format (default nir)")
+    e.add_argument("--format", choices=["nir"], default="nir", help="output format")
     e.add_argument("out", metavar="OUT", help="file to write, e.g. model.nir")
     e.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    e.add_argument("--dt", type=float_in("--dt", 0, float("inf"), hi_open=True), default=NIR_DT,
+                   help="the step written into the neurons' time constants, in seconds "
+                        "(default: %(default)g)")
+    e.add_argument("--integrator", action="store_true",
+                   help="end with a nir.I node summing the output over time (default: the output "
+                        "is the last layer's value at each step, to be summed)")
+    e.add_argument("--nonleaky", choices=NONLEAKY, default=NIR_NONLEAKY,
+                   help="write layers with leak 1 as nir.IF or as nir.LIF (default: %(default)s)")
+    e.add_argument("--pooling", choices=POOLING, default=NIR_POOLING,
+                   help="write average pooling as nir.AvgPool2d (avg) or as a fixed nir.Conv2d "
+                        "(conv) (default: %(default)s)")
+    e.add_argument("--portable", action="store_true",
+                   help="--nonleaky lif --pooling conv: the form snnTorch, SpikingJelly and Norse "
+                        "all import (docs/NIR.md)")
     return {"predict": cmd_predict, "export": cmd_export}

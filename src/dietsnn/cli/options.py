@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
 import sys
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import fields
 from pathlib import Path
 
 import torch
 
 from .. import checkpoint as ckpt
-from .. import config, data
+from .. import config, data, logs
 from ..config import ConversionConfig, TrainConfig
 from ..errors import UserError
 from ..functional import neuron
@@ -25,16 +27,28 @@ from ..rundir import RunDir
 # -- validators: each returns an argparse type that explains a bad value in one line ----------
 
 
-def positive_int(name: str) -> Callable[[str], int]:
+MAX_SEED = 2**32 - 1  # every generator dietsnn seeds (torch, numpy) takes it
+MAX_THREADS = 4096
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def int_in(name: str, lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """An integer in [lo, hi] (no upper bound if hi is None)."""
     def parse(s: str) -> int:
         try:
             v = int(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}") from None
-        if v < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {v}")
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"{name} must be >= {lo}, got {v}")
+        if hi is not None and v > hi:
+            raise argparse.ArgumentTypeError(f"{name} must be <= {hi}, got {v}")
         return v
     return parse
+
+
+def positive_int(name: str, maximum: int | None = None) -> Callable[[str], int]:
+    return int_in(name, 1, maximum)
 
 
 def float_in(name: str, lo: float, hi: float, lo_open: bool = True,
@@ -44,6 +58,9 @@ def float_in(name: str, lo: float, hi: float, lo_open: bool = True,
             v = float(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be a number, got {s!r}") from None
+        if not math.isfinite(v) or abs(v) > FLOAT32_MAX:  # torch applies it as float32
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number below "
+                                             f"{FLOAT32_MAX:.3g}, got {s!r}")
         ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
         if not ok:
             a, b = "(" if lo_open else "[", ")" if hi_open else "]"
@@ -56,8 +73,8 @@ def positive_float(name: str) -> Callable[[str], float]:
     return float_in(name, 0, float("inf"))
 
 
-def int_list(name: str, minimum: int = 1,
-             allow_empty: bool = False) -> Callable[[str], list[int]]:
+def int_list(name: str, minimum: int = 1, allow_empty: bool = False,
+             maximum: int | None = None) -> Callable[[str], list[int]]:
     def parse(s: str) -> list[int]:
         try:
             vs = [int(v) for v in s.split(",") if v.strip()]
@@ -68,6 +85,8 @@ def int_list(name: str, minimum: int = 1,
             return vs
         if not vs or min(vs) < minimum:
             raise argparse.ArgumentTypeError(f"{name} must be integers >= {minimum}, got {s!r}")
+        if maximum is not None and max(vs) > maximum:
+            raise argparse.ArgumentTypeError(f"{name} must be integers <= {maximum}, got {s!r}")
         return vs
     return parse
 
@@ -79,7 +98,7 @@ def float_list(name: str) -> Callable[[str], list[float]]:
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"{name} takes numbers like 0.3,0.5, got {s!r}") from None
-        if not vs or min(vs) <= 0:
+        if not vs or min(vs) <= 0 or not all(math.isfinite(v) and v <= FLOAT32_MAX for v in vs):
             raise argparse.ArgumentTypeError(f"{name} must be numbers > 0, got {s!r}")
         return vs
     return parse
@@ -91,18 +110,24 @@ def float_list(name: str) -> Callable[[str], list[float]]:
 def common(p: argparse.ArgumentParser, out_default: str | None = "runs/dietsnn") -> None:
     g = p.add_argument_group("data and run")
     g.add_argument("--dataset", default=config.DATASET, choices=sorted(data.DATASETS))
-    g.add_argument("--data-dir", default=None, help="folder with the dataset files")
+    g.add_argument("--data-dir", default=None,
+                   help="folder with the dataset files (default: $DIETSNN_DATA, then "
+                        "/usr/share/datasets/NAME, then the download cache)")
     g.add_argument("--limit-train", type=positive_int("--limit-train"), default=None,
-                   metavar="N", help="use the first N training samples (smoke runs)")
+                   metavar="N", help="use the first N training samples (smoke runs; default: all)")
     g.add_argument("--limit-test", type=positive_int("--limit-test"), default=None, metavar="N",
-                   help="use the first N test samples")
-    g.add_argument("--val-size", type=int, default=config.VAL_SIZE, help="validation samples "
-                   "carved from the training set (checkpoints are chosen on them)")
-    g.add_argument("--seed", type=int, default=TrainConfig.seed)
+                   help="use the first N test samples (default: all)")
+    g.add_argument("--val-size", type=int_in("--val-size", 0), default=config.VAL_SIZE,
+                   help="validation samples carved from the training set (checkpoints are "
+                        "chosen on them; 0: no validation, the last epoch is kept)")
+    g.add_argument("--seed", type=int_in("--seed", 0, MAX_SEED), default=TrainConfig.seed)
     g.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    g.add_argument("--threads", type=positive_int("--threads"), default=None,
+    g.add_argument("--threads", type=positive_int("--threads", MAX_THREADS), default=None,
                    help="CPU threads for torch (default: all cores)")
-    g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    g.add_argument("--quiet", action="store_true",
+                   help="no progress bars, only warnings of the log (the `dietsnn` logger)")
+    g.add_argument("-v", "--verbose", action="store_true",
+                   help="log details too (DEBUG), e.g. the calibrated thresholds")
     if out_default is not None:
         g.add_argument("--out", default=out_default, help="run directory to write")
         g.add_argument("--overwrite", action="store_true",
@@ -113,7 +138,8 @@ def common(p: argparse.ArgumentParser, out_default: str | None = "runs/dietsnn")
 def snn_opts(p: argparse.ArgumentParser) -> None:
     d = ConversionConfig()
     g = p.add_argument_group("spiking network")
-    g.add_argument("--timesteps", "-T", type=positive_int("--timesteps"), default=d.timesteps)
+    g.add_argument("--timesteps", "-T", type=positive_int("--timesteps", ckpt.MAX_TIMESTEPS),
+                   default=d.timesteps)
     g.add_argument("--encoding", choices=["direct", "rate"], default=d.encoding)
     g.add_argument("--percentile", type=float_in("--percentile", 0, 100), default=d.percentile)
     g.add_argument("--scale", type=positive_float("--scale"), default=d.scale,
@@ -141,14 +167,15 @@ def train_opts(p: argparse.ArgumentParser, d: TrainConfig, prefix: str = "",
                    type=positive_int(f"{pre}batch-size"), default=d.batch_size)
     g.add_argument(f"{pre}optimizer", dest=f"{dest}optimizer", choices=["sgd", "adam"],
                    default=d.optimizer)
-    g.add_argument(f"{pre}weight-decay", dest=f"{dest}weight_decay", type=float,
+    g.add_argument(f"{pre}weight-decay", dest=f"{dest}weight_decay",
+                   type=float_in(f"{pre}weight-decay", 0, math.inf, lo_open=False),
                    default=d.weight_decay)
     g.add_argument(f"{pre}schedule", dest=f"{dest}schedule", choices=["cosine", "step", "none"],
                    default=d.schedule)
     if snn:
         g.add_argument(f"{pre}neuron-lr", dest=f"{dest}neuron_lr",
                        type=positive_float(f"{pre}neuron-lr"), default=d.neuron_lr,
-                       help="learning rate of the leaks and thresholds (None: the weights' lr)")
+                       help="learning rate of the leaks and thresholds (unset: the weights' lr)")
         g.add_argument("--amsgrad", action="store_true", default=d.amsgrad,
                        help="Adam's AMSGrad variant (the authors' SNN optimiser)")
         g.add_argument("--no-train-leak", dest="train_leak", action="store_false",
@@ -161,7 +188,9 @@ def train_opts(p: argparse.ArgumentParser, d: TrainConfig, prefix: str = "",
 
 
 class _ShowDefaults(argparse.HelpFormatter):
-    """Every option's default in --help (flags excepted: their default is "off")."""
+    """Every option's default in --help (flags excepted: their default is "off"). An option
+    whose help already names its default, or whose default is None (its help says what that
+    means), gets nothing appended."""
 
     def _format_action(self, action: argparse.Action) -> str:
         flag = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
@@ -172,10 +201,55 @@ class _ShowDefaults(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         h = action.help or ""
         flag = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
-        if action.option_strings and not flag and action.default is not argparse.SUPPRESS \
-                and "%(default)" not in h:
+        if action.option_strings and not flag and action.default not in (argparse.SUPPRESS, None) \
+                and "default" not in h:
             h += " (default: %(default)s)"
         return h
+
+
+def log_level(args: argparse.Namespace) -> int:
+    """WARNING with --quiet, DEBUG with --verbose, else INFO."""
+    if getattr(args, "quiet", False):
+        return logging.WARNING
+    return logging.DEBUG if getattr(args, "verbose", False) else logging.INFO
+
+
+class _Console(logging.StreamHandler):
+    """Lines below WARNING to stdout, the others to stderr with a "warning:" prefix; the stream
+    is looked up at each line (sys.stdout may be replaced after the handler is made)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ sets it; the property decides
+        pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno < logging.WARNING:
+            return super().emit(record)
+        print(f"warning: {self.format(record)}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def console_logging(args: argparse.Namespace) -> Iterator[None]:
+    """The `dietsnn` logger on the console at `log_level(args)` for the block; restored after."""
+    logger, handler = logs.logger, _Console()
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(log_level(args))
+    logger.propagate = False  # the console handler is the one place the lines go
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 class Parser(argparse.ArgumentParser):
@@ -192,15 +266,24 @@ class Parser(argparse.ArgumentParser):
 # -- from options to library objects -------------------------------------------------------------
 
 
+TEST_ONLY = ("evaluate", "energy", "sweep")  # commands that read only the test split
+
+
+def val_size(args: argparse.Namespace) -> int:
+    """The validation split the command carves: --val-size, none for commands that only test."""
+    return 0 if args.command in TEST_ONLY else args.val_size
+
+
 def setup(args: argparse.Namespace) -> Context:
     """Threads, device check and the dataset's splits, as a pipeline Context."""
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device != "cpu" and not torch.cuda.is_available():
         raise UserError(f"--device {args.device}: no CUDA device here; use --device cpu")
-    log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, flush=True))
+    logs.logger.setLevel(log_level(args))  # a command may have turned --quiet on (--json)
+    log = logs.info
     log(f"loading {args.dataset}")
-    splits = data.load(args.dataset, args.data_dir, args.val_size, args.seed, args.limit_train,
+    splits = data.load(args.dataset, args.data_dir, val_size(args), args.seed, args.limit_train,
                        args.limit_test)
     return Context(splits, args.device, progress=not args.quiet and sys.stderr.isatty(), log=log)
 

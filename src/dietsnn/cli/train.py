@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import analysis, distributed, pipeline
 from ..analysis.report import write_report
-from ..checkpoint import dumps, load_model, resolve_model_path, write_json
+from ..checkpoint import MAX_TIMESTEPS, dumps, load_model, resolve_model_path, write_json
 from ..config import ANN_TRAIN, ARCH, DROPOUT, EVAL_BATCH, MAXPOOL, SNN_TRAIN
 from ..errors import UserError
 from ..functional.energy import E_AC_PJ, E_MAC_PJ
@@ -47,8 +47,10 @@ def add_commands(sub) -> dict:
     snn_opts(r)
     train_opts(r, ANN_TRAIN, "ann")
     train_opts(r, SNN_TRAIN, "snn", snn=True)
-    r.add_argument("--no-augment", dest="augment", action="store_false")
-    r.add_argument("--sweep-timesteps", type=int_list("--sweep-timesteps", allow_empty=True),
+    r.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="train without the dataset's augmentation")
+    r.add_argument("--sweep-timesteps", type=int_list("--sweep-timesteps", allow_empty=True,
+                                                      maximum=MAX_TIMESTEPS),
                    default=list(SWEEP_TIMESTEPS), help="T values for the latency sweep in the "
                    "report ('' to skip)")
     r.add_argument("--sweep-limit", type=positive_int("--sweep-limit"), default=2000,
@@ -57,8 +59,9 @@ def add_commands(sub) -> dict:
     a = sub.add_parser("train-ann", help="step 1: train the ANN")
     common(a, "runs/ann")
     _model_opts(a)
-    a.add_argument("--resume", action="store_true")
-    a.add_argument("--no-augment", dest="augment", action="store_false")
+    a.add_argument("--resume", action="store_true", help="continue the run in --out")
+    a.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="train without the dataset's augmentation")
     train_opts(a, ANN_TRAIN)
 
     c = sub.add_parser("convert", help="step 2: ANN -> SNN with calibrated thresholds")
@@ -75,15 +78,18 @@ def add_commands(sub) -> dict:
     s = sub.add_parser("train-snn", help="step 3: train the SNN (weights, leaks, thresholds)")
     s.add_argument("snn", help="converted SNN run directory or model.safetensors")
     common(s, "runs/snn")
-    s.add_argument("--timesteps", "-T", type=positive_int("--timesteps"), default=None)
-    s.add_argument("--resume", action="store_true")
-    s.add_argument("--no-augment", dest="augment", action="store_false")
+    s.add_argument("--timesteps", "-T", type=positive_int("--timesteps", MAX_TIMESTEPS),
+                   default=None, help="timesteps T to train at (default: the converted checkpoint's)")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out")
+    s.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="train without the dataset's augmentation")
     train_opts(s, SNN_TRAIN, snn=True)
 
     e = sub.add_parser("evaluate", help="test accuracy (and per-layer spikes) of a checkpoint")
     e.add_argument("model", help="run directory or model.safetensors")
     common(e, None)
-    e.add_argument("--timesteps", "-T", type=positive_int("--timesteps"), default=None)
+    e.add_argument("--timesteps", "-T", type=positive_int("--timesteps", MAX_TIMESTEPS),
+                   default=None, help="timesteps T to evaluate an SNN at (default: the checkpoint's)")
     e.add_argument("--batch-size", type=positive_int("--batch-size"), default=EVAL_BATCH)
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     return {"run": cmd_run, "train-ann": cmd_train_ann, "convert": cmd_convert,

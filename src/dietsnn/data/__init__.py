@@ -14,12 +14,13 @@ from .catalog import DATASETS, DatasetInfo, cache_dir, dataset_info, search_dirs
 from .cifar import load_cifar
 from .idx import load_idx_dataset, read_idx
 from .imagenet import load_imagenet
-from .splits import Batches, BatchSource, Splits, augment, normalize
+from .splits import Batches, BatchSource, Splits, augment, normalize, validation_size
 
 
 def load(name: str, data_dir=None, val_size: int = 5000, seed: int = 0,
          limit_train: int | None = None, limit_test: int | None = None) -> Splits:
-    """Load `name`, carve a seeded validation split off the training set, normalise to float32."""
+    """Load `name`, carve a seeded validation split off the training set (`validation_size`;
+    `val_size` 0: none), normalise to float32."""
     info = dataset_info(name)
     if name == "imagenet":  # too large for memory: images stay on disk (dietsnn.imagenet)
         return load_imagenet(data_dir, val_size, seed, limit_train, limit_test, info)
@@ -31,7 +32,7 @@ def load(name: str, data_dir=None, val_size: int = 5000, seed: int = 0,
         tx, ty = tx[:limit_train], ty[:limit_train]
     if limit_test:
         sx, sy = sx[:limit_test], sy[:limit_test]
-    n_val = min(val_size, len(tx) // 5) if limit_train else min(val_size, len(tx) - 1)
+    n_val = validation_size(len(tx), val_size, bool(limit_train))
     perm = torch.randperm(len(tx), generator=torch.Generator().manual_seed(seed))
     vi, ti = perm[:n_val], perm[n_val:]
     norm = lambda x: normalize(x, info)  # noqa: E731
@@ -40,4 +41,4 @@ def load(name: str, data_dir=None, val_size: int = 5000, seed: int = 0,
 
 __all__ = ["DATASETS", "BatchSource", "Batches", "DatasetInfo", "Splits", "augment", "cache_dir",
            "dataset_info", "load", "load_cifar", "load_idx_dataset", "load_imagenet", "normalize",
-           "read_idx", "search_dirs"]
+           "read_idx", "search_dirs", "validation_size"]

@@ -84,12 +84,39 @@ def cache_dir() -> Path:
 
 
 def search_dirs(name: str, data_dir: str | os.PathLike | None) -> list[Path]:
+    """Where the files of dataset `name` are looked for, in order. An explicit `data_dir`
+    (`--data-dir`) is the only place: `data_dir/name`, then `data_dir` itself. Otherwise
+    `$DIETSNN_DATA` (the same two), `/usr/share/datasets/name`, then the user cache."""
+    if data_dir is not None and str(data_dir) != "":
+        return [Path(data_dir) / name, Path(data_dir)]
     dirs: list[Path] = []
-    for d in (data_dir, os.environ.get("DIETSNN_DATA")):
-        if d:
-            dirs += [Path(d) / name, Path(d)]
+    d = os.environ.get("DIETSNN_DATA")
+    if d:
+        dirs += [Path(d) / name, Path(d)]
     dirs += [Path("/usr/share/datasets") / name, cache_dir() / name]
     return dirs
+
+
+def missing_in_data_dir(name: str, data_dir: str | os.PathLike,
+                        required: Sequence[str | Sequence[str]]) -> UserError:
+    """The error for an explicit `data_dir` that does not hold dataset `name`: the folder is
+    missing, or it lacks the files named in `required` (each a name or a tuple of alternatives,
+    e.g. a file and its `.gz`). Reported for the candidate that holds more of them."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        return UserError(f"--data-dir {root}: no such directory; give the folder that holds "
+                         f"{name}, or leave --data-dir out to use the default locations")
+
+    def missing(d: Path) -> list[str]:
+        alts = [(r,) if isinstance(r, str) else tuple(r) for r in required]
+        return [" or ".join(a) for a in alts if not any((d / x).exists() for x in a)]
+
+    cands = [d for d in (root / name, root) if d.is_dir()]
+    where = min(cands, key=lambda d: len(missing(d)))
+    lack = missing(where)
+    shown = ", ".join(lack[:4]) + (f" and {len(lack) - 4} more" if len(lack) > 4 else "")
+    return UserError(f"--data-dir {root}: {name} is incomplete, {where} lacks {shown}; "
+                     "complete the folder or leave --data-dir out to use the default locations")
 
 
 def download(urls: Sequence[str], target: Path, check: Callable[[Path], str | None],

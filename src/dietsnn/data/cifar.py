@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
-from .catalog import DatasetInfo, cache_dir, download, search_dirs
+from .catalog import DatasetInfo, cache_dir, download, missing_in_data_dir, search_dirs
 
 
 @dataclass(frozen=True)
@@ -167,6 +167,13 @@ def load_cifar(info: DatasetInfo, data_dir: str | os.PathLike | None = None,
         raise UserError(f"{info.name} is not a CIFAR dataset; choose one of {', '.join(LAYOUTS)}")
     layout = LAYOUTS[info.name]
     src = _locate(layout, info.name, data_dir)
+    if src is None and data_dir is not None and str(data_dir) != "":
+        d = Path(data_dir)
+        if any((c / layout.folder).is_dir() for c in (d / info.name, d)):  # a partial folder
+            need: list = [f"{layout.folder}/{f}" for f in (*layout.train, layout.test)]
+        else:
+            need = [(layout.archive, f"{layout.folder}/")]
+        raise missing_in_data_dir(info.name, data_dir, need)
     if src is None:
         where = ", ".join(str(d) for d in search_dirs(info.name, data_dir))
         hint = (f"put {layout.archive} or the extracted {layout.folder}/ folder in --data-dir, "

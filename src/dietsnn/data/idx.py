@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .catalog import DatasetInfo, cache_dir, download, search_dirs
+from .catalog import DatasetInfo, cache_dir, download, missing_in_data_dir, search_dirs
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -25,6 +25,10 @@ def read_idx(raw: bytes, source: str) -> np.ndarray:
         raise UserError(f"{source}: not an IDX file of unsigned bytes (wrong magic number); "
                         "delete it and fetch it again")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise UserError(f"{source}: {len(raw)} bytes, shorter than the IDX header of "
+                        f"{4 + 4 * ndim}; the file is truncated or corrupt, delete it and fetch "
+                        "it again")
     dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     expected = 4 + 4 * ndim + int(np.prod(dims))
     if len(raw) != expected:
@@ -70,6 +74,8 @@ def _download(info: DatasetInfo, dest: Path) -> Path:
 def load_idx_dataset(info: DatasetInfo, data_dir=None, download: bool = True):
     """Return (train_x uint8 [N,1,H,W], train_y int64, test_x, test_y)."""
     root = _find(info, data_dir)
+    if root is None and data_dir is not None and str(data_dir) != "":
+        raise missing_in_data_dir(info.name, data_dir, [(f"{f}.gz", f) for f in IDX_FILES])
     if root is None:
         if not download:
             where = ", ".join(map(str, search_dirs(info.name, data_dir)))

@@ -26,18 +26,20 @@ import torch
 from torch import Tensor
 
 from .. import distributed
+from ..environment import env_int
 from ..errors import UserError
-from .catalog import DATASETS, DatasetInfo, search_dirs
-from .splits import Splits
+from .catalog import DATASETS, DatasetInfo, missing_in_data_dir, search_dirs
+from .splits import Splits, validation_size
 
 EXTENSIONS = (".jpeg", ".jpg", ".png")
 INFO = DATASETS["imagenet"]
 
 
 def default_workers() -> int:
-    if os.environ.get("DIETSNN_WORKERS"):
-        return max(0, int(os.environ["DIETSNN_WORKERS"]))
-    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    workers = env_int("DIETSNN_WORKERS", -1, 0)
+    if workers >= 0:
+        return workers
+    per_node = env_int("LOCAL_WORLD_SIZE", 1, 1)
     return min(8, max(1, (os.cpu_count() or 1) // per_node))
 
 
@@ -228,6 +230,8 @@ def load_imagenet(data_dir=None, val_size: int = 5000, seed: int = 0, limit_trai
     """Splits of lazily loaded images; `info.num_classes` becomes the number of class folders.
     `limit_train` / `limit_test` keep a seeded random subset (classes stay mixed)."""
     root = _find_root(data_dir)
+    if root is None and data_dir is not None and str(data_dir) != "":
+        raise missing_in_data_dir("imagenet", data_dir, ["train/", "val/"])
     if root is None:
         where = ", ".join(str(d) for d in search_dirs("imagenet", data_dir))
         raise UserError(f"imagenet not found: no folder with train/ and val/ class folders in "
@@ -235,7 +239,7 @@ def load_imagenet(data_dir=None, val_size: int = 5000, seed: int = 0, limit_trai
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
     train = _subset(_scan(root / "train", classes), limit_train, seed)
     test = _subset(_scan(root / "val", classes), limit_test, seed + 1)
-    n_val = min(val_size, len(train) // 5) if limit_train else min(val_size, len(train) - 1)
+    n_val = validation_size(len(train), val_size, bool(limit_train))
     perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     vi, ti = sorted(perm[:n_val].tolist()), sorted(perm[n_val:].tolist())
     info = replace(info, num_classes=len(classes), classes=tuple(classes))

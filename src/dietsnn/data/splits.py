@@ -38,6 +38,25 @@ class BatchSource(Protocol):
                 seed: int = 0) -> Iterable[tuple[Tensor, Tensor]]: ...
 
 
+def validation_size(n: int, val_size: int, limited: bool = False) -> int:
+    """How many of the `n` training images become the validation split. `val_size` 0: none (no
+    validation; training keeps its last epoch). With `limited` (`--limit-train`, a smoke run) at
+    most a fifth of them, and at least one. Otherwise `val_size` itself, which must leave at
+    least one training image. A UserError explains a value that leaves no training images."""
+    if val_size < 0:
+        raise UserError(f"--val-size must be >= 0 (0: no validation), got {val_size}")
+    if n < 1:
+        raise UserError("the training set is empty; check the dataset files and --limit-train")
+    if val_size == 0:
+        return 0
+    k = min(val_size, max(1, n // 5)) if limited else val_size
+    if k >= n:
+        fix = f"use at most {n - 1}, or 0 for no validation" if n > 1 else "use 0 (no validation)"
+        raise UserError(f"--val-size {val_size} leaves no training images: the training set has "
+                        f"{n}; {fix}")
+    return k
+
+
 def normalize(x: Tensor, info: DatasetInfo) -> Tensor:
     """uint8 [N,C,H,W] -> float32, standardised with the dataset's mean and std (ANN and SNN)."""
     mean = torch.tensor(info.mean).view(1, -1, 1, 1)

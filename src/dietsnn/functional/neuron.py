@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import shutil
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -34,7 +35,8 @@ def lif_forward(
 ) -> tuple[Tensor, Tensor | None, Tensor]:
     """Run the recurrence without autograd. Returns (spikes, u~ per step or None if not
     `keep_u_tilde`, final membrane). `x` may be a time-constant view (stride 0 over time)."""
-    step = _compiled("step") if resolve_backend(backend) == "compile" else _step_eager
+    step = (_compiled("step") if resolve_backend(backend, x.device.type) == "compile"
+            else _step_eager)
     # elementwise in the neurons: one [T, N] layout in memory order serves every layer (one
     # compiled graph) and every memory format (channels-last included) without a copy
     flat, perm = _flat(x)
@@ -147,8 +149,10 @@ def _backward_loop(u_tilde: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamma
 
 
 BACKENDS = ("eager", "compile")
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
 _SCOPED: ContextVar[str | None] = ContextVar("dietsnn_neuron_backend", default=None)
 _COMPILED: dict[str, object] = {}
+_COMPILE_FAILED: list[str] = []  # why compiling failed in this process, once it has
 
 
 def has_compiler() -> bool:
@@ -157,21 +161,25 @@ def has_compiler() -> bool:
 
 
 @functools.cache
-def automatic_backend() -> str:
-    """The default, decided once per process: "compile" (the time loops fused by
-    `torch.compile`; the first call of a shape compiles, later calls are much faster) where a C
-    compiler is found, "eager" otherwise."""
+def automatic_backend(device_type: str = "cpu") -> str:
+    """The default, decided once per process and device type. On the CPU "compile" (the time
+    loops fused by `torch.compile`; the first call of a shape compiles, later calls are much
+    faster) where a C compiler is found, "eager" otherwise. On GPUs "eager": there the per-step
+    kernels are small and launch-bound, and the compiled step measured slower
+    (docs/BENCHMARKS.md)."""
+    if device_type != "cpu":
+        return "eager"
     return "compile" if has_compiler() else "eager"
 
 
-def get_backend() -> str:
+def get_backend(device_type: str = "cpu") -> str:
     """The backend in effect here: the innermost `use_backend` block's, else automatic."""
-    return _SCOPED.get() or automatic_backend()
+    return _SCOPED.get() or automatic_backend(device_type)
 
 
-def resolve_backend(backend: str | None) -> str:
+def resolve_backend(backend: str | None, device_type: str = "cpu") -> str:
     if backend is None:
-        return get_backend()
+        return get_backend(device_type)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose eager or compile")
     return backend
@@ -190,13 +198,28 @@ def use_backend(backend: str) -> Iterator[None]:
 
 
 def _compiled(which: str):
+    """The compiled step or backward. Should compiling fail (no working inductor or compiler),
+    the same function runs uncompiled from then on in this process, with one warning."""
     if which not in _COMPILED:
         # the backward is compiled per T (and per input kind): room for a sweep of training
         # lengths in one process before torch falls back to eager
         cfg = torch._dynamo.config
         cfg.recompile_limit = max(cfg.recompile_limit, 64)
         fn = _step_traceable if which == "step" else _backward_loop
-        _COMPILED[which] = torch.compile(fn, dynamic=True)
+        compiled = torch.compile(fn, dynamic=True)
+
+        def call(*args, fn=fn, compiled=compiled):
+            if _COMPILE_FAILED:
+                return fn(*args)
+            try:
+                return compiled(*args)
+            except Exception as e:  # noqa: BLE001 -- retried uncompiled below
+                out = fn(*args)  # a real error in the arguments raises again here
+                _COMPILE_FAILED.append(f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+                warnings.warn("dietsnn: torch.compile failed, the neurons run uncompiled from "
+                              f"now on ({_COMPILE_FAILED[0]})", RuntimeWarning, stacklevel=2)
+                return out
+        _COMPILED[which] = call
     return _COMPILED[which]
 
 
@@ -260,13 +283,18 @@ def lif(
 
     Differentiable in `x`, `leak` and `threshold` (0-dim tensors) with the surrogate `surrogate`
     scaled by `gamma` (docs/METHOD.md section 2). Integrate-then-fire in the same step, soft reset.
-    `backend`: "eager" or "compile" (default: `get_backend()`).
+    `backend`: "eager" or "compile" (default: `get_backend()`). A bfloat16/float16 `x` (as
+    under autocast) is integrated in float32, with float32 leak and threshold; the spikes come
+    back in `x`'s dtype, exactly.
     """
-    backend = resolve_backend(backend)
-    leak = torch.as_tensor(leak, dtype=x.dtype, device=x.device)
-    threshold = torch.as_tensor(threshold, dtype=x.dtype, device=x.device)
+    backend = resolve_backend(backend, x.device.type)
     if x.dim() < 1:
         raise ValueError("lif expects x with time first, shape [T, ...]")
+    out_dtype = x.dtype
+    if x.dtype in _LOW_PRECISION:  # bf16/fp16 input (autocast): the membrane runs in float32
+        x = x.float()
+    leak = torch.as_tensor(leak, dtype=x.dtype, device=x.device)
+    threshold = torch.as_tensor(threshold, dtype=x.dtype, device=x.device)
     if steps is not None and steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     _surrogate.get(surrogate)
@@ -274,8 +302,10 @@ def lif(
                                          or threshold.requires_grad)):
         xs = x if steps is None else _repeat(x, steps)
         # inference: keep nothing
-        return lif_forward(xs, leak, threshold, keep_u_tilde=False, backend=backend)[0]
-    return _LIF.apply(x, leak, threshold, gamma, surrogate, steps or 0, backend)
+        out = lif_forward(xs, leak, threshold, keep_u_tilde=False, backend=backend)[0]
+    else:
+        out = _LIF.apply(x, leak, threshold, gamma, surrogate, steps or 0, backend)
+    return out.to(out_dtype)  # spikes are 0 or 1: exact in any dtype
 
 
 class _Spike(torch.autograd.Function):

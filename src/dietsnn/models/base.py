@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .. import compact
+from .. import compact, runtime
 from ..config import GAMMA, SURROGATE
 from ..functional import encoding as _encoding
 from ..layers import lif_layers, set_time
@@ -39,9 +39,14 @@ class Network(nn.Module):
     def is_spiking(self) -> bool:
         return self.timesteps is not None
 
+    # an SNN keeps freed memory for reuse while it lives (dietsnn.runtime); False: never
+    keep_freed_memory: bool = True
+
     def forward(self, x: Tensor) -> Tensor:
         if self.timesteps is None:
             return self.body(x)
+        if self.keep_freed_memory and x.device.type == "cpu":
+            runtime.hold_for(self)
         if self.input_dims is not None and x.dim() == self.input_dims + 1:  # [T, B, ...]
             T, B = x.shape[:2]
             h = x.flatten(0, 1)
@@ -54,6 +59,8 @@ class Network(nn.Module):
                 out = self.body(h)
         finally:
             set_time(self, None, None)  # the time context lives only during the forward
+        if out.dtype in (torch.bfloat16, torch.float16):  # autocast: accumulate in float32
+            out = out.float()
         if out.shape[0] == B and T > 1:  # never driven by spikes: constant over time
             return out * T
         return out.view(T, B, *out.shape[1:]).sum(0)
@@ -71,6 +78,10 @@ class Network(nn.Module):
 
 
 def init_weights(model: nn.Module) -> None:
+    """He-normal convolutions, N(0, 0.01) linear layers; nothing on the meta device (a model
+    built there only has shapes)."""
+    if any(p.is_meta for p in model.parameters()):
+        return
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
@@ -82,6 +93,7 @@ def init_weights(model: nn.Module) -> None:
 @torch.no_grad()
 def example_input(model: Network, batch: int = 1) -> Tensor:
     c = model.config
+    device = next(model.parameters(), torch.empty(0)).device
     if "input_shape" in c:  # a converted custom model: the shape of one input sample
-        return torch.zeros(batch, *c["input_shape"])
-    return torch.zeros(batch, c["in_channels"], c["image_size"], c["image_size"])
+        return torch.zeros(batch, *c["input_shape"], device=device)
+    return torch.zeros(batch, c["in_channels"], c["image_size"], c["image_size"], device=device)
