@@ -69,7 +69,8 @@ def add_commands(sub) -> dict:
     c.add_argument("--from-module", metavar="MODULE:NAME", default=None,
                    help="convert your own trained PyTorch model instead: NAME in the importable "
                         "MODULE is the nn.Module or a function returning it with its weights "
-                        "loaded (docs/CONVERSION.md)")
+                        "loaded (docs/CONVERSION.md); default: none, the ANN checkpoint is "
+                        "converted")
     common(c, "runs/converted")
     snn_opts(c)
     c.add_argument("--maxpool", choices=["spiking", "avg"], default=MAXPOOL,

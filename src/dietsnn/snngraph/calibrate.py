@@ -26,8 +26,10 @@ def apply_scales(snn: GraphSNN) -> dict[fx.Node, float]:
     `c` is the product of the thresholds along the path from the input (each layer's current is
     its ANN pre-activation divided by the scale of its input). A conv/linear bias, added once per
     step, is therefore divided by its input's scale; a residual add or concatenation multiplies
-    each input by `c_input / c_first` so that all its inputs share the first one's units.
-    Returns the scale of every node."""
+    each input by `c_input / c_first` so that all its inputs share the first one's units, and
+    the output is multiplied by its scale: each step's output is then the ANN's output (the
+    logits summed over T steps are T times the ANN's), whatever the thresholds, which keeps
+    the softmax of SNN training at the ANN's temperature. Returns the scale of every node."""
     gm = snn.net
     scale: dict[fx.Node, float] = {}
     for n in gm.graph.nodes:
@@ -45,6 +47,8 @@ def apply_scales(snn: GraphSNN) -> dict[fx.Node, float]:
             m.gains.copy_(torch.tensor([r / refs[0] for r in refs]))
             c = refs[0]
         scale[n] = c
+    out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+    snn.output_gain.fill_(scale.get(out, 1.0) if isinstance(out, fx.Node) else 1.0)
     return scale
 
 

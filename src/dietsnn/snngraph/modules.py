@@ -95,9 +95,11 @@ class GraphSNN(Network):
         self.encoding = encoding
         self.input_dims = input_dims
         self.config = {"arch": "graph", "source": source}
+        # the output in the ANN's units (calibration sets it: docs/CONVERSION.md)
+        self.register_buffer("output_gain", torch.ones(()))
 
     def body(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        return self.net(x) * self.output_gain
 
     def units(self) -> list[nn.Module]:
         """The layers in order, for a graph that is a chain of layers (what a sequential export
