@@ -22,6 +22,8 @@ from . import distributed
 from .conversion import ann_to_snn
 from .errors import UserError
 from .models import Network, build_ann
+from .snngraph import GraphSNN, ModuleSNN
+from .snngraph.store import graph_from_meta, graph_json
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
@@ -81,6 +83,11 @@ def save_model(path: str | os.PathLike, model: Network, extra: dict | None = Non
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"config": json.dumps(model.config), "spiking": json.dumps(model.spiking_config()),
             "extra": json.dumps(extra or {}), "format": "dietsnn-1"}
+    if isinstance(model, GraphSNN):  # a converted custom model: its graph, rebuilt on load
+        meta["graph"] = json.dumps(graph_json(model))
+    elif isinstance(model, ModuleSNN):
+        raise UserError("a model converted without a traced graph cannot be saved with "
+                        "save_model; save its state_dict and convert the model again to load it")
     atomic_write(path, st_save(tensors, metadata=meta))
 
 
@@ -126,6 +133,9 @@ def _configs(meta: dict[str, str], source: str) -> tuple[dict, dict]:
     except ValueError as e:  # JSONDecodeError is a ValueError
         raise UserError(f"{source}: invalid dietsnn metadata ({e}); the file is damaged or was "
                         "written by an incompatible tool") from None
+    if "graph" in meta:  # a converted custom model: its graph validates its metadata
+        graph_from_meta(meta, source)
+        return cfg, spiking
     check_metadata(cfg, spiking, source)
     return cfg, spiking
 
@@ -158,6 +168,11 @@ def load_model(path: str | os.PathLike) -> Network:
     """Rebuild the network described in the checkpoint and load its tensors strictly. The model
     is returned in evaluation mode (dropout off), ready for inference; call `.train()` to train."""
     tensors, meta = read_model_file(path)
+    if "graph" in meta:  # a converted custom model (docs/CONVERSION.md)
+        model = graph_from_meta(meta, str(path))
+        check_finite_tensors(tensors, str(path))
+        load_state_strict(model, tensors, str(path))
+        return model.eval()
     cfg, spiking = _configs(meta, str(path))
 
     def build() -> Network:

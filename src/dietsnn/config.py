@@ -15,6 +15,9 @@ EVAL_BATCH = 256
 # an epoch whose mean training loss exceeds this many times chance level (ln of the number of
 # classes) has diverged: far above where training started, and the model no longer learns
 DIVERGED_LOSS_FACTOR = 100.0
+# what max pooling becomes when converting a custom model: "spiking" (the max of spike trains,
+# docs/CONVERSION.md) or "avg" (average pooling, with a warning); measured in CONVERSION.md
+MAXPOOL = "spiking"
 
 
 @dataclass

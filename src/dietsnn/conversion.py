@@ -55,6 +55,17 @@ def ann_to_snn(
 ) -> Network:
     """Return a spiking copy of `ann` (the ANN is not modified): every ReLU becomes a LIF with
     `leak` (1 = IF) and `threshold` (set it with `calibrate_thresholds`), weights copied."""
+    check_options(timesteps, encoding, leak, threshold, surrogate)
+    snn = copy.deepcopy(ann)
+    replace_modules(snn, nn.ReLU, lambda _: LIF(leak, threshold, gamma, surrogate))
+    snn.timesteps = timesteps
+    snn.encoding = encoding
+    return snn
+
+
+def check_options(timesteps: int, encoding: str, leak: float, threshold: float,
+                  surrogate: str) -> None:
+    """Refuse conversion options out of range (a ValueError naming the option)."""
     if timesteps < 1:
         raise ValueError(f"timesteps must be >= 1, got {timesteps}")
     if encoding not in _encoding.ENCODINGS:
@@ -64,11 +75,15 @@ def ann_to_snn(
         raise ValueError(f"leak must be in (0, 1], got {leak}")
     if threshold <= 0.0:
         raise ValueError(f"threshold must be > 0, got {threshold}")
-    snn = copy.deepcopy(ann)
-    replace_modules(snn, nn.ReLU, lambda _: LIF(leak, threshold, gamma, surrogate))
-    snn.timesteps = timesteps
-    snn.encoding = encoding
-    return snn
+
+
+def check_calibration(percentile: float, scale: float, timesteps: int) -> None:
+    if not 0.0 < percentile <= 100.0:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    if scale <= 0.0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    if timesteps < 1:
+        raise ValueError(f"calibration timesteps must be >= 1, got {timesteps}")
 
 
 def check_calibration_memory(config: dict | None, images: int, timesteps: int, encoding: str = "direct",
@@ -124,12 +139,7 @@ def calibrate_thresholds(
     """Set every LIF threshold of `snn` in place from `images` (`[N, C, H, W]`, normalised like
     training). Calibration runs with leak 1 semantics of the current layers for `timesteps`
     steps; thresholds are finally multiplied by `scale`. Returns the thresholds set."""
-    if not 0.0 < percentile <= 100.0:
-        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
-    if scale <= 0.0:
-        raise ValueError(f"scale must be > 0, got {scale}")
-    if timesteps < 1:
-        raise ValueError(f"calibration timesteps must be >= 1, got {timesteps}")
+    check_calibration(percentile, scale, timesteps)
     check_calibration_memory(getattr(snn, "config", None), images.shape[0], timesteps,
                              snn.encoding, images.device)
     was_training = snn.training

@@ -9,9 +9,12 @@ modules before each forward (`set_time`).
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from . import compact
 from .config import GAMMA, SURROGATE
@@ -20,6 +23,40 @@ from .functional.pool import avg_pool
 
 MIN_LEAK = 1e-3
 MIN_THRESHOLD = 1e-4
+
+# id of the leak and threshold parameter of every LIF -> (weak reference, (low, high) bounds)
+_BOUNDED: dict[int, tuple[weakref.ref, tuple[float, float | None]]] = {}
+_HOOK: list = []
+
+
+def _bounds(p: Tensor) -> tuple[float, float | None] | None:
+    entry = _BOUNDED.get(id(p))
+    return entry[1] if entry is not None and entry[0]() is p else None
+
+
+def _bound(p: Tensor, low: float, high: float | None) -> None:
+    key = id(p)
+    _BOUNDED[key] = (weakref.ref(p, lambda _: _BOUNDED.pop(key, None)), (low, high))
+
+
+def _project_after_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    """After any optimiser's step: clamp the leaks and thresholds it updated into range."""
+    with torch.no_grad():
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                bounds = _bounds(p)
+                if bounds is not None:
+                    p.clamp_(*bounds)
+
+
+def _watch(lif: LIF) -> None:
+    """Keep `lif`'s leak in [MIN_LEAK, 1] and threshold >= MIN_THRESHOLD under any optimiser:
+    one global post-step hook projects them back after each `optimizer.step()` (the same
+    projection as `constrain_`, so dietsnn's own training is unchanged)."""
+    if not _HOOK:
+        _HOOK.append(register_optimizer_step_post_hook(_project_after_step))
+    _bound(lif.leak, MIN_LEAK, 1.0)
+    _bound(lif.threshold, MIN_THRESHOLD, None)
 
 
 class Temporal(nn.Module):
@@ -60,10 +97,17 @@ class LIF(Temporal):
         self.gamma = gamma
         self.surrogate = surrogate
         self.backend = backend  # "eager", "compile" or None: neuron.get_backend() at each call
+        _watch(self)
+
+    def __setstate__(self, state: dict) -> None:  # copy.deepcopy, pickle
+        super().__setstate__(state)
+        _watch(self)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.timesteps is None:
             raise RuntimeError("LIF needs the network's time context; call it through the SNN")
+        if _bounds(self.leak) is None or _bounds(self.threshold) is None:  # copied or replaced
+            _watch(self)
         if self.is_static(x):  # direct encoding's first layer: the input current enters once
             out = lif(x, self.leak, self.threshold, self.gamma, self.surrogate, self.timesteps,
                       self.backend)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from . import checkpoint as ckpt
-from . import logs
+from . import logs, snngraph
 from .analysis.spikes import spike_rates
-from .config import DROPOUT, EVAL_BATCH, ConversionConfig, TrainConfig
-from .conversion import ann_to_snn, calibrate_thresholds
+from .config import DROPOUT, EVAL_BATCH, MAXPOOL, ConversionConfig, TrainConfig
+from .conversion import ann_to_snn
 from .data import Splits
 from .errors import UserError
 from .layers import lif_layers
@@ -33,6 +37,12 @@ class Context:
 def check_fits(model: Network, ctx: Context, source: str) -> Network:
     """A model must match the dataset's image shape and classes; otherwise a UserError."""
     c, info = model.config, ctx.data.info
+    if "input_shape" in c:  # a converted custom model: the input shape it was calibrated on
+        want_shape = [info.in_channels, info.image_size, info.image_size]
+        if c["input_shape"] != want_shape:
+            raise UserError(f"{source} takes inputs of shape {c['input_shape']}, but "
+                            f"{info.name} has {want_shape}: pass the --dataset it was trained on")
+        return model.to(ctx.device)
     want = (info.in_channels, info.image_size, info.num_classes)
     got = (c.get("in_channels"), c.get("image_size"), c.get("num_classes"))
     if got != want:
@@ -109,15 +119,66 @@ def check_trainable(snn_path: Path, ctx: Context) -> Network:
     return snn
 
 
+def import_model(spec: str) -> nn.Module:
+    """The model named by `MODULE:NAME` (NAME may be dotted): an `nn.Module`, or a function
+    or class called without arguments to make one (with its trained weights loaded)."""
+    mod_name, _, attr = spec.partition(":")
+    if not mod_name or not attr:
+        raise UserError(f"--from-module takes MODULE:NAME (e.g. mypkg.models:trained_net), got "
+                        f"{spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # a module beside the command, as `python -m` does
+    try:
+        obj = importlib.import_module(mod_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise UserError(f"--from-module {spec}: {e}") from None
+    model = obj if isinstance(obj, nn.Module) else obj() if callable(obj) else obj
+    if not isinstance(model, nn.Module):
+        raise UserError(f"--from-module {spec}: got {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def convert_module(model: nn.Module, source: str, opts: ConversionConfig, ctx: Context,
+                   out: Path, seed: int = 0, maxpool: str = MAXPOOL) -> dict:
+    """A user's trained ANN -> calibrated SNN checkpoint in `out` (docs/CONVERSION.md)."""
+    model = model.eval().to(ctx.device)
+    x = ctx.data.test_x[:2].to(ctx.device)
+    try:
+        with torch.no_grad():
+            model(x)
+    except Exception as e:  # noqa: BLE001 - any failure here means the data do not fit
+        raise UserError(f"{source} does not take {ctx.data.info.name} images of shape "
+                        f"{list(x.shape[1:])} ({type(e).__name__}: {e})") from None
+    ann_acc = evaluate_test(model, ctx, "ANN")["accuracy"]
+    ctx.log(f"ANN test accuracy {ann_acc:.4f}")
+    snn = snngraph.convert(model, opts.timesteps, opts.encoding, leak=opts.leak,
+                           gamma=opts.gamma, surrogate=opts.surrogate, maxpool=maxpool)
+    metrics = _calibrate_and_save(snn, opts, ctx, out, seed)
+    metrics.update(source=source, ann_test_accuracy=ann_acc)
+    ckpt.write_json(out / "metrics.json", {"converted": metrics})
+    return metrics
+
+
 def convert(ann_path: Path, opts: ConversionConfig, ctx: Context, out: Path, seed: int = 0) -> dict:
     """ANN checkpoint -> calibrated SNN checkpoint in `out` (the ANN file is only read)."""
     ann = check_convertible(ann_path, ctx)
     snn = ann_to_snn(ann, opts.timesteps, opts.encoding, leak=opts.leak, gamma=opts.gamma,
-                     surrogate=opts.surrogate).to(ctx.device)
+                     surrogate=opts.surrogate)
+    metrics = _calibrate_and_save(snn, opts, ctx, out, seed)
+    ckpt.write_json(out / "metrics.json", {"converted": metrics})
+    return metrics
+
+
+def _calibrate_and_save(snn: Network, opts: ConversionConfig, ctx: Context, out: Path,
+                        seed: int) -> dict:
+    snn = snn.to(ctx.device)
     t0 = time.time()
     images = calibration_images(ctx, opts.calib_size, seed).to(ctx.device)
     with seeded(seed):
-        calibrate_thresholds(snn, images, opts.percentile, opts.scale, opts.calib_timesteps)
+        snngraph.calibrate_thresholds(snn, images, opts.percentile, opts.scale,
+                                      opts.calib_timesteps)
     seconds = time.time() - t0
     ctx.log(f"calibrated {len(lif_layers(snn))} thresholds in {seconds:.1f}s")
     logs.debug("thresholds: " + ", ".join(f"{name} {m.threshold.item():.4g}"
@@ -127,7 +188,6 @@ def convert(ann_path: Path, opts: ConversionConfig, ctx: Context, out: Path, see
     metrics = {"test_accuracy": accuracy, "timesteps": opts.timesteps,
                "encoding": opts.encoding, "calibration_seconds": seconds,
                "calibration": asdict(opts), "layers": layers}
-    ckpt.write_json(out / "metrics.json", {"converted": metrics})
     ctx.log(f"converted SNN (T={opts.timesteps}) test accuracy {metrics['test_accuracy']:.4f}")
     return metrics
 

@@ -53,13 +53,19 @@ def energy(model: Network, rates: dict[str, float] | None = None, input_rate: fl
     """Per-layer and total compute energy of the ANN and of the SNN with measured `rates`
     (LIF name -> spikes per neuron per image over T). Each conv/linear layer is driven by the
     spikes of the LIF layer before it; the first layer by the image (direct: MACs once) or by
-    input spikes (rate coding: accumulates at `input_rate`)."""
+    input spikes (rate coding: accumulates at `input_rate`). In a converted custom model
+    (`GraphSNN`) each layer is charged at the rate of the LIFs its graph input comes from."""
     flops = {r["name"]: r["flops"] for r in layer_flops(model)}
     rows, last_rate = [], input_rate
+    # a converted graph names the LIFs that drive each layer (several: their mean rate)
+    sources = model.synapse_sources() if hasattr(model, "synapse_sources") else {}
     for name, m in model.named_modules():
         if isinstance(m, LIF) and rates is not None:
             last_rate = rates.get(name, 0.0)
         elif name in flops:
+            if name in sources and rates is not None:
+                src = sources[name]
+                last_rate = sum(rates.get(s, 0.0) for s in src) / len(src) if src else input_rate
             f = flops[name]
             ann_pj = E.ann_energy([f], e_mac)[0]
             snn_pj = E.snn_energy([f], [last_rate], e_mac, e_ac)[0] if rates is not None else None

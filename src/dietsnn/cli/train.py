@@ -11,7 +11,7 @@ from pathlib import Path
 from .. import analysis, distributed, pipeline
 from ..analysis.report import write_report
 from ..checkpoint import MAX_TIMESTEPS, dumps, load_model, resolve_model_path, write_json
-from ..config import ANN_TRAIN, ARCH, DROPOUT, EVAL_BATCH, SNN_TRAIN
+from ..config import ANN_TRAIN, ARCH, DROPOUT, EVAL_BATCH, MAXPOOL, SNN_TRAIN
 from ..errors import UserError
 from ..functional.energy import E_AC_PJ, E_MAC_PJ
 from ..models import ARCHS
@@ -65,9 +65,16 @@ def add_commands(sub) -> dict:
     train_opts(a, ANN_TRAIN)
 
     c = sub.add_parser("convert", help="step 2: ANN -> SNN with calibrated thresholds")
-    c.add_argument("ann", help="ANN run directory or model.safetensors")
+    c.add_argument("ann", nargs="?", help="ANN run directory or model.safetensors")
+    c.add_argument("--from-module", metavar="MODULE:NAME", default=None,
+                   help="convert your own trained PyTorch model instead: NAME in the importable "
+                        "MODULE is the nn.Module or a function returning it with its weights "
+                        "loaded (docs/CONVERSION.md); default: none, the ANN checkpoint is "
+                        "converted")
     common(c, "runs/converted")
     snn_opts(c)
+    c.add_argument("--maxpool", choices=["spiking", "avg"], default=MAXPOOL,
+                   help="what max pooling of a --from-module model becomes")
 
     s = sub.add_parser("train-snn", help="step 3: train the SNN (weights, leaks, thresholds)")
     s.add_argument("snn", help="converted SNN run directory or model.safetensors")
@@ -164,6 +171,17 @@ def cmd_train_ann(args) -> dict:
 
 
 def cmd_convert(args) -> dict:
+    if (args.ann is None) == (args.from_module is None):
+        raise UserError("convert takes an ANN checkpoint or --from-module MODULE:NAME (one of "
+                        "the two)")
+    if args.from_module:
+        model = pipeline.import_model(args.from_module)
+        with open_out(args) as run:
+            ctx = setup(args)
+            opts = conversion_config(args)
+            run.start(run_config(args))
+            return pipeline.convert_module(model, args.from_module, opts, ctx, Path(args.out),
+                                           args.seed, args.maxpool)
     src = resolve_model_path(args.ann)
     with open_out(args, (src,)) as run:
         ctx = setup(args)

@@ -78,6 +78,8 @@ def check_memory_bounds(args: argparse.Namespace, device: str) -> None:
         train(cfg, args.snn_batch_size, args.timesteps, "lower --timesteps or --snn-batch-size")
         evaluate(cfg, EVAL_BATCH, max([args.timesteps, *args.sweep_timesteps]),
                  "lower --timesteps or --sweep-timesteps")
+    elif cmd == "convert" and getattr(args, "ann", None) is None:
+        return  # --from-module: a custom model, unknown to the estimate
     elif cmd in ("convert", "train-snn", "evaluate", "energy", "sweep", "predict", "ablation"):
         cfg, spiking = _checkpoint(args)
         T = getattr(args, "timesteps", None)

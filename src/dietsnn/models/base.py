@@ -17,7 +17,10 @@ from ..layers import lif_layers, set_time
 class Network(nn.Module):
     """Base of every architecture. `timesteps is None`: an ANN. Otherwise an SNN run for
     `timesteps` steps with `encoding`, whose output layer accumulates over time
-    (docs/METHOD.md section 3)."""
+    (docs/METHOD.md section 3). An SNN whose `input_dims` is known (4 for images `[B, C, H,
+    W]`) also takes time-varying input `[T, B, ...]` (event data): T is then its first dim."""
+
+    input_dims: int | None = None  # dims of one ANN input batch; one more: time-varying input
 
     def __init__(self) -> None:
         super().__init__()
@@ -44,11 +47,16 @@ class Network(nn.Module):
             return self.body(x)
         if self.keep_freed_memory and x.device.type == "cpu":
             runtime.hold_for(self)
-        T, B = self.timesteps, x.shape[0]
+        if self.input_dims is not None and x.dim() == self.input_dims + 1:  # [T, B, ...]
+            T, B = x.shape[:2]
+            h = x.flatten(0, 1)
+        else:
+            T, B = self.timesteps, x.shape[0]
+            h = _encoding.ENCODINGS[self.encoding](x, T)
         set_time(self, T, B)
         try:
             with compact.saving_spikes():  # only acts when autograd saves tensors
-                out = self.body(_encoding.ENCODINGS[self.encoding](x, T))
+                out = self.body(h)
         finally:
             set_time(self, None, None)  # the time context lives only during the forward
         if out.dtype in (torch.bfloat16, torch.float16):  # autocast: accumulate in float32
@@ -86,4 +94,6 @@ def init_weights(model: nn.Module) -> None:
 def example_input(model: Network, batch: int = 1) -> Tensor:
     c = model.config
     device = next(model.parameters(), torch.empty(0)).device
+    if "input_shape" in c:  # a converted custom model: the shape of one input sample
+        return torch.zeros(batch, *c["input_shape"], device=device)
     return torch.zeros(batch, c["in_channels"], c["image_size"], c["image_size"], device=device)

@@ -100,6 +100,8 @@ class ResNet(Network):
         self.config = {"arch": "resnet-custom", "num_classes": num_classes,
                        "in_channels": in_channels, "image_size": image_size, "dropout": dropout}
 
+    input_dims = 4  # [B, C, H, W]; [T, B, C, H, W] is time-varying input
+
     def body(self, x: Tensor) -> Tensor:
         return self.classifier(self.layers(self.stem(x)))
 

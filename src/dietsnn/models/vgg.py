@@ -53,6 +53,8 @@ class VGG(Network):
         self.classifier = nn.Sequential(*head)
         init_weights(self)
 
+    input_dims = 4  # [B, C, H, W]; [T, B, C, H, W] is time-varying input
+
     def body(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))
 

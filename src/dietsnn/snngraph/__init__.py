@@ -1,0 +1,100 @@
+"""Conversion of any PyTorch ANN (docs/CONVERSION.md): `convert` and `calibrate_thresholds`,
+the public entry points (`dietsnn.convert`, `dietsnn.calibrate_thresholds`). dietsnn's own
+architectures (`build_ann`) keep their module-replacement path (`dietsnn.conversion`); every
+other model is traced with `torch.fx` and rebuilt as a `GraphSNN`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from .. import conversion as _conv
+from ..config import GAMMA, MAXPOOL, SURROGATE, ConversionConfig
+from ..models import Network, ResNet
+from ..models.vgg import VGG
+from .build import ConversionError, ModuleSNN, fold_batchnorm, graph_to_snn, trace
+from .calibrate import apply_scales, calibrate_graph, calibrate_modules
+from .modules import GraphSNN, Merge, SpikingMaxPool2d
+
+NATIVE = (VGG, ResNet)  # built by build_ann: converted by module replacement, as always
+
+
+def convert(
+    model: nn.Module,
+    timesteps: int,
+    encoding: str = ConversionConfig.encoding,
+    leak: float = ConversionConfig.leak,
+    threshold: float = 1.0,
+    gamma: float = GAMMA,
+    surrogate: str = SURROGATE,
+    maxpool: str = MAXPOOL,
+    input_dims: int | None = None,
+) -> Network:
+    """A spiking copy of the trained ANN `model` (which is not modified), run for `timesteps`
+    steps: every ReLU becomes a LIF layer with `leak` (1 = IF) and `threshold` (set it with
+    `calibrate_thresholds`). Any `nn.Module` is traced with torch.fx (docs/CONVERSION.md lists
+    what each layer becomes); `maxpool`: "spiking" (a max of spike trains) or "avg" (average
+    pooling instead). `input_dims`: dims of one input batch (4 for images), needed only for
+    time-varying input `[T, B, ...]` when the first layer does not tell. The result is a
+    `Network`: `snn(x)` runs all steps and returns the output accumulated over time."""
+    if isinstance(model, Network) and model.is_spiking:
+        raise ValueError("the model is already spiking; convert takes the trained ANN")
+    if type(model) in NATIVE:
+        return _conv.ann_to_snn(model, timesteps, encoding, leak, threshold, gamma, surrogate)
+    _conv.check_options(timesteps, encoding, leak, threshold, surrogate)
+    snn = graph_to_snn(model, timesteps, encoding, leak, threshold, gamma, surrogate, maxpool)
+    if input_dims is not None:
+        snn.input_dims = input_dims
+    return snn.train(model.training)
+
+
+def as_inputs(data: Tensor | Iterable, limit: int | None = ConversionConfig.calib_size) -> Tensor:
+    """Calibration inputs from a tensor (used whole) or an iterable of batches (a DataLoader,
+    a list of `(x, y)` pairs or of `x`): the first `limit` samples (all if None)."""
+    if isinstance(data, Tensor):
+        return data
+    xs, n = [], 0
+    for batch in data:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if not isinstance(x, Tensor):
+            raise TypeError(f"calibration batches must be tensors or (x, y) pairs, got "
+                            f"{type(x).__name__}")
+        xs.append(x)
+        n += len(x)
+        if limit is not None and n >= limit:
+            break
+    if not xs:
+        raise ValueError("no calibration data: the iterable yielded no batch")
+    return torch.cat(xs)[:limit]
+
+
+def calibrate_thresholds(
+    snn: Network,
+    data: Tensor | Iterable,
+    percentile: float = ConversionConfig.percentile,
+    scale: float = ConversionConfig.scale,
+    timesteps: int = ConversionConfig.calib_timesteps,
+    limit: int | None = ConversionConfig.calib_size,
+) -> list[float]:
+    """Set every LIF threshold of `snn` (from `convert`) in place, layer by layer, from
+    calibration inputs `data` normalised like training (a tensor, used whole, or an iterable of
+    batches, of which the first `limit` samples are used): each threshold is the maximum over
+    `timesteps` steps of the `percentile` of its input current, all finally times `scale`
+    (docs/METHOD.md section 7.2). Returns the thresholds set."""
+    if not isinstance(snn, Network) or not snn.is_spiking:
+        raise TypeError(f"calibrate_thresholds takes the SNN returned by dietsnn.convert, got "
+                        f"{type(snn).__name__}")
+    _conv.check_calibration(percentile, scale, timesteps)
+    x = as_inputs(data, limit).to(next(snn.parameters()).device)
+    if isinstance(snn, GraphSNN):
+        return calibrate_graph(snn, x, percentile, scale, timesteps)
+    if isinstance(snn, ModuleSNN):
+        return calibrate_modules(snn, x, percentile, scale, timesteps)
+    return _conv.calibrate_thresholds(snn, x, percentile, scale, timesteps)
+
+
+__all__ = ["ConversionError", "GraphSNN", "Merge", "ModuleSNN", "SpikingMaxPool2d",
+           "apply_scales", "as_inputs", "calibrate_thresholds", "convert", "fold_batchnorm",
+           "trace"]

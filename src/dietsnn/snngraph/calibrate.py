@@ -1,0 +1,252 @@
+"""Threshold calibration of a converted graph (docs/METHOD.md section 7.2, docs/CONVERSION.md):
+the same rule as for dietsnn's own networks, layer by layer in the graph's order, residual
+branches and concatenations included.
+
+Each LIF's input current is computed, time chunk by time chunk, from the kept int8 spike trains
+of the LIFs before it (and the values that are constant over time) through the layers between
+them; a spike train is dropped once every LIF that reads it is calibrated. Before each layer the
+biases and merge gains are set from the thresholds fixed so far (`apply_scales`)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, fx
+
+from .. import conversion as _conv
+from .. import distributed
+from ..functional import encoding as _encoding
+from ..layers import LIF, set_time
+from .modules import WEIGHTED, GraphSNN, Merge, SpikingMaxPool2d
+
+
+def apply_scales(snn: GraphSNN) -> dict[fx.Node, float]:
+    """Put every bias and merge gain in the units of the spikes that reach it.
+
+    A LIF's spikes are 0/1, so a rate r stands for the ANN activation `c * r`, where the scale
+    `c` is the product of the thresholds along the path from the input (each layer's current is
+    its ANN pre-activation divided by the scale of its input). A conv/linear bias, added once per
+    step, is therefore divided by its input's scale; a residual add or concatenation multiplies
+    each input by `c_input / c_first` so that all its inputs share the first one's units, and
+    the output is multiplied by its scale: each step's output is then the ANN's output (the
+    logits summed over T steps are T times the ANN's), whatever the thresholds, which keeps
+    the softmax of SNN training at the ANN's temperature. Returns the scale of every node."""
+    gm = snn.net
+    scale: dict[fx.Node, float] = {}
+    for n in gm.graph.nodes:
+        ins = [scale[a] for a in n.all_input_nodes if a in scale]
+        c = ins[0] if ins else 1.0
+        m = gm.get_submodule(n.target) if n.op == "call_module" else None
+        if isinstance(m, LIF):
+            c = c * m.threshold.item()
+        elif isinstance(m, WEIGHTED) and m.bias is not None and hasattr(m, "input_scale"):
+            with torch.no_grad():  # the ANN's bias is bias * input_scale
+                m.bias.mul_(m.input_scale / c)
+                m.input_scale.fill_(c)
+        elif isinstance(m, Merge):
+            refs = [scale.get(a, 1.0) for a in n.args]
+            m.gains.copy_(torch.tensor([r / refs[0] for r in refs]))
+            c = refs[0]
+        scale[n] = c
+    out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+    snn.output_gain.fill_(scale.get(out, 1.0) if isinstance(out, fx.Node) else 1.0)
+    return scale
+
+
+def describe(snn: GraphSNN, input_shape: list[int]) -> None:
+    """Record the input shape (and, as dietsnn's own models do, in_channels, image_size and
+    num_classes where the input is a square image and the output a linear layer)."""
+    c = snn.config
+    c["input_shape"] = input_shape
+    if len(input_shape) == 3 and input_shape[1] == input_shape[2]:
+        c["in_channels"], c["image_size"] = input_shape[0], input_shape[1]
+    out = next(n for n in snn.net.graph.nodes if n.op == "output").args[0]
+    if isinstance(out, fx.Node) and out.op == "call_module":
+        last = snn.net.get_submodule(out.target)
+        if isinstance(last, torch.nn.Linear):
+            c["num_classes"] = last.out_features
+
+
+class _Runner:
+    """Evaluates nodes of the graph for one time chunk from kept values."""
+
+    def __init__(self, snn: GraphSNN, B: int) -> None:
+        self.gm, self.B = snn.net, B
+        self.static: dict[fx.Node, Tensor] = {}  # [B, ...], the same at every step
+        self.kept: dict[fx.Node, Tensor] = {}  # [T, B, ...] (int8 spikes or input series)
+
+    def op(self, n: fx.Node, env: dict) -> object:
+        args = fx.node.map_arg(n.args, env.__getitem__)
+        kwargs = fx.node.map_arg(n.kwargs, env.__getitem__)
+        if n.op == "call_module":
+            return self.gm.get_submodule(n.target)(*args, **kwargs)
+        if n.op == "call_function":
+            return n.target(*args, **kwargs)
+        if n.op == "call_method":
+            return getattr(args[0], n.target)(*args[1:], **kwargs)
+        raise RuntimeError(f"unexpected node {n.op} {n.target}")
+
+    def ancestors(self, node: fx.Node) -> list[fx.Node]:
+        """Nodes to evaluate for `node`, in graph order, stopping at kept and static values."""
+        need, todo = set(), [node]
+        while todo:
+            n = todo.pop()
+            if n in need or n in self.kept or n in self.static:
+                continue
+            need.add(n)
+            todo.extend(n.all_input_nodes)
+        return [n for n in self.gm.graph.nodes if n in need]
+
+    def sources(self, node: fx.Node) -> set[fx.Node]:
+        """The kept values that `node` is computed from."""
+        found, todo, seen = set(), [node], set()
+        while todo:
+            n = todo.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            if n in self.kept:
+                found.add(n)
+            elif n not in self.static:
+                todo.extend(n.all_input_nodes)
+        return found
+
+    def chunks(self, node: fx.Node, T: int):
+        """`node`'s value `[t, B, ...]`, chunk by chunk over the T steps (carrying the state of
+        spiking max pooling across chunks)."""
+        order = self.ancestors(node)
+        pools = [self.gm.get_submodule(n.target) for n in order if n.op == "call_module"
+                 and isinstance(self.gm.get_submodule(n.target), SpikingMaxPool2d)]
+        for m in pools:
+            m.stream = {}
+        srcs = self.sources(node)
+        per_step = max([self.kept[k][0].numel() for k in srcs] + [1])
+        step = _conv._chunk_steps(per_step * 4, T)
+        try:
+            for t0 in range(0, T, step):
+                t = min(step, T - t0)
+                env = dict(self.static)
+                env.update({k: self.kept[k][t0 : t0 + t].flatten(0, 1).float() for k in srcs})
+                set_time(self.gm, t, self.B)
+                for n in order:
+                    env[n] = self.op(n, env)
+                yield env[node].view(t, self.B, *env[node].shape[1:])
+        finally:
+            for m in pools:
+                m.stream = None
+
+
+@torch.no_grad()
+def calibrate_graph(snn: GraphSNN, x: Tensor, p: float, scale: float, T: int) -> list[float]:
+    """Set every LIF threshold of the converted graph `snn` in place from the inputs `x`
+    (`[N, ...]`, or `[T, N, ...]` time-varying input); returns the thresholds set."""
+    was = snn.training
+    snn.eval()
+    gm = snn.net
+    nodes = list(gm.graph.nodes)
+    lifs = [n for n in nodes if n.op == "call_module"
+            and isinstance(gm.get_submodule(n.target), LIF)]
+    series = snn.input_dims is not None and x.dim() == snn.input_dims + 1
+    if snn.input_dims is None:
+        snn.input_dims = x.dim()
+    if series:
+        T, B = x.shape[:2]
+    else:
+        B = x.shape[0]
+        describe(snn, list(x.shape[1:]))
+    run = _Runner(snn, B)
+    placeholder = next(n for n in nodes if n.op == "placeholder")
+    if series:
+        run.kept[placeholder] = x
+    elif snn.encoding == "rate":
+        run.kept[placeholder] = _encoding.poisson(x, T).view(T, B, *x.shape[1:]).to(torch.int8)
+    else:
+        run.static[placeholder] = x
+    set_time(gm, T, B)
+    try:
+        for n in nodes:  # values constant over time, computed once
+            if (n.op in ("call_module", "call_function", "call_method") and n.all_input_nodes
+                    and all(a in run.static for a in n.all_input_nodes) and n not in lifs):
+                run.static[n] = run.op(n, run.static)
+        for k, ln in enumerate(lifs):
+            apply_scales(snn)
+            lif: LIF = gm.get_submodule(ln.target)
+            src = ln.args[0]
+            if src in run.static:
+                thr = _conv.percentile_of(run.static[src], p)
+                chunks = _conv._static_chunks(run.static[src], T)
+            else:
+                thr, chunks = _conv._percentile_pass(run.chunks(src, T), p)
+            # a layer whose current never gets above 0 cannot fire at any threshold
+            lif.threshold.fill_(thr if thr > 0 else 1.0)
+            if not chunks.cached:
+                chunks = run.chunks(src, T)
+            set_time(gm, T, B)
+            run.kept[ln] = _conv._fire(lif, chunks)
+            needed = set().union(*(run.sources(m.args[0]) for m in lifs[k + 1 :]))
+            for kept in [v for v in run.kept if v not in needed]:
+                del run.kept[kept]  # no later layer reads these spikes
+        for ln in lifs:
+            lif = gm.get_submodule(ln.target)
+            lif.threshold.mul_(scale)
+            distributed.broadcast_(lif.threshold.data)
+        apply_scales(snn)
+    finally:
+        set_time(snn, None, None)
+        snn.train(was)
+    return [gm.get_submodule(n.target).threshold.item() for n in lifs]
+
+
+class _Stop(Exception):
+    pass
+
+
+@torch.no_grad()
+def calibrate_modules(snn, x: Tensor, p: float, scale: float, T: int) -> list[float]:
+    """Calibration of a model converted by module replacement (no graph): the LIFs in the
+    order the forward calls them, each from its input current recorded by re-running the SNN
+    up to it (memory: one layer's currents for all T steps and images)."""
+    was, steps = snn.training, snn.timesteps
+    snn.eval()
+    snn.timesteps = T
+    lifs = [m for m in snn.modules() if isinstance(m, LIF)]
+    calls: list[LIF] = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: calls.append(mod)) for m in lifs]
+    try:
+        snn(x[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    if len(set(map(id, calls))) != len(calls):
+        raise ValueError("a ReLU module is called at several places in forward; without a "
+                         "traced graph they would share one threshold: use one nn.ReLU per "
+                         "place or make forward traceable by torch.fx")
+    try:
+        for lif in calls:
+            seen: list[Tensor] = []
+
+            def grab(mod, inp, seen=seen):
+                seen.append(inp[0])
+                raise _Stop
+
+            h = lif.register_forward_pre_hook(grab)
+            try:
+                snn(x)
+            except _Stop:
+                pass
+            finally:
+                h.remove()
+            cur = seen[0]
+            B = x.shape[0]
+            if cur.shape[0] == B and T > 1:
+                thr = _conv.percentile_of(cur, p)
+            else:
+                cur = cur.view(T, B, *cur.shape[1:])
+                thr = max(_conv.percentile_of(cur[t], p) for t in range(T))
+            lif.threshold.fill_(thr if thr > 0 else 1.0)
+        for lif in calls:
+            lif.threshold.mul_(scale)
+            distributed.broadcast_(lif.threshold.data)
+    finally:
+        snn.timesteps = steps
+        snn.train(was)
+    return [m.threshold.item() for m in calls]
