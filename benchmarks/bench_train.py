@@ -1,6 +1,6 @@
 r"""Training-step benchmark: dietsnn, as a user calls it, against its peers and the dense limit.
 
-Every contender trains the same network (default `vgg_small`, `--arch vgg5` for the issue #12
+Every contender trains the same network (default `vgg_small`, `--arch vgg5` for the larger
 size) from the same initial weights (`torch.manual_seed(0)`, then `dietsnn.build_ann`), T=5,
 batch 64, float32 unless named otherwise, Adam(lr=1e-4), random inputs, a fixed thread count.
 
@@ -42,7 +42,7 @@ the dense limit, inference images/s and its ratio to the fastest peer's, peak RS
 process, and above rest) and their ratios to SpikingJelly's, the memory held for backward, the
 first step's seconds (compile); each contender's version and engine (dietsnn's backend and
 whether the allocator tuning was on; SpikingJelly's implementation); the skipped contenders
-and why; the library defaults against the targets of issue #12. `--json PATH` writes the same
+and why; the library defaults against the engine's targets (docs/BENCHMARKS.md). `--json PATH` writes the same
 and every raw measurement.
 
 Commands (peers: `bash benchmarks/setup_peers.sh` first; missing peers are skipped):
@@ -671,7 +671,7 @@ def print_report(meta: dict[str, Any], summary: dict[str, Any],
     rows = {r["contender"]: r for r in summary["rows"]}
     if "dietsnn" in rows:
         d = rows["dietsnn"]
-        p("library defaults (dietsnn) against the targets of issue #12:", file=out)
+        p("library defaults (dietsnn) against the engine's targets:", file=out)
         for label, v, op, target in (
                 ("train / fastest peer", d["train_vs_fastest_peer"], "<=", 0.8),
                 ("train / dense limit", d["train_vs_dense_limit"], "<=", 1.0),
