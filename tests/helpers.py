@@ -88,3 +88,15 @@ def must_load_or_refuse(fn, case: str):
         msg = str(e)
         assert msg and "\n" not in msg, (case, msg)
         return None
+
+
+def one_line_error(capsys, argv: list[str], match: str, code: int = 2) -> str:
+    """Run the CLI in process: it must exit with `code` and print exactly one stderr line that
+    contains `match` and no traceback. Returns that line."""
+    from dietsnn.cli import main
+
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert match in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    return err

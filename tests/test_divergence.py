@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from helpers import write_idx
+from helpers import one_line_error, write_idx
 
 from dietsnn import ann_to_snn, build_ann, save_model, training
 from dietsnn.checkpoint import dumps, load_model
@@ -43,19 +43,12 @@ def blow_up(monkeypatch):
     monkeypatch.setattr(training, "constrain_", constrain_)
 
 
-def _diverged(capsys, argv, match):
-    assert main(argv) == 3
-    err = capsys.readouterr().err
-    assert match in err, err
-    assert err.count("\n") == 1 and "Traceback" not in err
-    return err
-
-
 def test_snn_with_non_finite_parameters_stops_and_names_the_last_good_checkpoint(tiny, capsys,
                                                                                   blow_up):
     out = tiny / "snn"
-    err = _diverged(capsys, ["train-snn", str(tiny / "conv"), "--out", str(out),
-                             "--no-compile", *_opts(tiny)], "parameters became non-finite")
+    err = one_line_error(capsys, ["train-snn", str(tiny / "conv"), "--out", str(out),
+                                  "--no-compile", *_opts(tiny)], "parameters became non-finite",
+                         code=3)
     assert f"the last good checkpoint is {out / 'model.safetensors'} (epoch 0)" in err
     kept = load_model(out / "model.safetensors")  # the converted model, finite
     assert kept.is_spiking
@@ -64,8 +57,8 @@ def test_snn_with_non_finite_parameters_stops_and_names_the_last_good_checkpoint
 
 def test_ann_stopped_at_its_first_step_keeps_no_untrained_model(tiny, capsys, blow_up):
     out = tiny / "ann2"
-    _diverged(capsys, ["train-ann", "--arch", "vgg_small", "--out", str(out),
-                       *_opts(tiny)], "no checkpoint was kept (no epoch finished)")
+    one_line_error(capsys, ["train-ann", "--arch", "vgg_small", "--out", str(out),
+                            *_opts(tiny)], "no checkpoint was kept (no epoch finished)", code=3)
     assert not (out / "model.safetensors").exists()
     assert main(["evaluate", str(out), "--data-dir", str(tiny / "data")]) == 2
     assert "no model.safetensors" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import one_line_error
 from safetensors.torch import save as st_save
 
 from dietsnn import ann_to_snn, build_ann
@@ -14,13 +15,6 @@ from dietsnn.checkpoint import load_model
 from dietsnn.cli import main
 from dietsnn.cli import presets as cli_presets
 from dietsnn.errors import UserError
-
-
-def _one_line(capsys, argv, match, code=2):
-    assert main(argv) == code
-    err = capsys.readouterr().err
-    assert match in err, err
-    assert err.count("\n") == 1 and "Traceback" not in err
 
 
 @pytest.fixture
@@ -35,12 +29,12 @@ def failing(monkeypatch):
 
 def test_value_error_is_one_line(failing, capsys):
     failing(ValueError("timesteps must be >= 1, got 0"))
-    _one_line(capsys, ["presets"], "dietsnn presets: error: timesteps must be >= 1, got 0")
+    one_line_error(capsys, ["presets"], "dietsnn presets: error: timesteps must be >= 1, got 0")
 
 
 def test_os_error_on_a_path_is_one_line(failing, capsys):
     failing(PermissionError(13, "Permission denied", "runs/x/model.safetensors"))
-    _one_line(capsys, ["presets"], "error: runs/x/model.safetensors: Permission denied")
+    one_line_error(capsys, ["presets"], "error: runs/x/model.safetensors: Permission denied")
 
 
 def test_a_bug_keeps_its_traceback_and_debug_shows_every_one(failing, capsys):
@@ -67,7 +61,7 @@ def test_broken_pipe_in_process(capsys, monkeypatch):
             raise ValueError("no file")
 
     monkeypatch.setattr(sys, "stdout", Closed())
-    _one_line(capsys, ["presets"], "dietsnn presets: error: output closed")
+    one_line_error(capsys, ["presets"], "dietsnn presets: error: output closed")
 
 
 @pytest.mark.subprocess

@@ -4,7 +4,7 @@ nothing already written lost (docs/ERRORS.md lists the same cases)."""
 
 import pytest
 import torch
-from helpers import simulate_full_disk, write_idx
+from helpers import one_line_error, simulate_full_disk, write_idx
 
 from dietsnn import build_ann, save_model
 from dietsnn.checkpoint import atomic_write
@@ -12,14 +12,6 @@ from dietsnn.cli import main
 from dietsnn.config import TrainConfig
 from dietsnn.errors import UserError
 from dietsnn.training import fit
-
-
-def one_line_error(capsys, argv, match):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert match in err, err
-    assert err.count("\n") == 1 and "Traceback" not in err
-    return err
 
 
 @pytest.fixture
