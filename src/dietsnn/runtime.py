@@ -60,7 +60,7 @@ def keep_freed_memory() -> bool:
 # Holders of the tuning: the blocks of `reusing_freed_memory` and the SNNs that `hold_for` was
 # given. The tuning is on while there is at least one; the last to go restores glibc's defaults
 # and gives the kept memory back to the OS.
-_lock = threading.Lock()
+_lock = threading.RLock()
 _holders: set[int] = set()
 _applied = False
 _next_id = itertools.count()
@@ -98,11 +98,11 @@ def hold_for(owner: object) -> None:
     forward). Idempotent per owner; released when `owner` is garbage-collected or by
     `release_for(owner)`."""
     key = id(owner)
-    with _lock:
+    with _lock:  # reentrant: _acquire takes it too, and a finalizer may run inside
         if key in _owners and _owners[key].alive:
             return
-    token = _acquire()
-    _owners[key] = weakref.finalize(owner, _drop_owner, key, token)
+        token = _acquire()
+        _owners[key] = weakref.finalize(owner, _drop_owner, key, token)
 
 
 def release_for(owner: object) -> None:
