@@ -294,7 +294,7 @@ def test_automatic_backend_is_eager_on_gpus():
     from dietsnn.functional import neuron
 
     assert neuron.automatic_backend("cuda") == "eager"
-    assert neuron.automatic_backend("cpu") == ("compile" if neuron.has_compiler() else "eager")
+    assert neuron.automatic_backend("cpu") == ("native" if neuron.native.available() else "eager")
     with neuron.use_backend("compile"):  # an explicit choice holds on every device
         assert neuron.get_backend("cuda") == "compile"
 

@@ -102,7 +102,7 @@ def test_fused_handles_frozen_leak_and_threshold():
     assert x.grad is not None and lk.grad is None and th.grad is None
 
 
-@pytest.mark.parametrize("backend", ["eager", "compile"])
+@pytest.mark.parametrize("backend", ["native", "eager", "compile"])
 @pytest.mark.parametrize("steps", [None, 4])
 def test_low_precision_input_integrates_in_float32(backend, steps):
     """Under bf16 autocast a LIF receives bf16 currents: the membrane, leak and threshold stay in

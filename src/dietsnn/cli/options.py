@@ -138,8 +138,8 @@ def common(p: argparse.ArgumentParser, out_default: str | None = "runs/dietsnn")
 
 def no_compile(g) -> None:
     g.add_argument("--no-compile", dest="compile", action="store_false",
-                   help="run the neuron time loops eagerly instead of through torch.compile "
-                        "(the default on the CPU where a C compiler is found)")
+                   help="run the neurons as plain PyTorch ops instead of dietsnn's native C "
+                        "kernels (the default on the CPU where a C compiler is found)")
 
 
 def snn_opts(p: argparse.ArgumentParser) -> None:

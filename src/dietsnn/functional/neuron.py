@@ -7,11 +7,19 @@ Per step t, for one layer with scalar leak `lam` and threshold `v`:
     u  = u~ - v * o              soft reset, o detached
 
 `lif` is the fused operation: one forward loop with no autograd graph and a hand-written backward
-that keeps only the integrated membrane u~ (spikes are recomputed from it). The step and the
-backward exist twice: `_step_traceable`/`_backward_loop` in the form torch.compile fuses into one
-kernel each (the "compile" backend), `_step_eager`/`_backward_eager` in the form that is fastest
-op by op (the "eager" backend); tests hold them equal. `lif_reference` is the plain loop through autograd,
-kept as the oracle for tests.
+that keeps only the integrated membrane u~ (spikes are recomputed from it). Three backends run it:
+
+- "native": C kernels (`native.c`, built once per machine, loaded with ctypes) that run the whole
+  recurrence over time, and the whole BPTT, in one pass over memory per layer; float32 on the
+  CPU, the default there wherever a C compiler is found;
+- "eager": PyTorch ops, `_step_eager`/`_backward_eager` in the form that is fastest op by op
+  (any device and dtype; the default on GPUs and without a compiler, and the fallback for
+  what the native kernels do not take, e.g. float64);
+- "compile": `_step_traceable`/`_backward_loop` in the form torch.compile fuses into one kernel
+  each.
+
+Tests hold them equal. `lif_reference` is the plain loop through autograd, kept as the oracle
+for tests.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from contextvars import ContextVar
 import torch
 from torch import Tensor
 
+from . import native
 from . import surrogate as _surrogate
 
 
@@ -35,16 +44,20 @@ def lif_forward(
 ) -> tuple[Tensor, Tensor | None, Tensor]:
     """Run the recurrence without autograd. Returns (spikes, u~ per step or None if not
     `keep_u_tilde`, final membrane). `x` may be a time-constant view (stride 0 over time)."""
-    step = (_compiled("step") if resolve_backend(backend, x.device.type) == "compile"
-            else _step_eager)
+    backend = resolve_backend(backend, x.device.type)
+    step = _compiled("step") if backend == "compile" else _step_eager
     # elementwise in the neurons: one [T, N] layout in memory order serves every layer (one
     # compiled graph) and every memory format (channels-last included) without a copy
     flat, perm = _flat(x)
     flat = flat.detach()  # not a view: views add guards (and recompiles) on their bases
     if u0 is not None:
         u0 = u0.permute([d - 1 for d in perm[1:]]).reshape(-1).detach()
-    spikes, u_tilde, u = _forward_loop(flat, leak.detach(), threshold.detach(), u0, keep_u_tilde,
-                                       step)
+    if backend == "native" and native.supports(flat):
+        spikes, u_tilde, u = native.lif_forward(flat, leak.detach(), threshold.detach(), u0,
+                                                keep_u_tilde)
+    else:
+        spikes, u_tilde, u = _forward_loop(flat, leak.detach(), threshold.detach(), u0,
+                                           keep_u_tilde, step)
     return (_unflat(spikes, x, perm), None if u_tilde is None else _unflat(u_tilde, x, perm),
             _unflat(u.unsqueeze(0), x[:1], perm)[0])
 
@@ -148,7 +161,7 @@ def _backward_loop(u_tilde: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamma
     return torch.stack(grad_x), g_leak, g_v
 
 
-BACKENDS = ("eager", "compile")
+BACKENDS = ("native", "eager", "compile")
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
 _SCOPED: ContextVar[str | None] = ContextVar("dietsnn_neuron_backend", default=None)
 _COMPILED: dict[str, object] = {}
@@ -156,20 +169,20 @@ _COMPILE_FAILED: list[str] = []  # why compiling failed in this process, once it
 
 
 def has_compiler() -> bool:
-    """Whether a C compiler is on the PATH (torch.compile's CPU backend needs one)."""
+    """Whether a C compiler is on the PATH (the native kernels and torch.compile's CPU backend
+    need one)."""
     return any(shutil.which(c) for c in ("cc", "gcc", "clang", "g++"))
 
 
 @functools.cache
 def automatic_backend(device_type: str = "cpu") -> str:
-    """The default, decided once per process and device type. On the CPU "compile" (the time
-    loops fused by `torch.compile`; the first call of a shape compiles, later calls are much
-    faster) where a C compiler is found, "eager" otherwise. On GPUs "eager": there the per-step
-    kernels are small and launch-bound, and the compiled step measured slower
-    (docs/BENCHMARKS.md)."""
+    """The default, decided once per process and device type. On the CPU "native" (the C
+    kernels, built on first use in well under a second, then loaded from a cache) where they
+    build, "eager" otherwise. On GPUs "eager": there the per-step kernels are small and
+    launch-bound, and the compiled step measured slower (docs/BENCHMARKS.md)."""
     if device_type != "cpu":
         return "eager"
-    return "compile" if has_compiler() else "eager"
+    return "native" if native.available() else "eager"
 
 
 def get_backend(device_type: str = "cpu") -> str:
@@ -181,13 +194,13 @@ def resolve_backend(backend: str | None, device_type: str = "cpu") -> str:
     if backend is None:
         return get_backend(device_type)
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose eager or compile")
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     return backend
 
 
 @contextmanager
 def use_backend(backend: str) -> Iterator[None]:
-    """Run the neuron loops inside the block with `backend` ("eager" or "compile"); the
+    """Run the neuron loops inside the block with `backend` (one of `BACKENDS`); the
     previous choice is restored on exit. Per call, `lif(..., backend=...)` and a LIF layer's
     `backend` attribute take precedence."""
     token = _SCOPED.set(resolve_backend(backend))
@@ -248,7 +261,10 @@ class _LIF(torch.autograd.Function):
         flat, perm = _flat(like)
         # detached: views of other tensors would add guards (and recompiles) on their bases
         flat, grad = flat.detach(), _flat(grad_spikes, like)[0].detach()
-        if ctx.backend == "compile":  # u~ recomputed inside the fused kernel when steps
+        if ctx.backend == "native" and native.supports(flat):  # u~ recomputed when steps
+            grad_x, g_leak, g_v = native.lif_backward(flat[0] if steps else flat, grad, leak, v,
+                                                      ctx.gamma, ctx.surrogate, steps)
+        elif ctx.backend == "compile":  # u~ recomputed inside the fused kernel when steps
             grad_x, g_leak, g_v = _compiled("backward")(
                 flat[0] if steps else flat, grad, leak, v, ctx.gamma, ctx.surrogate, steps)
         else:
@@ -283,7 +299,7 @@ def lif(
 
     Differentiable in `x`, `leak` and `threshold` (0-dim tensors) with the surrogate `surrogate`
     scaled by `gamma` (docs/METHOD.md section 2). Integrate-then-fire in the same step, soft reset.
-    `backend`: "eager" or "compile" (default: `get_backend()`). A bfloat16/float16 `x` (as
+    `backend`: "native", "eager" or "compile" (default: `get_backend()`). A bfloat16/float16 `x` (as
     under autocast) is integrated in float32, with float32 leak and threshold; the spikes come
     back in `x`'s dtype, exactly.
     """

@@ -1,0 +1,211 @@
+"""The "native" neuron backend: `native.c` built once per machine with the system C compiler and
+called through ctypes.
+
+The library is built on first use into a cache folder (`$DIETSNN_CACHE_DIR`, else
+`$XDG_CACHE_HOME/dietsnn`, else `~/.cache/dietsnn`) under a name that hashes the source, the
+compiler, its flags and the CPU, so that an edited source, another compiler or another machine
+(a home folder shared over a cluster) builds its own; later processes only load it. Building
+takes well under a second and needs no PyTorch headers; loading imports nothing. Where no C
+compiler is found or the build fails, `library()` returns None and the eager backend runs
+(neuron.py).
+
+Only float32 CPU tensors take this path; `lif` routes every other case to the eager loops.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("native.c")
+FLAGS = ("-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared")
+SURROGATE_KINDS = {"linear": 0, "exponential": 1, "sigmoid": 2, "atan": 3}
+_log = logging.getLogger("dietsnn")
+_LOCK = threading.Lock()
+_STATE: dict[str, object] = {}  # "lib": CDLL or None once tried; "why": reason it is None
+
+
+def compiler() -> str | None:
+    """The C compiler to build with: `$CC`, else cc, gcc or clang on the PATH."""
+    for name in filter(None, (os.environ.get("CC"), "cc", "gcc", "clang")):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def cache_dir() -> Path:
+    if os.environ.get("DIETSNN_CACHE_DIR"):
+        return Path(os.environ["DIETSNN_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "dietsnn"
+
+
+def _cpu_identity() -> str:
+    """The CPU model and feature flags (-march=native code is specific to them)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags", "Features"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _version(cc: str) -> str:
+    try:
+        return subprocess.run([cc, "--version"], capture_output=True, text=True,
+                              timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _build(cc: str, out: Path) -> str | None:
+    """Compile into `out` (atomically). Returns None, or why it failed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+    os.close(fd)
+    why = "unknown"
+    try:
+        # without -march=native or OpenMP where the compiler lacks them (one thread then)
+        for extra in (["-march=native", "-fopenmp"], ["-fopenmp"], ["-march=native"], []):
+            cmd = [cc, *FLAGS, *extra, str(SOURCE), "-o", tmp, "-lm"]
+            try:
+                r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            except (OSError, subprocess.SubprocessError) as e:
+                why = f"{type(e).__name__}: {e}"
+                continue
+            if r.returncode == 0:
+                os.replace(tmp, out)
+                return None
+            why = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1][:200]
+        return why
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernels, built on first use; None where they cannot be (see `why_not`)."""
+    if "lib" in _STATE:
+        return _STATE["lib"]  # type: ignore[return-value]
+    with _LOCK:
+        if "lib" not in _STATE:
+            _STATE["lib"], _STATE["why"] = _load()
+            if _STATE["lib"] is None:
+                _log.debug("native neuron kernels unavailable: %s", _STATE["why"])
+    return _STATE["lib"]  # type: ignore[return-value]
+
+
+def why_not() -> str | None:
+    """Why `library()` is None (after it was called), else None."""
+    return _STATE.get("why")  # type: ignore[return-value]
+
+
+def _load() -> tuple[ctypes.CDLL | None, str | None]:
+    if os.environ.get("DIETSNN_NATIVE", "1") == "0":
+        return None, "DIETSNN_NATIVE=0"
+    cc = compiler()
+    if cc is None:
+        return None, "no C compiler (cc, gcc or clang) on the PATH"
+    try:
+        source = SOURCE.read_bytes()
+    except OSError as e:
+        return None, f"cannot read {SOURCE.name}: {e}"
+    key = hashlib.sha256(b"\0".join([source, _version(cc).encode(), " ".join(FLAGS).encode(),
+                                     _cpu_identity().encode(), platform.machine().encode()]))
+    name = f"dietsnn_native_{key.hexdigest()[:20]}.so"
+    path = cache_dir() / name
+    if not path.exists():
+        try:
+            why = _build(cc, path)
+        except OSError as e:  # cache folder not writable: build into a private temporary one
+            _log.debug("cannot build in %s (%s); building in a temporary folder", path.parent, e)
+            path = Path(tempfile.mkdtemp(prefix="dietsnn-native-")) / name
+            why = _build(cc, path)
+        if why is not None:
+            return None, f"building the native kernels failed: {why}"
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as e:
+        return None, f"loading {path} failed: {e}"
+    f, d, i, L, p = ctypes.c_float, ctypes.c_double, ctypes.c_int, ctypes.c_long, ctypes.c_void_p
+    lib.dietsnn_lif_forward.argtypes = [p, L, L, L, f, f, p, i, p, p, i]
+    lib.dietsnn_lif_backward.argtypes = [p, p, L, L, i, f, f, f, i, p, ctypes.POINTER(d), i]
+    lib.dietsnn_avg_pool2d.argtypes = [p, p, L, L, L, L, i, i, i]
+    for fn in (lib.dietsnn_lif_forward, lib.dietsnn_lif_backward, lib.dietsnn_avg_pool2d):
+        fn.restype = i
+    return lib, None
+
+
+def available() -> bool:
+    return library() is not None
+
+
+def supports(x: Tensor) -> bool:
+    """Whether the kernels take `x` (float32 on the CPU) and are available."""
+    return x.dtype == torch.float32 and x.device.type == "cpu" and available()
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def lif_forward(x: Tensor, leak: Tensor, v: Tensor, u0: Tensor | None,
+                keep_u_tilde: bool) -> tuple[Tensor, Tensor | None, Tensor]:
+    """`neuron._forward_loop` on `[T, N]` float32 (time stride N or 0): (spikes, u~ or None,
+    final membrane)."""
+    T, N = x.shape
+    if x.stride(1) != 1 or x.stride(0) not in (0, N):
+        x = x.contiguous()
+    spikes = torch.empty((T, N), dtype=x.dtype)
+    u_tilde = torch.empty((T, N), dtype=x.dtype) if keep_u_tilde else None
+    u = torch.empty(N, dtype=x.dtype) if u0 is None else u0.contiguous().clone()
+    lib = library()
+    assert lib is not None
+    lib.dietsnn_lif_forward(_ptr(x), x.stride(0), T, N, float(leak), float(v), _ptr(u),
+                            int(u0 is None), _ptr(spikes), _ptr(u_tilde), torch.get_num_threads())
+    return spikes, u_tilde, u
+
+
+def lif_backward(saved: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamma: float,
+                 surrogate: str, steps: int) -> tuple[Tensor, Tensor, Tensor]:
+    """`neuron._backward_loop`: `saved` is u~ `[T, N]`, or with `steps` the constant current
+    `[N]`; `grad` is dL/dspikes `[T, N]`. Returns (dL/dx, dL/dleak, dL/dv)."""
+    saved, grad = saved.contiguous(), grad.contiguous()
+    T, N = grad.shape
+    gx = torch.empty(N if steps else (T, N), dtype=saved.dtype)
+    sums = (ctypes.c_double * 2)()
+    lib = library()
+    assert lib is not None
+    rc = lib.dietsnn_lif_backward(_ptr(saved), _ptr(grad), T, N, int(bool(steps)), float(leak),
+                                  float(v), float(gamma), SURROGATE_KINDS[surrogate], _ptr(gx),
+                                  sums, torch.get_num_threads())
+    if rc != 0:
+        raise MemoryError("native LIF backward: out of memory")
+    return (gx, torch.tensor(sums[0], dtype=saved.dtype), torch.tensor(sums[1], dtype=saved.dtype))
+
+
+def avg_pool2d(x: Tensor, k: int) -> Tensor:
+    """`F.avg_pool2d(x, k, k)` for float32 `[N, C, H, W]`, contiguous or channels-last (kept)."""
+    n, c, h, w = x.shape
+    cl = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    if not cl:
+        x = x.contiguous()
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    y = torch.empty((n, c, h // k, w // k), dtype=x.dtype, memory_format=fmt)
+    lib = library()
+    assert lib is not None
+    lib.dietsnn_avg_pool2d(_ptr(x), _ptr(y), n if cl else n * c, h, w, c, k, int(cl),
+                           torch.get_num_threads())
+    return y
