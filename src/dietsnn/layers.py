@@ -1,5 +1,5 @@
-"""Layers over the functional core: the LIF layer, a dropout with one mask over time and a
-lean average pooling.
+"""Layers over the functional core: the LIF layer, a dropout with one mask over time, a lean
+average pooling, and a `Sequential` that runs "LIF, dropout, pooling" as one native operation.
 
 Time convention inside a network running as an SNN: tensors are time-major and folded into the
 batch, `[T*B, ...]`. A tensor of batch `B` (not folded) is constant over time: that is how direct
@@ -116,6 +116,58 @@ class LIF(Temporal):
                       backend=self.backend)
         return compact.mark(out.flatten(0, 1))
 
+    def fused_forward(self, x: Tensor, following: list[nn.Module]) -> tuple[Tensor, int] | None:
+        """This LIF and the `Dropout` and/or `AvgPool2d` right after it as one native operation
+        (no spike tensor is stored; see `Sequential`). Returns (output, how many of
+        `following` it ran), or None where the layers must run one by one: a backend other than
+        the native one, not float32 NCHW on the CPU, hooks on any of the layers, pooling other
+        than k x k windows at stride k. The output, the random numbers drawn and the saved
+        tensors' marks are those of the layers run one by one."""
+        drop = following[0] if following and isinstance(following[0], Dropout) else None
+        rest = following[1:] if drop is not None else following
+        pool = rest[0] if rest and isinstance(rest[0], AvgPool2d) else None
+        if self.timesteps is None or (drop is None and pool is None):
+            return None
+        backend = neuron.resolve_backend(self.backend, x.device.type)
+        if backend != "native" or not native.supports(x) or not _no_hooks(self, drop, pool):
+            return None
+        k = 1
+        if pool is not None:
+            k = pool.kernel_size
+            if not (isinstance(k, int) and k == pool.stride and pool.padding == 0
+                    and not pool.ceil_mode and pool.divisor_override is None):
+                return None
+        if x.dim() == 2 and k == 1:
+            x4 = x[:, :, None, None]
+        elif x.dim() == 4 and x.is_contiguous() and x.shape[-1] >= k and x.shape[-2] >= k:
+            x4 = x
+        else:
+            return None
+        if _bounds(self.leak) is None or _bounds(self.threshold) is None:
+            _watch(self)
+        T, static = self.timesteps, self.is_static(x)
+        B = x.shape[0] if static else self.batch
+        keep, scale = None, 1.0
+        active = drop is not None and drop.training and drop.p > 0.0 and drop.timesteps is not None
+        if active:  # the numbers Dropout draws: one [B, ...] uniform tensor like its input step
+            keep_p = 1.0 - drop.p
+            keep = torch.rand((B, *x.shape[1:]), dtype=x.dtype, device=x.device) < keep_p
+            keep = keep.view(B, *x4.shape[1:])
+            scale = 1.0 / keep_p
+        if torch.is_grad_enabled() and (x.requires_grad or self.leak.requires_grad
+                                        or self.threshold.requires_grad):
+            out = _LIFPool.apply(x4, self.leak, self.threshold, self.gamma, self.surrogate, T,
+                                 static, keep, scale, k)
+        else:  # inference: keeps nothing
+            out = native.lif_pool_forward(x4.detach(), T, static, self.leak.detach(),
+                                          self.threshold.detach(), keep, scale, k, False)[0]
+        if x.dim() == 2:
+            out = out.view(out.shape[0], -1)
+        if k == 1:  # dropped-out spikes: saved as bool by the next layer, like the unfused ones
+            out = compact.mark(out, torch.tensor(scale, dtype=x.dtype) if active else None)
+        used = (drop is not None) + (pool is not None)
+        return out, used
+
     @torch.no_grad()
     def constrain_(self) -> None:
         """Project back into 0 < leak <= 1, threshold > 0 (call after each optimiser step)."""
@@ -188,6 +240,66 @@ def _compiled_pool():
     if not _POOL:
         _POOL.append(torch.compile(F.avg_pool2d, dynamic=True))
     return _POOL[0]
+
+
+class _LIFPool(torch.autograd.Function):
+    """LIF -> dropout -> pooling (`native.lif_pool_forward`); saves u~ (or, for a current that
+    is the same at every step, that current) and the dropout's bool mask."""
+
+    @staticmethod
+    def forward(ctx, x, leak, threshold, gamma, surrogate, T, static, keep, scale, k):  # type: ignore[override]
+        out, u_tilde = native.lif_pool_forward(x.detach(), T, static, leak.detach(),
+                                               threshold.detach(), keep, scale, k,
+                                               keep_u_tilde=not static)
+        ctx.save_for_backward(x if static else u_tilde, leak, threshold, keep)
+        ctx.args = (T, static, gamma, surrogate, scale, k)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        saved, leak, v, keep = ctx.saved_tensors
+        T, static, gamma, surrogate, scale, k = ctx.args
+        gx, g_leak, g_v = native.lif_pool_backward(saved.detach(), grad.detach(), T, static,
+                                                   leak.detach(), v.detach(), gamma, surrogate,
+                                                   keep, scale, k)
+        need_x, need_leak, need_v = ctx.needs_input_grad[:3]
+        return (gx if need_x else None, g_leak if need_leak else None, g_v if need_v else None,
+                None, None, None, None, None, None, None)
+
+
+def _no_hooks(*mods: nn.Module | None) -> bool:
+    """Whether no forward/backward hook (global or on `mods`) would observe the layers."""
+    from torch.nn.modules import module as _m
+
+    if (_m._global_forward_hooks or _m._global_forward_pre_hooks or _m._global_backward_hooks
+            or _m._global_backward_pre_hooks):
+        return False
+    return not any(m is not None and (m._forward_hooks or m._forward_pre_hooks
+                                      or m._backward_hooks or m._backward_pre_hooks)
+                   for m in mods)
+
+
+class Sequential(nn.Sequential):
+    """`nn.Sequential` (same state_dict, same results) that, in an SNN on the CPU, runs each
+    LIF layer together with the `Dropout` and `AvgPool2d` right after it as one native
+    operation (`LIF.fused_forward`): the spikes and the dropped-out spikes of that block are
+    never stored, which saves memory and two passes over it in forward and in backward. The
+    layers run one by one wherever that is not possible, and whenever a hook is registered on
+    any of them (so hooks see exactly what they would see without fusion)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        mods = list(self._modules.values())
+        i = 0
+        while i < len(mods):
+            m = mods[i]
+            fused = m.fused_forward(x, mods[i + 1:i + 3]) if isinstance(m, LIF) else None
+            if fused is None:
+                x = m(x)
+                i += 1
+            else:
+                x, used = fused
+                i += 1 + used
+        return x
 
 
 def set_time(model: nn.Module, timesteps: int | None, batch: int | None) -> None:

@@ -23,6 +23,8 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -102,8 +104,12 @@ def library() -> ctypes.CDLL | None:
     with _LOCK:
         if "lib" not in _STATE:
             _STATE["lib"], _STATE["why"] = _load()
-            if _STATE["lib"] is None:
-                _log.debug("native neuron kernels unavailable: %s", _STATE["why"])
+            why = _STATE["why"]
+            if _STATE["lib"] is None and str(why).startswith(("building", "loading")):
+                warnings.warn(f"dietsnn: {why}; the neurons run as plain PyTorch ops",
+                              RuntimeWarning, stacklevel=3)
+            elif _STATE["lib"] is None:
+                _log.debug("native neuron kernels unavailable: %s", why)
     return _STATE["lib"]  # type: ignore[return-value]
 
 
@@ -127,6 +133,7 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     name = f"dietsnn_native_{key.hexdigest()[:20]}.so"
     path = cache_dir() / name
     if not path.exists():
+        start = time.perf_counter()
         try:
             why = _build(cc, path)
         except OSError as e:  # cache folder not writable: build into a private temporary one
@@ -135,6 +142,8 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
             why = _build(cc, path)
         if why is not None:
             return None, f"building the native kernels failed: {why}"
+        _log.info("built dietsnn's native neuron kernels in %.1f s: %s",
+                  time.perf_counter() - start, path)
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as e:
@@ -143,7 +152,11 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     lib.dietsnn_lif_forward.argtypes = [p, L, L, L, f, f, p, i, p, p, i]
     lib.dietsnn_lif_backward.argtypes = [p, p, L, L, i, f, f, f, i, p, ctypes.POINTER(d), i]
     lib.dietsnn_avg_pool2d.argtypes = [p, p, L, L, L, L, i, i, i]
-    for fn in (lib.dietsnn_lif_forward, lib.dietsnn_lif_backward, lib.dietsnn_avg_pool2d):
+    lib.dietsnn_lif_pool_forward.argtypes = [p, L, L, L, L, L, i, f, f, p, f, p, p, i]
+    lib.dietsnn_lif_pool_backward.argtypes = [p, p, L, L, L, L, i, i, f, f, f, i, p, f, p,
+                                              ctypes.POINTER(d), i]
+    for fn in (lib.dietsnn_lif_forward, lib.dietsnn_lif_backward, lib.dietsnn_avg_pool2d,
+               lib.dietsnn_lif_pool_forward, lib.dietsnn_lif_pool_backward):
         fn.restype = i
     return lib, None
 
@@ -209,3 +222,48 @@ def avg_pool2d(x: Tensor, k: int) -> Tensor:
     lib.dietsnn_avg_pool2d(_ptr(x), _ptr(y), n if cl else n * c, h, w, c, k, int(cl),
                            torch.get_num_threads())
     return y
+
+
+def lif_pool_forward(x: Tensor, T: int, static: bool, leak: Tensor, v: Tensor,
+                     keep: Tensor | None, scale: float, k: int,
+                     keep_u_tilde: bool) -> tuple[Tensor, Tensor | None]:
+    """LIF -> dropout -> k x k average pooling (stride k, floor) fused, NCHW float32, over `T`
+    steps. `x`: the currents `[T*B, C, H, W]`, or if `static` one step's `[B, C, H, W]` (the
+    same at every step); `keep`: bool `[B, C, H, W]` (dropout's kept neurons, worth `scale`)
+    or None. Returns the pooled output `[T*B, C, H//k, W//k]` and, if `keep_u_tilde`, u~
+    `[T*B, C, H, W]`."""
+    x = x.contiguous()
+    n, c, h, w = x.shape
+    B = n if static else n // T
+    P = B * c
+    out = torch.empty((T * B, c, h // k, w // k), dtype=x.dtype)
+    u_tilde = torch.empty((T * B, c, h, w), dtype=x.dtype) if keep_u_tilde else None
+    lib = library()
+    assert lib is not None
+    rc = lib.dietsnn_lif_pool_forward(_ptr(x), 0 if static else P * h * w, T, P, h, w, k,
+                                      float(leak), float(v), _ptr(keep), float(scale), _ptr(out),
+                                      _ptr(u_tilde), torch.get_num_threads())
+    if rc != 0:
+        raise MemoryError("native LIF-pool forward: out of memory")
+    return out, u_tilde
+
+
+def lif_pool_backward(saved: Tensor, grad: Tensor, T: int, static: bool, leak: Tensor,
+                      v: Tensor, gamma: float, surrogate: str, keep: Tensor | None,
+                      scale: float, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """BPTT of `lif_pool_forward`: `saved` is u~ `[T*B, C, H, W]`, or if `static` the current
+    `[B, C, H, W]`; `grad` the pooled output's gradient. Returns (dL/dx, dL/dleak, dL/dv)."""
+    saved, grad = saved.contiguous(), grad.contiguous()
+    n, c, h, w = saved.shape
+    B = n if static else n // T
+    gx = torch.empty_like(saved)
+    sums = (ctypes.c_double * 2)()
+    lib = library()
+    assert lib is not None
+    rc = lib.dietsnn_lif_pool_backward(_ptr(saved), _ptr(grad), T, B * c, h, w, k, int(static),
+                                       float(leak), float(v), float(gamma),
+                                       SURROGATE_KINDS[surrogate], _ptr(keep), float(scale),
+                                       _ptr(gx), sums, torch.get_num_threads())
+    if rc != 0:
+        raise MemoryError("native LIF-pool backward: out of memory")
+    return (gx, torch.tensor(sums[0], dtype=saved.dtype), torch.tensor(sums[1], dtype=saved.dtype))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..config import DROPOUT
-from ..layers import AvgPool2d, Dropout
+from ..layers import AvgPool2d, Dropout, Sequential
 from .base import Network, init_weights
 
 # 3x3 convs (int = output channels), "A" = 2x2 average pooling.
@@ -43,14 +43,14 @@ class VGG(Network):
                 c = int(v)
         if size < 1:
             raise ValueError(f"image size {image_size} is too small for this network's pooling")
-        self.features = nn.Sequential(*layers)
+        self.features = Sequential(*layers)
         head: list[nn.Module] = [nn.Flatten()]
         f = c * size * size
         for h in hidden:
             head += [nn.Linear(f, h, bias=False), nn.ReLU(), Dropout(dropout)]
             f = h
         head.append(nn.Linear(f, num_classes, bias=False))
-        self.classifier = nn.Sequential(*head)
+        self.classifier = Sequential(*head)
         init_weights(self)
 
     input_dims = 4  # [B, C, H, W]; [T, B, C, H, W] is time-varying input

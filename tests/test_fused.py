@@ -1,0 +1,104 @@
+"""The fused LIF -> dropout -> pooling block (`layers.Sequential`) against the same layers run
+one by one: the same output bit for bit, the same random numbers drawn, the same gradients to
+float rounding; and it steps aside whenever a hook is registered."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dietsnn
+from dietsnn.functional import native
+from dietsnn.layers import LIF, AvgPool2d, Dropout, Sequential, set_time
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="no native kernels")
+
+
+def _one_by_one(seq, x):
+    for m in seq:
+        x = m(x)
+    return x
+
+
+def _run(seq, x, T, B, fused, seed):
+    set_time(seq, T, B)
+    xi = x.clone().requires_grad_()
+    torch.manual_seed(seed)
+    out = seq(xi) if fused else _one_by_one(seq, xi)
+    rng = torch.get_rng_state()
+    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    (out * w).sum().backward()
+    grads = [xi.grad] + [p.grad.clone() for p in seq.parameters()]
+    seq.zero_grad()
+    set_time(seq, None, None)
+    return out.detach(), rng, grads
+
+
+@settings(max_examples=40, deadline=None)
+@given(T=st.integers(1, 4), B=st.integers(1, 3), C=st.integers(1, 4), H=st.integers(3, 9),
+       W=st.integers(3, 9), k=st.sampled_from([2, 3]), p=st.sampled_from([0.0, 0.3]),
+       static=st.booleans(), training=st.booleans(), with_pool=st.booleans(),
+       surrogate=st.sampled_from(["linear", "atan"]), seed=st.integers(0, 1000))
+def test_fused_block_matches_the_layers_one_by_one(T, B, C, H, W, k, p, static, training,
+                                                   with_pool, surrogate, seed):
+    lif = LIF(0.9, 0.6, surrogate=surrogate)
+    mods = [lif, Dropout(p)] + ([AvgPool2d(k)] if with_pool else [])
+    seq = Sequential(*mods).train(training)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((B if static else T * B), C, H, W, generator=g)
+    a = _run(seq, x, T, B, True, seed)
+    b = _run(seq, x, T, B, False, seed)
+    assert torch.equal(a[0], b[0])  # output, bit for bit
+    assert torch.equal(a[1], b[1])  # the same random numbers drawn
+    for ga, gb in zip(a[2], b[2]):
+        torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_linear_block_and_bool_saving():
+    """LIF -> Dropout on [T*B, features] (a classifier's hidden layer), output marked so that
+    the next linear layer saves it as bool, like the unfused one."""
+    seq = Sequential(LIF(1.0, 0.5), Dropout(0.2), torch.nn.Linear(12, 3, bias=False))
+    x = torch.randn(4 * 2, 12)
+    a = _run(seq, x, 4, 2, True, 3)
+    b = _run(seq, x, 4, 2, False, 3)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    for ga, gb in zip(a[2], b[2]):
+        torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-6)
+
+
+def test_the_network_fuses_and_a_hook_turns_fusion_off():
+    torch.manual_seed(0)
+    snn = dietsnn.ann_to_snn(dietsnn.build_ann("vgg_small"), 3).train()
+    x = torch.randn(4, 1, 28, 28)
+    calls = []
+    orig = LIF.fused_forward
+
+    def spy(self, *a):
+        r = orig(self, *a)
+        calls.append(r is not None)
+        return r
+    res = []
+    for hooked in (False, True):
+        torch.manual_seed(5)
+        handle = snn.features[1].register_forward_hook(lambda *a: None) if hooked else None
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(LIF, "fused_forward", spy)
+            out = snn(x)
+        out.sum().backward()
+        res.append((out.detach(), [q.grad.clone() for q in snn.parameters()]))
+        snn.zero_grad()
+        if handle:
+            handle.remove()
+    assert calls[:4] == [True, True, True, True]  # every LIF fused without hooks
+    assert calls[4] is False and all(calls[5:])  # the hooked one ran unfused
+    assert torch.equal(res[0][0], res[1][0])
+    for ga, gb in zip(res[0][1], res[1][1]):
+        torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-6)
+
+
+def test_state_dict_is_that_of_nn_sequential():
+    seq = Sequential(torch.nn.Conv2d(1, 2, 3), LIF())
+    ref = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), LIF())
+    assert list(seq.state_dict()) == list(ref.state_dict())
