@@ -51,7 +51,7 @@ def _unpack(saved) -> Tensor:
     if isinstance(saved, Tensor):
         return saved
     nonzero, scale, dtype = saved
-    return nonzero.to(dtype) if scale is None else nonzero.to(dtype) * scale
+    return nonzero.to(dtype) if scale is None else nonzero.to(dtype).mul_(scale)  # one tensor
 
 
 @contextmanager
