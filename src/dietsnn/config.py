@@ -19,6 +19,13 @@ DIVERGED_LOSS_FACTOR = 100.0
 # docs/CONVERSION.md) or "avg" (average pooling, with a warning); measured in CONVERSION.md
 MAXPOOL = "spiking"
 
+# the values an option takes, read by the library's checks and the command line's choices
+ENCODINGS = ("direct", "rate")
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "step", "none")
+PRECISIONS = ("fp32", "bf16")
+MAXPOOL_MODES = ("spiking", "avg")
+
 
 @dataclass
 class ConversionConfig:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed, logs, runtime
-from .config import DIVERGED_LOSS_FACTOR, TrainConfig
+from .config import DIVERGED_LOSS_FACTOR, OPTIMIZERS, SCHEDULES, TrainConfig
 from .data import Batches, Splits
 from .errors import TrainingDiverged, UserError
 from .layers import constrain_, lif_layers
@@ -81,7 +81,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr, amsgrad=cfg.amsgrad)
-    raise UserError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adam")
+    raise UserError(f"unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int):
@@ -91,7 +91,7 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int):
         return torch.optim.lr_scheduler.MultiStepLR(opt, [int(steps * f) for f in (0.5, 0.75)], 0.1)
     if cfg.schedule == "none":
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-    raise UserError(f"unknown schedule {cfg.schedule!r}; choose cosine, step or none")
+    raise UserError(f"unknown schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
 
 
 def _autocast(precision: str, device: str | torch.device = "cpu"):

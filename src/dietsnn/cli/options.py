@@ -147,7 +147,7 @@ def snn_opts(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("spiking network")
     g.add_argument("--timesteps", "-T", type=positive_int("--timesteps", ckpt.MAX_TIMESTEPS),
                    default=d.timesteps)
-    g.add_argument("--encoding", choices=["direct", "rate"], default=d.encoding)
+    g.add_argument("--encoding", choices=config.ENCODINGS, default=d.encoding)
     g.add_argument("--percentile", type=float_in("--percentile", 0, 100), default=d.percentile)
     g.add_argument("--scale", type=positive_float("--scale"), default=d.scale,
                    help="threshold scaling factor after calibration")
@@ -172,12 +172,12 @@ def train_opts(p: argparse.ArgumentParser, d: TrainConfig, prefix: str = "",
     g.add_argument(f"{pre}lr", dest=f"{dest}lr", type=positive_float(f"{pre}lr"), default=d.lr)
     g.add_argument(f"{pre}batch-size", dest=f"{dest}batch_size",
                    type=positive_int(f"{pre}batch-size"), default=d.batch_size)
-    g.add_argument(f"{pre}optimizer", dest=f"{dest}optimizer", choices=["sgd", "adam"],
+    g.add_argument(f"{pre}optimizer", dest=f"{dest}optimizer", choices=config.OPTIMIZERS,
                    default=d.optimizer)
     g.add_argument(f"{pre}weight-decay", dest=f"{dest}weight_decay",
                    type=float_in(f"{pre}weight-decay", 0, math.inf, lo_open=False),
                    default=d.weight_decay)
-    g.add_argument(f"{pre}schedule", dest=f"{dest}schedule", choices=["cosine", "step", "none"],
+    g.add_argument(f"{pre}schedule", dest=f"{dest}schedule", choices=config.SCHEDULES,
                    default=d.schedule)
     if snn:
         g.add_argument(f"{pre}neuron-lr", dest=f"{dest}neuron_lr",
@@ -189,7 +189,7 @@ def train_opts(p: argparse.ArgumentParser, d: TrainConfig, prefix: str = "",
                        help="keep leaks fixed")
         g.add_argument("--no-train-threshold", dest="train_threshold", action="store_false",
                        help="keep thresholds fixed")
-        g.add_argument("--precision", choices=["fp32", "bf16"], default=d.precision)
+        g.add_argument("--precision", choices=config.PRECISIONS, default=d.precision)
 
 
 class _ShowDefaults(argparse.HelpFormatter):

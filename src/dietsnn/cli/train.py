@@ -11,7 +11,7 @@ from pathlib import Path
 from .. import analysis, distributed, pipeline
 from ..analysis.report import write_report
 from ..checkpoint import MAX_TIMESTEPS, dumps, load_model, resolve_model_path, write_json
-from ..config import ANN_TRAIN, ARCH, DROPOUT, EVAL_BATCH, MAXPOOL, SNN_TRAIN
+from ..config import ANN_TRAIN, ARCH, DROPOUT, EVAL_BATCH, MAXPOOL, MAXPOOL_MODES, SNN_TRAIN
 from ..errors import UserError
 from ..functional.energy import E_AC_PJ, E_MAC_PJ
 from ..models import ARCHS
@@ -73,7 +73,7 @@ def add_commands(sub) -> dict:
                         "converted")
     common(c, "runs/converted")
     snn_opts(c)
-    c.add_argument("--maxpool", choices=["spiking", "avg"], default=MAXPOOL,
+    c.add_argument("--maxpool", choices=MAXPOOL_MODES, default=MAXPOOL,
                    help="what max pooling of a --from-module model becomes")
 
     s = sub.add_parser("train-snn", help="step 3: train the SNN (weights, leaks, thresholds)")
