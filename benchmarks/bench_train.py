@@ -12,6 +12,8 @@ Contenders (`--contenders`, comma-separated):
   and the allocator tuning are whatever the library does by itself.
 - `dietsnn-eager`: the same inside `neuron.use_backend("eager")` (the fallback without a C
   compiler).
+- `dietsnn-compile`: the same inside `neuron.use_backend("compile")` (torch.compile's kernels;
+  not in the default list).
 - `dietsnn-notune`: the library defaults with `snn.keep_freed_memory = False` (the SNN does not
   hold glibc's keep-freed-memory tuning): the allocator tuning measured both ways.
 - `dietsnn-bf16`: the library defaults, the forward under `torch.autocast(bfloat16)`.
@@ -27,12 +29,14 @@ Contenders (`--contenders`, comma-separated):
 Every contender runs in a fresh process of its own (`--worker NAME`, one JSON line) in every
 round, and rounds are interleaved with the order rotated each round, so that no library's
 allocator setting or compile cache in one process touches another, and machine noise hits all
-alike. Each worker: build, 3 training steps (the first compiles) after which the peak memory is
+alike. Each worker: build, 3 training steps (the first builds or loads dietsnn's native kernels,
+or compiles) after which the peak memory is
 read (VmHWM: the whole process's peak RSS, and its peak above the RSS just before the first
 step; on CUDA `torch.cuda.max_memory_allocated`), more warm-up steps, `--steps` timed steps
 (median), the memory held between forward and backward, then inference (no_grad, eval, batch
-256) in images/s. By default every worker gets an empty inductor cache of its own
-(`--compile-cache fresh`), so "compile included" is literal in every round. The workers run
+256) in images/s. By default every worker gets an empty inductor cache and an empty dietsnn
+kernel cache of its own (`--compile-cache fresh`), so "compile included" is literal in every
+round. The workers run
 with the environment as it is (no MALLOC_* tuning of the benchmark's own: the allocator is what
 each library leaves it); a MALLOC_* variable set by the caller is reported.
 
@@ -99,7 +103,7 @@ import dietsnn  # noqa: E402
 from dietsnn.functional import neuron  # noqa: E402
 
 C = 10
-DIETSNN = ("dietsnn", "dietsnn-eager", "dietsnn-notune", "dietsnn-bf16")
+DIETSNN = ("dietsnn", "dietsnn-eager", "dietsnn-notune", "dietsnn-bf16", "dietsnn-compile")
 SJ = ("spikingjelly", "spikingjelly-triton", "spikingjelly-cupy", "spikingjelly-cuda")
 PEERS = (*SJ, "snntorch", "norse")
 DENSE = ("ann-TxB", "ann-BxT")
@@ -143,6 +147,8 @@ def build_dietsnn(name: str, arch: str, T: int, device: torch.device,
                   stack: contextlib.ExitStack) -> Contender:
     if name == "dietsnn-eager":  # entered before anything runs: the whole process is eager
         stack.enter_context(neuron.use_backend("eager"))
+    if name == "dietsnn-compile":  # the torch.compile backend, the CPU default before 0231768
+        stack.enter_context(neuron.use_backend("compile"))
     torch.manual_seed(0)
     snn = dietsnn.ann_to_snn(dietsnn.build_ann(arch), T).to(device)  # the library defaults
     info: dict[str, Any] = {"backend": neuron.get_backend()}
@@ -544,10 +550,11 @@ def spawn(name: str, args: argparse.Namespace, timesteps: int, infer: bool = Tru
         cmd.append("--no-held")
     env = dict(os.environ)
     with contextlib.ExitStack() as stack:
-        if args.compile_cache == "fresh":  # an empty inductor (and Triton) cache of its own
+        if args.compile_cache == "fresh":  # empty inductor, Triton and dietsnn caches of its own
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-inductor-"))
             env["TORCHINDUCTOR_CACHE_DIR"] = tmp
             env["TRITON_CACHE_DIR"] = os.path.join(tmp, "triton")
+            env["DIETSNN_CACHE_DIR"] = os.path.join(tmp, "dietsnn")
         try:
             res = subprocess.run(cmd, capture_output=True, text=True, env=env,
                                  timeout=args.worker_timeout)
@@ -730,7 +737,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--infer-batch", type=int, default=256)
     p.add_argument("--infer-batches", type=int, default=3, help="timed inference batches")
     p.add_argument("--compile-cache", choices=("fresh", "shared"), default="fresh",
-                   help="fresh: every worker starts with an empty inductor cache (compile "
+                   help="fresh: every worker starts with empty inductor and dietsnn caches (compile "
                         "included in every round); shared: the user's cache (warm starts)")
     p.add_argument("--scaling", action="store_true",
                    help="also dietsnn's step time against T (see --scaling-timesteps)")
