@@ -159,3 +159,27 @@ def test_a_failing_build_is_reported_and_falls_back(monkeypatch, tmp_path):
         assert native.library() is None
     assert "building the native kernels failed: cc: fatal error" in native.why_not()
     assert not list((tmp_path / "cache").glob("*"))  # no partial library left behind
+
+
+def test_no_writable_folder_at_all_falls_back(monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(native, "_STATE", {})
+    monkeypatch.setenv("DIETSNN_CACHE_DIR", str(blocker / "cache"))
+    monkeypatch.setattr(native.tempfile, "mkdtemp", lambda **kw: (_ for _ in ()).throw(
+        PermissionError("read-only file system")))
+    with pytest.warns(RuntimeWarning, match="no writable folder"):
+        assert native.library() is None
+
+
+def test_a_library_others_can_write_is_not_loaded(monkeypatch, tmp_path):
+    _fresh_state(monkeypatch, tmp_path)
+    assert native.library() is not None
+    cache = tmp_path / "cache"
+    cache.chmod(0o777)  # a shared folder: anyone could have put the file there
+    monkeypatch.setattr(native, "_STATE", {})
+    loaded = []
+    real = native.ctypes.CDLL
+    monkeypatch.setattr(native.ctypes, "CDLL", lambda p: loaded.append(p) or real(p))
+    assert native.library() is not None
+    assert loaded and not loaded[0].startswith(str(cache))  # a private build was loaded

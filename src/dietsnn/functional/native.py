@@ -5,9 +5,10 @@ The library is built on first use into a cache folder (`$DIETSNN_CACHE_DIR`, els
 `$XDG_CACHE_HOME/dietsnn`, else `~/.cache/dietsnn`) under a name that hashes the source, the
 compiler, its flags and the CPU, so that an edited source, another compiler or another machine
 (a home folder shared over a cluster) builds its own; later processes only load it. Building
-takes well under a second and needs no PyTorch headers; loading imports nothing. Where no C
-compiler is found or the build fails, `library()` returns None and the eager backend runs
-(neuron.py).
+takes well under a second and needs no PyTorch headers; loading imports nothing. A library
+file or folder that is not this user's, or that others can write, is never loaded (a private
+copy is built in a temporary folder instead). Where no C compiler is found or the build fails,
+`library()` returns None and the eager backend runs (neuron.py); a failed build warns once.
 
 Only float32 CPU tensors take this path; `lif` routes every other case to the eager loops.
 """
@@ -72,6 +73,18 @@ def _version(cc: str) -> str:
         return ""
 
 
+def _trusted(path: Path) -> bool:
+    """Whether `path` and its folder belong to this user and nobody else can write them (a
+    library found in a shared cache folder is never loaded otherwise)."""
+    if not hasattr(os, "getuid"):
+        return True
+    for p in (path, path.parent):
+        st = p.stat()
+        if st.st_uid != os.getuid() or st.st_mode & 0o022:
+            return False
+    return True
+
+
 def _build(cc: str, out: Path) -> str | None:
     """Compile into `out` (atomically). Returns None, or why it failed."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -132,14 +145,20 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
                                      _cpu_identity().encode(), platform.machine().encode()]))
     name = f"dietsnn_native_{key.hexdigest()[:20]}.so"
     path = cache_dir() / name
+    if path.exists() and not _trusted(path):  # someone else's file: build a private copy
+        _log.debug("not loading %s: not owned by this user or writable by others", path)
+        path = Path(tempfile.mkdtemp(prefix="dietsnn-native-")) / name
     if not path.exists():
         start = time.perf_counter()
         try:
             why = _build(cc, path)
         except OSError as e:  # cache folder not writable: build into a private temporary one
             _log.debug("cannot build in %s (%s); building in a temporary folder", path.parent, e)
-            path = Path(tempfile.mkdtemp(prefix="dietsnn-native-")) / name
-            why = _build(cc, path)
+            try:
+                path = Path(tempfile.mkdtemp(prefix="dietsnn-native-")) / name
+                why = _build(cc, path)
+            except OSError as e2:
+                why = f"no writable folder ({e}; {e2})"
         if why is not None:
             return None, f"building the native kernels failed: {why}"
         _log.info("built dietsnn's native neuron kernels in %.1f s: %s",
