@@ -5,7 +5,7 @@ The library is built on first use into a cache folder (`$DIETSNN_CACHE_DIR`, els
 `$XDG_CACHE_HOME/dietsnn`, else `~/.cache/dietsnn`) under a name that hashes the source, the
 compiler, its flags and the CPU, so that an edited source, another compiler or another machine
 (a home folder shared over a cluster) builds its own; later processes only load it. Building
-takes well under a second and needs no PyTorch headers; loading imports nothing. A library
+takes about a second and needs no PyTorch headers; loading imports nothing. A library
 file or folder that is not this user's, or that others can write, is never loaded (a private
 copy is built in a temporary folder instead). Where no C compiler is found or the build fails,
 `library()` returns None and the eager backend runs (neuron.py); a failed build warns once.

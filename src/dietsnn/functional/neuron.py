@@ -177,7 +177,7 @@ def has_compiler() -> bool:
 @functools.cache
 def automatic_backend(device_type: str = "cpu") -> str:
     """The default, decided once per process and device type. On the CPU "native" (the C
-    kernels, built on first use in well under a second, then loaded from a cache) where they
+    kernels, built on first use in about a second, then loaded from a cache) where they
     build, "eager" otherwise. On GPUs "eager": there the per-step kernels are small and
     launch-bound, and the compiled step measured slower (docs/BENCHMARKS.md)."""
     if device_type != "cpu":
