@@ -148,7 +148,9 @@ class LIF(Temporal):
         T, static = self.timesteps, self.is_static(x)
         B = x.shape[0] if static else self.batch
         keep, scale = None, 1.0
-        active = drop is not None and drop.training and drop.p > 0.0 and drop.timesteps is not None
+        active = drop is not None and drop.training and drop.p > 0.0
+        if active and drop.timesteps is None:  # not in the network's time context: its own way
+            return None
         if active:  # the numbers Dropout draws: one [B, ...] uniform tensor like its input step
             keep_p = 1.0 - drop.p
             keep = torch.rand((B, *x.shape[1:]), dtype=x.dtype, device=x.device) < keep_p
