@@ -132,8 +132,6 @@ def why_not() -> str | None:
 
 
 def _load() -> tuple[ctypes.CDLL | None, str | None]:
-    if os.environ.get("DIETSNN_NATIVE", "1") == "0":
-        return None, "DIETSNN_NATIVE=0"
     cc = compiler()
     if cc is None:
         return None, "no C compiler (cc, gcc or clang) on the PATH"
