@@ -127,40 +127,61 @@ INLINE void bwd_step(long m, const float *restrict utt, const float *restrict gt
     }
 }
 
-INLINE void bwd_block(bwd_args *a, long b, long m, float *scratch, const int kind) {
+/* bwd_step with the surrogate kind and the two flags as constants: one specialised loop per
+ * case, chosen once per call (has_prev: prev is not NULL; store: gxt is written, else summed) */
+static void bwd_step_any(long m, const float *utt, const float *gt, const float *prev,
+                         float *gxt, float *d, float *gl, float *gv, float *sum, float leak,
+                         float v, float inv_v, float gamma, int kind) {
+#define BWD_FLAGS(KIND) \
+    if (gxt) { \
+        if (prev) bwd_step(m, utt, gt, prev, gxt, d, gl, gv, sum, leak, v, inv_v, gamma, KIND, 1, 1); \
+        else bwd_step(m, utt, gt, 0, gxt, d, gl, gv, sum, leak, v, inv_v, gamma, KIND, 0, 1); \
+    } else { \
+        if (prev) bwd_step(m, utt, gt, prev, 0, d, gl, gv, sum, leak, v, inv_v, gamma, KIND, 1, 0); \
+        else bwd_step(m, utt, gt, 0, 0, d, gl, gv, sum, leak, v, inv_v, gamma, KIND, 0, 0); \
+    }
+    switch (kind) {
+    case SG_LINEAR: BWD_FLAGS(SG_LINEAR); break;
+    case SG_EXPONENTIAL: BWD_FLAGS(SG_EXPONENTIAL); break;
+    case SG_SIGMOID: BWD_FLAGS(SG_SIGMOID); break;
+    default: BWD_FLAGS(SG_ATAN); break;
+    }
+#undef BWD_FLAGS
+}
+
+/* u~ of m neurons driven by the same current x at each of T steps, into out [T][stride],
+ * as the forward computed it; u: m floats of workspace */
+static void recompute_u_tilde(long m, long T, const float *restrict x, float leak, float v,
+                              float *restrict u, float *restrict out, long stride) {
+    for (long i = 0; i < m; i++) u[i] = 0.0f;
+    for (long t = 0; t < T; t++) {
+        float *restrict st = out + t * stride;
+        for (long i = 0; i < m; i++) {
+            float s = MADD(u[i], leak, x[i]);
+            st[i] = s;
+            u[i] = s - (s > v ? 1.0f : 0.0f) * v;
+        }
+    }
+}
+
+static void bwd_block(bwd_args *a, long b, long m, float *scratch) {
     const float leak = a->leak, v = a->v, gamma = a->gamma, inv_v = 1.0f / v;
     const long N = a->N, T = a->T;
     float d[BLK], gl[BLK], gv[BLK], sum[BLK];
     const float *ut;
     long sut;
     if (a->steps) { /* recompute u~ of the constant current into scratch [T, BLK] */
-        const float *x = a->saved + b;
-        float u[BLK];
-        for (long i = 0; i < m; i++) u[i] = 0.0f;
-        for (long t = 0; t < T; t++) {
-            float *st = scratch + t * BLK;
-            for (long i = 0; i < m; i++) {
-                float s = MADD(u[i], leak, x[i]);
-                st[i] = s;
-                u[i] = s - (s > v ? 1.0f : 0.0f) * v;
-            }
-        }
+        recompute_u_tilde(m, T, a->saved + b, leak, v, d, scratch, BLK);
         ut = scratch; sut = BLK;
     } else {
         ut = a->saved + b; sut = N;
     }
     for (long i = 0; i < m; i++) { d[i] = 0.0f; gl[i] = 0.0f; gv[i] = 0.0f; sum[i] = 0.0f; }
     for (long t = T - 1; t >= 0; t--) {
-        const float *utt = ut + t * sut, *gt = a->grad + t * N + b;
         const float *prev = t > 0 ? ut + (t - 1) * sut : 0;
-        float *gxt = a->gx + t * N + b;
-        if (a->steps) {
-            if (prev) bwd_step(m, utt, gt, prev, 0, d, gl, gv, sum, leak, v, inv_v, gamma, kind, 1, 0);
-            else bwd_step(m, utt, gt, 0, 0, d, gl, gv, sum, leak, v, inv_v, gamma, kind, 0, 0);
-        } else {
-            if (prev) bwd_step(m, utt, gt, prev, gxt, d, gl, gv, sum, leak, v, inv_v, gamma, kind, 1, 1);
-            else bwd_step(m, utt, gt, 0, gxt, d, gl, gv, sum, leak, v, inv_v, gamma, kind, 0, 1);
-        }
+        bwd_step_any(m, ut + t * sut, a->grad + t * N + b, prev,
+                     a->steps ? 0 : a->gx + t * N + b, d, gl, gv, sum, leak, v, inv_v, gamma,
+                     a->kind);
     }
     double sl = 0.0, sv = 0.0;
     for (long i = 0; i < m; i++) { sl += gl[i]; sv += gv[i]; }
@@ -174,15 +195,8 @@ static void bwd_range(bwd_args *a) {
         scratch = (float *)malloc(sizeof(float) * (size_t)a->T * BLK);
         if (!scratch) { a->failed = 1; return; }
     }
-    for (long b = a->n0; b < a->n1; b += BLK) {
-        const long m = (a->n1 - b < BLK) ? a->n1 - b : BLK;
-        switch (a->kind) { /* constant kinds: one specialised loop each */
-        case SG_LINEAR: bwd_block(a, b, m, scratch, SG_LINEAR); break;
-        case SG_EXPONENTIAL: bwd_block(a, b, m, scratch, SG_EXPONENTIAL); break;
-        case SG_SIGMOID: bwd_block(a, b, m, scratch, SG_SIGMOID); break;
-        default: bwd_block(a, b, m, scratch, SG_ATAN); break;
-        }
-    }
+    for (long b = a->n0; b < a->n1; b += BLK)
+        bwd_block(a, b, (a->n1 - b < BLK) ? a->n1 - b : BLK, scratch);
     free(scratch);
 }
 
@@ -407,23 +421,13 @@ static void lp_forward_plane(lp_args *a, long p, float *restrict u, float *restr
  * recomputed u~ of a constant current. */
 static void lp_backward_plane(lp_args *a, long p, float *d, float *gl, float *gv, float *g,
                               float *sum, float *scratch) {
-    const int kind = a->kind;
     const long HW = a->H * a->W, T = a->T, P = a->P;
     const long Ho = a->H / a->k, Wo = a->W / a->k;
     const float leak = a->leak, v = a->v, gamma = a->gamma, inv_v = 1.0f / v;
     const float *ut;
     long sut;
-    if (a->steps) {
-        const float *restrict x = a->x + p * HW;
-        for (long q = 0; q < HW; q++) d[q] = 0.0f; /* d as the membrane while recomputing */
-        for (long t = 0; t < T; t++) {
-            float *restrict st = scratch + t * HW;
-            for (long q = 0; q < HW; q++) {
-                float s = MADD(d[q], leak, x[q]);
-                st[q] = s;
-                d[q] = s - (s > v ? 1.0f : 0.0f) * v;
-            }
-        }
+    if (a->steps) { /* d as the membrane while recomputing */
+        recompute_u_tilde(HW, T, a->x + p * HW, leak, v, d, scratch, HW);
         ut = scratch; sut = HW;
     } else {
         ut = a->x + p * HW; sut = P * HW;
@@ -431,24 +435,9 @@ static void lp_backward_plane(lp_args *a, long p, float *d, float *gl, float *gv
     for (long q = 0; q < HW; q++) { d[q] = 0.0f; sum[q] = 0.0f; }
     for (long t = T - 1; t >= 0; t--) {
         lp_spread(a, p, a->grad + (t * P + p) * Ho * Wo, g);
-        const float *utt = ut + t * sut;
         const float *prev = t > 0 ? ut + (t - 1) * sut : 0;
-        float *gxt = a->steps ? 0 : a->gx + t * P * HW + p * HW;
-#define LP_STEP(KIND) \
-    if (a->steps) { \
-        if (prev) bwd_step(HW, utt, g, prev, 0, d, gl, gv, sum, leak, v, inv_v, gamma, KIND, 1, 0); \
-        else bwd_step(HW, utt, g, 0, 0, d, gl, gv, sum, leak, v, inv_v, gamma, KIND, 0, 0); \
-    } else { \
-        if (prev) bwd_step(HW, utt, g, prev, gxt, d, gl, gv, sum, leak, v, inv_v, gamma, KIND, 1, 1); \
-        else bwd_step(HW, utt, g, 0, gxt, d, gl, gv, sum, leak, v, inv_v, gamma, KIND, 0, 1); \
-    }
-        switch (kind) {
-        case SG_LINEAR: LP_STEP(SG_LINEAR); break;
-        case SG_EXPONENTIAL: LP_STEP(SG_EXPONENTIAL); break;
-        case SG_SIGMOID: LP_STEP(SG_SIGMOID); break;
-        default: LP_STEP(SG_ATAN); break;
-        }
-#undef LP_STEP
+        bwd_step_any(HW, ut + t * sut, g, prev, a->steps ? 0 : a->gx + t * P * HW + p * HW, d,
+                     gl, gv, sum, leak, v, inv_v, gamma, a->kind);
     }
     if (a->steps) {
         float *restrict gx = a->gx + p * HW;
