@@ -281,7 +281,7 @@ def test_save_and_load_a_converted_custom_model(tmp_path):
     snn = dietsnn.convert(randomise_batchnorm(ResNetLike("max")), timesteps=4)
     x = torch.randn(6, 1, 28, 28)
     dietsnn.calibrate_thresholds(snn, x, 99.0, 0.7, 4)
-    dietsnn.save_model(tmp_path / "m.safetensors", snn)
+    dietsnn.save_model(snn, tmp_path / "m.safetensors")
     back = dietsnn.load_model(tmp_path / "m.safetensors")
     assert isinstance(back, GraphSNN) and not back.training
     assert back.timesteps == 4 and back.config["input_shape"] == [1, 28, 28]
@@ -301,7 +301,7 @@ def test_a_damaged_graph_is_refused(tmp_path):
 
     from safetensors.torch import load_file, save_file
     snn = dietsnn.convert(BiasNet().eval(), timesteps=2)
-    dietsnn.save_model(tmp_path / "m.safetensors", snn)
+    dietsnn.save_model(snn, tmp_path / "m.safetensors")
     meta = dietsnn.checkpoint.read_model_file(tmp_path / "m.safetensors")[1]
     graph = json.loads(meta["graph"])
     graph["nodes"][2]["target"] = "os.system"

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from dietsnn.checkpoint import TMP_TAG, atomic_write, write_json
 from dietsnn.errors import UserError
+from dietsnn.files import TMP_TAG, atomic_write, write_json
 from dietsnn.rundir import CONFIG_FILE, LOCK_FILE, MARKER_FILE, RunDir
 
 

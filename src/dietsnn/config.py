@@ -19,6 +19,13 @@ DIVERGED_LOSS_FACTOR = 100.0
 # docs/CONVERSION.md) or "avg" (average pooling, with a warning); measured in CONVERSION.md
 MAXPOOL = "spiking"
 
+# bounds of every integer option and argument (far beyond any real use: a larger value is a
+# mistake, refused before any work by the command line and the Python API alike)
+MAX_TIMESTEPS = 100_000
+MAX_EPOCHS = 100_000
+MAX_BATCH = 1 << 20
+MAX_SAMPLES = 1 << 31  # counts of images: --limit-train, --val-size, --calib-size, ...
+
 # the values an option takes, read by the library's checks and the command line's choices
 ENCODINGS = ("direct", "rate")
 OPTIMIZERS = ("sgd", "adam")

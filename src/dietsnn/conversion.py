@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from . import distributed
-from .config import GAMMA, SURROGATE, ConversionConfig
+from .config import GAMMA, MAX_TIMESTEPS, SURROGATE, ConversionConfig
+from .errors import check_int, check_number
 from .functional import encoding as _encoding
 from .functional import surrogate as _surrogate
 from .functional.neuron import lif_forward
@@ -55,7 +56,7 @@ def ann_to_snn(
 ) -> Network:
     """Return a spiking copy of `ann` (the ANN is not modified): every ReLU becomes a LIF with
     `leak` (1 = IF) and `threshold` (set it with `calibrate_thresholds`), weights copied."""
-    check_options(timesteps, encoding, leak, threshold, surrogate)
+    check_options(timesteps, encoding, leak, threshold, surrogate, gamma)
     snn = copy.deepcopy(ann)
     replace_modules(snn, nn.ReLU, lambda _: LIF(leak, threshold, gamma, surrogate))
     snn.timesteps = timesteps
@@ -64,26 +65,27 @@ def ann_to_snn(
 
 
 def check_options(timesteps: int, encoding: str, leak: float, threshold: float,
-                  surrogate: str) -> None:
-    """Refuse conversion options out of range (a ValueError naming the option)."""
-    if timesteps < 1:
-        raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+                  surrogate: str, gamma: float = GAMMA) -> None:
+    """Refuse conversion options of the wrong type (TypeError) or out of range (ValueError),
+    naming the option, as the command line does."""
+    check_int("timesteps", timesteps, 1, MAX_TIMESTEPS)
     if encoding not in _encoding.ENCODINGS:
         raise ValueError(f"unknown encoding {encoding!r}; choose one of {', '.join(_encoding.ENCODINGS)}")
     _surrogate.get(surrogate)
-    if not 0.0 < leak <= 1.0:
-        raise ValueError(f"leak must be in (0, 1], got {leak}")
-    if threshold <= 0.0:
-        raise ValueError(f"threshold must be > 0, got {threshold}")
+    check_number("leak", leak, 0.0, 1.0)
+    check_number("threshold", threshold, 0.0)
+    check_number("gamma", gamma, 0.0)
 
 
 def check_calibration(percentile: float, scale: float, timesteps: int) -> None:
-    if not 0.0 < percentile <= 100.0:
-        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
-    if scale <= 0.0:
-        raise ValueError(f"scale must be > 0, got {scale}")
-    if timesteps < 1:
-        raise ValueError(f"calibration timesteps must be >= 1, got {timesteps}")
+    """Refuse calibration options of the wrong type or out of range, as `check_options`."""
+    check_number("percentile", percentile, 0.0, 100.0)
+    if percentile <= 1.0:
+        raise ValueError(f"percentile is in percent, in (0, 100] (99.7 is the default), and "
+                         f"values <= 1 are refused as fractions: got {percentile}; for the "
+                         f"{100 * percentile:g}th percentile pass {100 * percentile:g}")
+    check_number("scale", scale, 0.0)
+    check_int("calibration timesteps", timesteps, 1, MAX_TIMESTEPS)
 
 
 def check_calibration_memory(config: dict | None, images: int, timesteps: int, encoding: str = "direct",

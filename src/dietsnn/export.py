@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import TMP_TAG, file_mode
 from .config import GAMMA, NIR_DT, NIR_NONLEAKY, NIR_POOLING, SURROGATE
 from .errors import UserError
+from .files import TMP_TAG, file_mode
 from .layers import LIF, Dropout
 from .models import Network
 

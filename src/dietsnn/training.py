@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from . import distributed, logs, runtime
+from . import distributed, files, logs, runtime
 from .config import DIVERGED_LOSS_FACTOR, OPTIMIZERS, SCHEDULES, TrainConfig
 from .data import Batches, Splits
 from .errors import TrainingDiverged, UserError
@@ -209,7 +209,7 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
         log(f"resuming {desc} at epoch {start + 1}/{cfg.epochs} from {state_path}")
     if start == 0 and getattr(model, "is_spiking", True) and not (out / ckpt.MODEL_FILE).exists():
         # a converted SNN is a good model before training; an untrained ANN is not kept
-        ckpt.save_model(out / ckpt.MODEL_FILE, model, {"epoch": 0})
+        ckpt.save_model(model, out / ckpt.MODEL_FILE, {"epoch": 0})
     validating = len(data.val_y) > 0
     if not validating:
         log(f"{desc}: no validation split (--val-size 0): every epoch is saved and the model "
@@ -269,15 +269,17 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
             f"train {rec['train_accuracy']:.4f} "
             + (f"val {rec['val_accuracy']:.4f} " if validating else "")
             + f"({rec['seconds']:.0f}s)")
-        if not validating:
-            ckpt.save_model(out / ckpt.MODEL_FILE, model, {"epoch": epoch + 1})
-        elif val["accuracy"] > best:
-            best = val["accuracy"]
-            ckpt.save_model(out / ckpt.MODEL_FILE, model, {"epoch": epoch + 1, "val_accuracy": best})
-        ckpt.save_state(state_path, {
-            "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(), "batch_rng": batches.generator.get_state(),
-            "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "best": best, "step": step,
-            "history": history, "config": asdict(cfg)})
-        ckpt.write_json(out / "history.json", history)
+        with files.transaction():  # the epoch's model, state and history: all or none
+            if not validating:
+                ckpt.save_model(model, out / ckpt.MODEL_FILE, {"epoch": epoch + 1})
+            elif val["accuracy"] > best:
+                best = val["accuracy"]
+                ckpt.save_model(model, out / ckpt.MODEL_FILE,
+                                {"epoch": epoch + 1, "val_accuracy": best})
+            ckpt.save_state(state_path, {
+                "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "batch_rng": batches.generator.get_state(),
+                "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "best": best,
+                "step": step, "history": history, "config": asdict(cfg)})
+            files.write_json(out / "history.json", history)
     return {"history": history, "best_val_accuracy": best if validating else None}

@@ -12,8 +12,8 @@ import pytest
 from helpers import write_idx
 
 from dietsnn import ann_to_snn, build_ann, save_model
-from dietsnn.checkpoint import write_json
 from dietsnn.cli import main
+from dietsnn.files import write_json
 from dietsnn.rundir import RunDir
 
 
@@ -38,7 +38,7 @@ def run(tmp_path):
     ann = build_ann("vgg_small")
     for step, model, cmd in (("ann", ann, "train-ann"), ("converted", ann_to_snn(ann, 2), "convert"),
                              ("snn", ann_to_snn(ann, 2), "train-snn")):
-        save_model(r / step / "model.safetensors", model)
+        save_model(model, r / step / "model.safetensors")
         write_json(r / step / "config.json", {"command": cmd})
         write_json(r / step / "metrics.json", {step: {"test_accuracy": 0.5}})
     (r / "ann" / "state.pt").write_bytes(b"earlier state")
@@ -90,13 +90,15 @@ def test_train_ann_into_an_existing_run_needs_resume_or_overwrite(run, capsys):
     assert snapshot(run / "RUN") == before
 
 
-@pytest.mark.parametrize("flag", ["--resume", "--overwrite"])
-def test_a_failing_command_writes_nothing(run, capsys, flag):
-    """Corrupt data: refused before config.json (or anything else) is written or removed."""
+@pytest.mark.parametrize("flag,match", [("--overwrite", "wrong magic number"),
+                                        ("--resume", "cannot load training state safely")])
+def test_a_failing_command_writes_nothing(run, capsys, flag, match):
+    """Corrupt data (and, with --resume, the damaged state.pt, checked before the data are
+    read): refused before config.json (or anything else) is written or removed."""
     write_idx(run / "bad" / "fashion-mnist", corrupt="magic")
     before = snapshot(run / "RUN")
     refused(capsys, ["train-ann", "--out", str(run / "RUN" / "ann"), "--data-dir",
-                     str(run / "bad"), "--quiet", flag], "wrong magic number")
+                     str(run / "bad"), "--quiet", flag], match)
     assert snapshot(run / "RUN") == before
 
 
@@ -183,7 +185,7 @@ def test_two_processes_one_out_exactly_one_runs(run):
 def test_a_run_folder_with_two_models_is_ambiguous(run, capsys):
     """A run damaged before folders were checked (a converted model written into RUN): evaluate
     and predict name the conflict instead of using the converted model."""
-    save_model(run / "RUN" / "model.safetensors", ann_to_snn(build_ann("vgg_small"), 2))
+    save_model(ann_to_snn(build_ann("vgg_small"), 2), run / "RUN" / "model.safetensors")
     refused(capsys, ["evaluate", str(run / "RUN"), *_data(run)[:2]],
             "holds both model.safetensors and snn/model.safetensors")
     refused(capsys, ["predict", str(run / "RUN"), "x.png"], "name the checkpoint file")

@@ -30,7 +30,7 @@ def tiny(T=3, threshold=0.05):
 @pytest.fixture
 def run_dir(tmp_path):
     run = tmp_path / "run"
-    dietsnn.save_model(run / "snn" / "model.safetensors", tiny())
+    dietsnn.save_model(tiny(), run / "snn" / "model.safetensors")
     (run / "config.json").write_text(json.dumps({"dataset": "fashion-mnist"}))
     return run
 
@@ -168,7 +168,7 @@ def test_cli_export_options(tmp_path, run_dir):
 
 def test_cli_export_errors(tmp_path, run_dir, capsys):
     ann = tmp_path / "ann" / "model.safetensors"
-    dietsnn.save_model(ann, dietsnn.build_ann("vgg_small"))
+    dietsnn.save_model(dietsnn.build_ann("vgg_small"), ann)
     cases = [(["export", str(tmp_path / "ann"), str(tmp_path / "a.nir")], "ANN"),
              (["export", str(run_dir), str(tmp_path / "no" / "dir" / "a.nir")], "no such directory"),
              (["export", str(run_dir), str(tmp_path)], "is a directory"),

@@ -23,8 +23,8 @@ from dietsnn.errors import UserError
 def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("models")
     ann = build_ann("vgg_small")
-    save_model(d / "ann" / "model.safetensors", ann)
-    save_model(d / "snn" / "model.safetensors", ann_to_snn(ann, 2))
+    save_model(ann, d / "ann" / "model.safetensors")
+    save_model(ann_to_snn(ann, 2), d / "snn" / "model.safetensors")
     return d
 
 

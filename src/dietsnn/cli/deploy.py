@@ -7,12 +7,13 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from ..checkpoint import dumps, load_model, resolve_model_path
+from ..checkpoint import load_model, resolve_model_path
 from ..config import DATASET as DEFAULT_DATASET
 from ..config import NIR_DT, NIR_NONLEAKY, NIR_POOLING
 from ..data import DATASETS, dataset_info
 from ..errors import UserError
 from ..export import NONLEAKY, POOLING, export_nir
+from ..files import dumps
 from ..predict import predict_images
 from ..rundir import check_output_file
 from .options import float_in, no_compile

@@ -11,7 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from .. import conversion as _conv
-from ..config import GAMMA, MAXPOOL, SURROGATE, ConversionConfig
+from ..config import GAMMA, MAX_SAMPLES, MAXPOOL, SURROGATE, ConversionConfig
+from ..errors import check_int
 from ..models import Network, ResNet
 from ..models.vgg import VGG
 from .build import ConversionError, ModuleSNN, fold_batchnorm, graph_to_snn, trace
@@ -39,11 +40,15 @@ def convert(
     pooling instead). `input_dims`: dims of one input batch (4 for images), needed only for
     time-varying input `[T, B, ...]` when the first layer does not tell. The result is a
     `Network`: `snn(x)` runs all steps and returns the output accumulated over time."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"convert takes a trained ANN (an nn.Module), got {type(model).__name__}")
     if isinstance(model, Network) and model.is_spiking:
         raise ValueError("the model is already spiking; convert takes the trained ANN")
     if type(model) in NATIVE:
         return _conv.ann_to_snn(model, timesteps, encoding, leak, threshold, gamma, surrogate)
-    _conv.check_options(timesteps, encoding, leak, threshold, surrogate)
+    _conv.check_options(timesteps, encoding, leak, threshold, surrogate, gamma)
+    if input_dims is not None:
+        check_int("input_dims", input_dims, 1, 16)
     snn = graph_to_snn(model, timesteps, encoding, leak, threshold, gamma, surrogate, maxpool)
     if input_dims is not None:
         snn.input_dims = input_dims
@@ -51,8 +56,13 @@ def convert(
 
 
 def as_inputs(data: Tensor | Iterable, limit: int | None = ConversionConfig.calib_size) -> Tensor:
-    """Calibration inputs from a tensor (used whole) or an iterable of batches (a DataLoader,
-    a list of `(x, y)` pairs or of `x`): the first `limit` samples (all if None)."""
+    """Calibration inputs from a tensor (used whole), one labelled batch `(x, y)` (x used
+    whole) or an iterable of batches (a DataLoader, a list of `(x, y)` pairs or of `x`): the
+    first `limit` samples (all if None)."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(
+            isinstance(t, Tensor) for t in data) and data[1].dim() < data[0].dim() and len(
+            data[0]) == len(data[1]):  # a labelled batch: labels have fewer dims than images
+        data = data[0]
     if isinstance(data, Tensor):
         return data
     xs, n = [], 0
@@ -87,7 +97,17 @@ def calibrate_thresholds(
         raise TypeError(f"calibrate_thresholds takes the SNN returned by dietsnn.convert, got "
                         f"{type(snn).__name__}")
     _conv.check_calibration(percentile, scale, timesteps)
-    x = as_inputs(data, limit).to(next(snn.parameters()).device)
+    if limit is not None:
+        check_int("limit", limit, 1, MAX_SAMPLES)
+    x = as_inputs(data, limit)
+    if not x.is_floating_point():
+        raise TypeError(f"calibration data must be floating-point inputs normalised like "
+                        f"training, got {x.dtype}")
+    bad = int((~x.isfinite()).sum())
+    if bad:
+        raise ValueError(f"calibration data holds {bad} NaN or infinite values of {x.numel()}; "
+                         "give finite inputs normalised like training")
+    x = x.to(next(snn.parameters()).device)
     if isinstance(snn, GraphSNN):
         return calibrate_graph(snn, x, percentile, scale, timesteps)
     if isinstance(snn, ModuleSNN):
