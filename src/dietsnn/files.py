@@ -32,21 +32,21 @@ def check_writable(path: str | os.PathLike) -> None:
     """An output path dietsnn may write: absent or a regular file (not a link, directory, FIFO
     or device), whose folder, if it exists, is a folder. A UserError otherwise."""
     path = Path(path)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        st = None
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        raise UserError(f"{path} exists and is not a regular file; dietsnn writes over regular "
-                        "files only, move it away or choose another output")
-    for parent in path.parents:
+    for parent in path.parents:  # the nearest existing one must be a folder
         if os.path.lexists(parent):
             if not parent.is_dir():
                 raise UserError(f"{parent} is not a folder; cannot write {path} there, move it "
                                 "away or choose another output")
             break
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError(f"{path} exists and is not a regular file; dietsnn writes over regular "
+                        "files only, move it away or choose another output")
 
 
 def open_regular(path: str | os.PathLike, what: str = "file") -> BinaryIO:

@@ -36,7 +36,7 @@ from typing import Any
 
 from . import distributed
 from .errors import UserError
-from .files import TMP_TAG, check_writable, transaction, write_json
+from .files import TMP_TAG, check_writable, open_regular, transaction, write_json
 
 LOCK_FILE = ".dietsnn.lock"
 MARKER_FILE = ".dietsnn-run.json"
@@ -94,8 +94,9 @@ def check_output_file(path: str | os.PathLike, overwrite: bool,
 
 def _read_json(path: Path) -> dict | None:
     try:
-        d = json.loads(path.read_text())
-    except (OSError, ValueError):
+        with open_regular(path) as f:  # a FIFO there would block
+            d = json.loads(f.read())
+    except (UserError, ValueError):
         return None
     return d if isinstance(d, dict) else None
 
@@ -153,11 +154,11 @@ class RunDir:
         try:
             self._lock()
             self._remove_tmp()
-            if not self.update:
-                self._check_contents()
             if not self.overwrite:  # --overwrite removes them all before writing
                 for name in self.outputs:
                     check_writable(self.path / name)
+            if not self.update:
+                self._check_contents()
         except BaseException:
             self._close(failed=True)
             raise
@@ -185,9 +186,13 @@ class RunDir:
         lock = self.path / LOCK_FILE
         created = not lock.exists()
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         except OSError as e:
             raise UserError(f"cannot lock {self.path}: {e.strerror or e}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UserError(f"cannot lock {self.path}: {lock} is not a regular file; move it "
+                            "away")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
