@@ -292,7 +292,7 @@ def _check_scalar(name: str, v: Tensor | float, hi: float) -> None:
     if isinstance(v, Tensor):
         if v.dim() or v.device.type != "cpu":
             return
-        v = float(v)
+        v = float(v.detach())
     check_number(name, v, 0.0, hi)
 
 
