@@ -62,7 +62,7 @@ def open_regular(path: str | os.PathLike, what: str = "file") -> BinaryIO:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise UserError(f"{path} is not a regular file (a folder, FIFO or device); give a "
-                        f"{what}")
+                        f"regular {what}")
     return os.fdopen(fd, "rb")
 
 
