@@ -8,6 +8,7 @@ forward-Euler reading of the neuron equations:
            LIF(leak = 1 - dt/tau, threshold = v_threshold / g) with the input gain g = r dt/tau
            (the membrane `u = v / g` is DIET-SNN's `u <- leak u + I`)
   nir.IF   dv/dt = r I  ->  v <- v + dt r I:  LIF(leak = 1, threshold = v_threshold / (r dt))
+  nir.LIF with tau = r = inf (snnTorch's leak 1, r = tau / dt): LIF(leak = 1, threshold)
   nir.Conv2d -> nn.Conv2d      nir.Linear / Affine -> nn.Linear      nir.Flatten -> nn.Flatten
   nir.AvgPool2d -> nn.AvgPool2d      nir.SumPool2d -> nn.AvgPool2d(divisor_override=1)
   nir.Scale -> folded into the conv/linear before it
@@ -148,15 +149,19 @@ def _pair(v: Any) -> tuple[int, int]:
 def _neuron(nir, node, name: str, dt: float, reset: str, gamma: float, surrogate: str) -> LIF:
     if isinstance(node, nir.IF):
         lam, gain = 1.0, dt * _value(node.r, name, "r")
+    elif np.all(np.isposinf(np.asarray(node.tau, np.float64))):  # snnTorch's leak 1:
+        if not np.all(np.isposinf(np.asarray(node.r, np.float64))):  # r = tau / dt = inf
+            raise UserError(f"NIR node '{name}': tau is infinite but r is not; no input enters")
+        lam, gain = 1.0, 1.0
     else:
         decay = dt / _value(node.tau, name, "tau")
         if not 0.0 <= decay <= 1.0:
             raise UserError(f"NIR node '{name}': tau {dt / decay:g} is below the step dt "
                             f"{dt:g}: no leak in [0, 1] (pass the graph's dt to from_nir)")
         lam, gain = 1.0 - decay, decay * _value(node.r, name, "r")
-        if _value(node.v_leak, name, "v_leak") != 0.0:
-            raise UserError(f"NIR node '{name}': v_leak != 0 (a constant drive) has no dietsnn "
-                            "counterpart")
+    if isinstance(node, nir.LIF) and _value(node.v_leak, name, "v_leak") != 0.0:
+        raise UserError(f"NIR node '{name}': v_leak != 0 (a constant drive) has no dietsnn "
+                        "counterpart")
     if reset == "zero" and _value(node.v_reset, name, "v_reset") != 0.0:
         raise UserError(f"NIR node '{name}': v_reset != 0; dietsnn's reset is to zero or by "
                         "subtraction")
