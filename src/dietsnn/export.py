@@ -93,7 +93,8 @@ def to_nir(model: Network, dt: float = NIR_DT, integrator: bool = False,
     if pooling not in POOLING:
         raise UserError(f"pooling must be one of {', '.join(POOLING)}, got {pooling!r}")
     c = model.config
-    shape: tuple[int, ...] = (c["in_channels"], c["image_size"], c["image_size"])
+    shape: tuple[int, ...] = (tuple(c["input_shape"]) if "input_shape" in c else
+                              (c["in_channels"], c["image_size"], c["image_size"]))
     nodes: dict[str, Any] = {"input": nir.Input(input_type=np.array(shape))}
     units = [u for u in model.units() if not isinstance(u, (Dropout, nn.Dropout, nn.Identity))]
     last_linear = max((i for i, u in enumerate(units) if isinstance(u, nn.Linear)), default=-1)
@@ -150,7 +151,7 @@ def to_nir(model: Network, dt: float = NIR_DT, integrator: bool = False,
     resets = {_reset(u) for u in units if isinstance(u, LIF)} or {"subtract"}
     output = ("logits = state of the integrator node after timesteps steps" if integrator else
               "logits = sum over the timesteps steps of the output node's value")
-    meta = {"producer": "dietsnn", "arch": c["arch"], "num_classes": c["num_classes"],
+    meta = {"producer": "dietsnn", "arch": c["arch"], "num_classes": c.get("num_classes", 0),
             "dt": float(dt), "timesteps": int(model.timesteps), "encoding": model.encoding,
             "reset": resets.pop() if len(resets) == 1 else "per node (node metadata)",
             "spike_condition": "v > v_threshold, integrate then fire",
