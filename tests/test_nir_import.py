@@ -5,6 +5,7 @@ follows its definition, and every graph dietsnn cannot run is refused with the n
 import numpy as np
 import pytest
 import torch
+from helpers import needs_fmnist
 from test_export import tiny_snn
 
 import dietsnn
@@ -37,6 +38,7 @@ def test_dietsnn_export_round_trips_exactly(form):
     assert sum(isinstance(u, torch.nn.AvgPool2d) for u in model.units()) == 2  # conv pooling too
 
 
+@needs_fmnist
 def test_nir_file_loads_saves_and_runs_in_the_cli(tmp_path, capsys):
     snn = tiny_snn(T=3)
     export_nir(snn, tmp_path / "m.nir")
@@ -49,9 +51,12 @@ def test_nir_file_loads_saves_and_runs_in_the_cli(tmp_path, capsys):
     assert "IF" not in kinds("again.nir") and "AvgPool2d" not in kinds("again.nir")  # default
     main(["export", "--exact", str(tmp_path / "m.nir"), str(tmp_path / "exact.nir")])
     assert {"IF", "AvgPool2d"} <= kinds("exact.nir")
-    from dietsnn.checkpoint import read_config
-    with pytest.raises(UserError, match="a NIR graph .*from_nir"):
-        read_config(tmp_path / "m.nir")
+    from dietsnn.checkpoint import read_model_file
+    with pytest.raises(UserError, match="a NIR graph .*from_nir"):  # not "damaged"
+        read_model_file(tmp_path / "m.nir")
+    main(["evaluate", str(tmp_path / "m.nir"), "--dataset", "fashion-mnist", "--limit-test",
+          "20", "--json"])
+    assert '"timesteps": 3' in capsys.readouterr().out
 
 
 def euler_graph(tau, r, v_th, reset, dt=1e-3, kind="LIF"):

@@ -148,6 +148,9 @@ def read_config(path: str | os.PathLike) -> tuple[dict, dict]:
     """(model config, spiking config) of a checkpoint, validated, from its header alone (the
     tensors are not read)."""
     p = resolve_model_path(path)
+    if is_nir_file(p):  # a NIR graph: its configs are those of the imported model
+        model = from_nir(p)
+        return model.config, model.spiking_config()
     with open(p, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         head = f.read(8)
