@@ -21,6 +21,7 @@ from .conversion import ann_to_snn
 from .errors import UserError
 from .files import atomic_write, open_regular
 from .models import Network, build_ann
+from .nir_import import HDF5_SIGNATURE, from_nir, is_nir_file
 from .snngraph import GraphSNN, ModuleSNN
 from .snngraph.store import graph_from_meta, graph_json
 
@@ -75,6 +76,9 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
 def _metadata(header: bytes, size: int, p: Path) -> dict[str, str]:
     """The dietsnn metadata in a safetensors header (the 8-byte length and the JSON after it);
     a UserError for anything else. `size`: the file's length, which bounds the header's."""
+    if header[:8] == HDF5_SIGNATURE:
+        raise UserError(f"{p}: a NIR graph (HDF5), not a dietsnn safetensors checkpoint; load it "
+                        "with dietsnn.from_nir(path, timesteps=T) (docs/NIR.md)")
     n = int.from_bytes(header[:8], "little") if len(header) >= 8 else -1
     if n < 2 or 8 + n > size:
         raise UserError(f"{p}: not a dietsnn safetensors checkpoint (header length "
@@ -110,6 +114,9 @@ def read_config(path: str | os.PathLike) -> tuple[dict, dict]:
     """(model config, spiking config) of a checkpoint, validated, from its header alone (the
     tensors are not read)."""
     p = resolve_model_path(path)
+    if is_nir_file(p):  # a NIR graph: its configs are those of the imported model
+        model = from_nir(p)
+        return model.config, model.spiking_config()
     with open_regular(p, "checkpoint file") as f:
         size = os.fstat(f.fileno()).st_size
         head = f.read(8)
@@ -133,7 +140,10 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 def load_model(path: str | os.PathLike) -> Network:
     """Rebuild the network described in the checkpoint and load its tensors strictly. The model
-    is returned in evaluation mode (dropout off), ready for inference; call `.train()` to train."""
+    is returned in evaluation mode (dropout off), ready for inference; call `.train()` to train.
+    A NIR graph (`.nir`) that records its timesteps is imported with `dietsnn.from_nir`."""
+    if is_nir_file(resolve_model_path(path)):
+        return from_nir(resolve_model_path(path))
     tensors, meta = read_model_file(path)
     if "graph" in meta:  # a converted custom model (docs/CONVERSION.md)
         model = graph_from_meta(meta, str(path))

@@ -78,9 +78,10 @@ SNN_TRAIN = TrainConfig(epochs=1, lr=1e-4, optimizer="adam", weight_decay=0.0, b
 # NIR export (docs/NIR.md): the step written into the graph, in seconds. 1e-4 s is the step that
 # snnTorch's importer assumes and SpikingJelly's defaults to; Norse's `from_nir(dt=...)` takes it.
 NIR_DT = 1e-4
-# how a layer with leak 1 is written: "if" (nir.IF, exact) or "lif" (nir.LIF whose one-step decay
-# 1 - 2**-30 rounds to 1 in float32, for importers without a usable nir.IF, e.g. snnTorch)
-NIR_NONLEAKY = "if"
-# how average pooling is written: "avg" (nir.AvgPool2d) or "conv" (nir.Conv2d with fixed weights,
-# for importers without nir.AvgPool2d, e.g. Norse)
-NIR_POOLING = "avg"
+# how a layer with leak 1 is written: "lif" (nir.LIF whose one-step decay 1 - 2**-30 rounds to 1
+# in float32: the same spikes, and the form every importer takes, snnTorch's included) or "if"
+# (nir.IF, the form closest to the model)
+NIR_NONLEAKY = "lif"
+# how average pooling is written: "conv" (nir.Conv2d with fixed weights 1/k^2, which every
+# importer takes, Norse's included) or "avg" (nir.AvgPool2d, the form closest to the model)
+NIR_POOLING = "conv"

@@ -156,14 +156,17 @@ def test_cli_export_nir(tmp_path, run_dir, capsys):
 def test_cli_export_options(tmp_path, run_dir):
     nir = pytest.importorskip("nir")
     out = tmp_path / "model.nir"
-    assert main(["export", str(run_dir), str(out), "--portable", "--integrator", "--dt", "0.001"]) == 0
+    assert main(["export", str(run_dir), str(out), "--integrator", "--dt", "0.001"]) == 0
     g = nir.read(out)
     kinds = {type(n).__name__ for n in g.nodes.values()}
     assert "I" in kinds and not kinds & {"IF", "AvgPool2d"}
     md = g.metadata
     assert (md["dt"], md["nonleaky"], md["pooling"]) == (0.001, "lif", "conv")
-    assert main(["export", str(run_dir), str(out), "--overwrite", "--pooling", "conv"]) == 0
-    assert nir.read(out).metadata["nonleaky"] == "if"
+    assert main(["export", str(run_dir), str(out), "--overwrite", "--nonleaky", "if"]) == 0
+    assert (nir.read(out).metadata["nonleaky"], nir.read(out).metadata["pooling"]) == ("if", "conv")
+    assert main(["export", str(run_dir), str(out), "--overwrite", "--exact"]) == 0
+    kinds = {type(n).__name__ for n in nir.read(out).nodes.values()}
+    assert {"IF", "AvgPool2d"} <= kinds
 
 
 def test_cli_export_errors(tmp_path, run_dir, capsys):
