@@ -42,8 +42,9 @@ from . import surrogate as _surrogate
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 KINDS = {"linear": 0, "exponential": 1, "sigmoid": 2, "atan": 3}
 BLOCK = 1024  # neurons per program (LIF)
-POOL_BLOCK = 256  # pooling windows per program
+POOL_LANES = 1024  # neurons per program (pooling): 1024 // k^2 windows (padded to a power of 2)
 RBLOCK = 1024  # partial sums per iteration of the final reduction
+NUM_WARPS = 8  # 4 neurons per thread: no register spills on sm_90 (cuobjdump)
 
 
 def _default(fn: Callable, name: str) -> float:
@@ -68,6 +69,15 @@ def supports(x: Tensor) -> bool:
 
 
 # ---- kernels ----------------------------------------------------------------------------------
+
+@triton.jit
+def _sum(x, axis):
+    """tl.sum. (The kernels call only core builtins: triton.language's own jit functions, tl.sum
+    and tl.zeros among them, are defined when triton is imported, and the interpreter cannot
+    run them if that came before TRITON_INTERPRET=1 was set; with this combine function it
+    takes its fast path.)"""
+    return tl.reduce(x, axis, tl.standard._sum_combine)
+
 
 @triton.jit
 def _sg(z, gamma, param, KIND: tl.constexpr):
@@ -108,7 +118,7 @@ def _lif_fwd(x_ptr, sx, leak_ptr, v_ptr, u0_ptr, s_ptr, ut_ptr, u_ptr, T, N,
     if HAS_U0:
         u = tl.load(u0_ptr + offs, mask=m, other=0.0).to(tl.float32)
     else:
-        u = tl.zeros([BLOCK], dtype=tl.float32)
+        u = tl.full([BLOCK], 0.0, tl.float32)
     xp, sp, up = x_ptr + offs, s_ptr + offs, ut_ptr + offs
     for _ in range(T):
         s = tl.fma(u, leak, tl.load(xp, mask=m, other=0.0).to(tl.float32))
@@ -133,10 +143,10 @@ def _lif_bwd(ut_ptr, g_ptr, leak_ptr, v_ptr, gx_ptr, part_ptr, T, N, gamma, para
     leak = tl.load(leak_ptr)
     v = tl.load(v_ptr)
     inv_v = 1.0 / v
-    d = tl.zeros([BLOCK], dtype=tl.float32)
-    gl = tl.zeros([BLOCK], dtype=tl.float32)
-    gv = tl.zeros([BLOCK], dtype=tl.float32)
-    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    d = tl.full([BLOCK], 0.0, tl.float32)
+    gl = tl.full([BLOCK], 0.0, tl.float32)
+    gv = tl.full([BLOCK], 0.0, tl.float32)
+    acc = tl.full([BLOCK], 0.0, tl.float32)
     last = (T - 1).to(tl.int64) * N
     up, gp, xp = ut_ptr + last + offs, g_ptr + last + offs, gx_ptr + last + offs
     s = tl.load(up, mask=m, other=0.0)
@@ -157,19 +167,19 @@ def _lif_bwd(ut_ptr, g_ptr, leak_ptr, v_ptr, gx_ptr, part_ptr, T, N, gamma, para
     if SUM_T:
         tl.store(gx_ptr + offs, acc.to(gx_ptr.dtype.element_ty), mask=m)
     n = tl.num_programs(0)
-    tl.store(part_ptr + pid, tl.sum(gl.to(tl.float64), axis=0))
-    tl.store(part_ptr + n + pid, tl.sum(gv.to(tl.float64), axis=0))
+    tl.store(part_ptr + pid, _sum(gl.to(tl.float64), axis=0))
+    tl.store(part_ptr + n + pid, _sum(gv.to(tl.float64), axis=0))
 
 
 @triton.jit
 def _sum_parts(part_ptr, out_ptr, n, RBLOCK: tl.constexpr):
     """out[i] = sum of part[i * n : (i + 1) * n], i = program id, in a fixed order."""
     base = tl.program_id(0).to(tl.int64) * n
-    acc = tl.zeros([RBLOCK], dtype=tl.float64)
+    acc = tl.full([RBLOCK], 0.0, tl.float64)
     for start in range(0, n, RBLOCK):
         idx = start + tl.arange(0, RBLOCK)
         acc += tl.load(part_ptr + base + idx, mask=idx < n, other=0.0)
-    tl.store(out_ptr + tl.program_id(0), tl.sum(acc, axis=0).to(tl.float32))
+    tl.store(out_ptr + tl.program_id(0), _sum(acc, axis=0).to(tl.float32))
 
 
 @triton.jit
@@ -196,7 +206,7 @@ def _pool_fwd(x_ptr, sx, leak_ptr, v_ptr, keep_ptr, scale, out_ptr, ut_ptr, T, P
     v = tl.load(v_ptr)
     if HAS_KEEP:
         kv = tl.where(tl.load(keep_ptr + n, mask=m, other=0) != 0, scale, 0.0)
-    u = tl.zeros([BLOCK, KK], dtype=tl.float32)
+    u = tl.full([BLOCK, KK], 0.0, tl.float32)
     xp, up, op = x_ptr + n, ut_ptr + n, out_ptr + o
     for _ in range(T):
         s = tl.fma(u, leak, tl.load(xp, mask=m, other=0.0).to(tl.float32))
@@ -208,9 +218,9 @@ def _pool_fwd(x_ptr, sx, leak_ptr, v_ptr, keep_ptr, scale, out_ptr, ut_ptr, T, P
             val = tl.where(fired, 1.0, 0.0)
             if HAS_KEEP:
                 val = val * kv
-            acc = tl.zeros([BLOCK], dtype=tl.float32)
+            acc = tl.full([BLOCK], 0.0, tl.float32)
             for j in tl.static_range(K * K):  # window row by row, as avg_pool2d sums
-                acc += tl.sum(tl.where(c[None, :] == j, val, 0.0), axis=1)
+                acc += _sum(tl.where(c[None, :] == j, val, 0.0), axis=1)
             tl.store(op, (acc / (K * K)).to(out_ptr.dtype.element_ty), mask=mo)
         xp += sx
         up += P * H * W
@@ -229,10 +239,10 @@ def _pool_bwd(ut_ptr, g_ptr, leak_ptr, v_ptr, keep_ptr, scale, inv_kk, gx_ptr, p
     inv_v = 1.0 / v
     if HAS_KEEP:
         kv = tl.where(tl.load(keep_ptr + n, mask=m, other=0) != 0, scale, 0.0)
-    d = tl.zeros([BLOCK, KK], dtype=tl.float32)
-    gl = tl.zeros([BLOCK, KK], dtype=tl.float32)
-    gv = tl.zeros([BLOCK, KK], dtype=tl.float32)
-    acc = tl.zeros([BLOCK, KK], dtype=tl.float32)
+    d = tl.full([BLOCK, KK], 0.0, tl.float32)
+    gl = tl.full([BLOCK, KK], 0.0, tl.float32)
+    gv = tl.full([BLOCK, KK], 0.0, tl.float32)
+    acc = tl.full([BLOCK, KK], 0.0, tl.float32)
     last = (T - 1).to(tl.int64)
     up, gp, xp = ut_ptr + last * PHW + n, g_ptr + last * M + o, gx_ptr + last * PHW + n
     s = tl.load(up, mask=m, other=0.0)
@@ -256,8 +266,8 @@ def _pool_bwd(ut_ptr, g_ptr, leak_ptr, v_ptr, keep_ptr, scale, inv_kk, gx_ptr, p
     if SUM_T:
         tl.store(gx_ptr + n, acc.to(gx_ptr.dtype.element_ty), mask=m)
     pid, np_ = tl.program_id(0), tl.num_programs(0)
-    tl.store(part_ptr + pid, tl.sum(tl.sum(gl.to(tl.float64), axis=1), axis=0))
-    tl.store(part_ptr + np_ + pid, tl.sum(tl.sum(gv.to(tl.float64), axis=1), axis=0))
+    tl.store(part_ptr + pid, _sum(_sum(gl.to(tl.float64), axis=1), axis=0))
+    tl.store(part_ptr + np_ + pid, _sum(_sum(gv.to(tl.float64), axis=1), axis=0))
 
 
 # ---- wrappers: native.py's signatures ---------------------------------------------------------
@@ -297,7 +307,7 @@ def lif_forward(x: Tensor, leak: Tensor, v: Tensor, u0: Tensor | None,
         _lif_fwd[(triton.cdiv(N, BLOCK),)](
             x, x.stride(0), _scalar(leak, dev), _scalar(v, dev), u if u0f is None else u0f,
             spikes, spikes if u_tilde is None else u_tilde, u, T, N, HAS_U0=u0f is not None,
-            STORE_SPIKES=True, STORE_UT=keep_u_tilde, BLOCK=BLOCK)
+            STORE_SPIKES=True, STORE_UT=keep_u_tilde, BLOCK=BLOCK, num_warps=NUM_WARPS)
     elif u0f is not None:
         u.copy_(u0f)
     return spikes, u_tilde, u
@@ -320,7 +330,7 @@ def lif_backward(saved: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamma: fl
             u = torch.empty(N, dtype=torch.float32, device=dev)  # the final membrane: unused
             _lif_fwd[(triton.cdiv(N, BLOCK),)](x, 0, lk, th, x, x, u_tilde, u, T, N,
                                                HAS_U0=False, STORE_SPIKES=False,
-                                               STORE_UT=True, BLOCK=BLOCK)
+                                               STORE_UT=True, BLOCK=BLOCK, num_warps=NUM_WARPS)
         gx = torch.empty(N, dtype=saved.dtype, device=dev)
     else:
         u_tilde = saved.to(torch.float32).contiguous()
@@ -329,19 +339,21 @@ def lif_backward(saved: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamma: fl
     parts = torch.zeros((2, max(n, 1)), dtype=torch.float64, device=dev)
     if T and N:
         _lif_bwd[(n,)](u_tilde, grad, lk, th, gx, parts, T, N, float(gamma), _PARAM[surrogate],
-                       KIND=kind, SUM_T=bool(steps), BLOCK=BLOCK)
+                       KIND=kind, SUM_T=bool(steps), BLOCK=BLOCK, num_warps=NUM_WARPS)
     elif steps:
         gx.zero_()
     g_leak, g_v = _reduce(parts, parts.shape[1])
     return gx, g_leak, g_v
 
 
-def _pool_shapes(x: Tensor, T: int, static: bool, k: int) -> tuple[int, int, int, int, int]:
+def _pool_shapes(x: Tensor, T: int, static: bool, k: int) -> tuple[int, ...]:
+    """(B, planes, H, W, window lanes k^2 padded to a power of 2, windows per program)"""
     n, c, h, w = x.shape
     if k < 1 or h < k or w < k:
         raise ValueError(f"pooling window {k} does not fit the plane {h}x{w}")
     B = n if static else n // T
-    return B, B * c, h, w, triton.next_power_of_2(k * k)
+    kk = triton.next_power_of_2(k * k)
+    return B, B * c, h, w, kk, max(1, POOL_LANES // kk)
 
 
 def lif_pool_forward(x: Tensor, T: int, static: bool, leak: Tensor, v: Tensor,
@@ -353,7 +365,7 @@ def lif_pool_forward(x: Tensor, T: int, static: bool, leak: Tensor, v: Tensor,
     pooled output `[T*B, C, H//k, W//k]` in x's dtype and, if `keep_u_tilde`, float32 u~
     `[T*B, C, H, W]` (zero at neurons outside every window, which the floor drops)."""
     x = x.contiguous()
-    B, P, h, w, kk = _pool_shapes(x, T, static, k)
+    B, P, h, w, kk, blk = _pool_shapes(x, T, static, k)
     c, dev = x.shape[1], x.device
     ho, wo = h // k, w // k
     out = torch.empty((T * B, c, ho, wo), dtype=x.dtype, device=dev)
@@ -363,11 +375,11 @@ def lif_pool_forward(x: Tensor, T: int, static: bool, leak: Tensor, v: Tensor,
     scale = float(torch.tensor(scale, dtype=x.dtype))  # as the unfused dropout's mask holds it
     M = P * ho * wo
     if T and M:
-        _pool_fwd[(triton.cdiv(M, POOL_BLOCK),)](
+        _pool_fwd[(triton.cdiv(M, blk),)](
             x, 0 if static else P * h * w, _scalar(leak, dev), _scalar(v, dev),
             x if keep8 is None else keep8, scale, out, out if u_tilde is None else u_tilde,
             T, P, h, w, ho, wo, HAS_KEEP=keep8 is not None, STORE_OUT=True,
-            STORE_UT=keep_u_tilde, K=k, KK=kk, BLOCK=POOL_BLOCK)
+            STORE_UT=keep_u_tilde, K=k, KK=kk, BLOCK=blk, num_warps=NUM_WARPS)
     return out, u_tilde
 
 
@@ -379,21 +391,21 @@ def lif_pool_backward(saved: Tensor, grad: Tensor, T: int, static: bool, leak: T
     current's dtype if `static`), dL/dleak, dL/dv)."""
     kind = _kind(surrogate)
     saved, grad = saved.contiguous(), grad.contiguous()
-    B, P, h, w, kk = _pool_shapes(saved, T, static, k)
+    B, P, h, w, kk, blk = _pool_shapes(saved, T, static, k)
     dev = saved.device
     ho, wo = h // k, w // k
     lk, th = _scalar(leak, dev), _scalar(v, dev)
     keep8 = None if keep is None else keep.contiguous().view(torch.uint8)
     scale = float(torch.tensor(scale, dtype=grad.dtype))
     M = P * ho * wo
-    n = triton.cdiv(M, POOL_BLOCK)
+    n = triton.cdiv(M, blk)
     if static:  # the forward again, keeping u~ only
         alloc = torch.zeros if (h % k or w % k) else torch.empty
         u_tilde = alloc((T * B, *saved.shape[1:]), dtype=torch.float32, device=dev)
         if T and M:
             _pool_fwd[(n,)](saved, 0, lk, th, saved, 1.0, saved, u_tilde, T, P, h, w, ho, wo,
                             HAS_KEEP=False, STORE_OUT=False, STORE_UT=True, K=k, KK=kk,
-                            BLOCK=POOL_BLOCK)
+                            BLOCK=blk, num_warps=NUM_WARPS)
         gx = torch.zeros_like(saved)
     else:
         u_tilde = saved.to(torch.float32)
@@ -403,7 +415,7 @@ def lif_pool_backward(saved: Tensor, grad: Tensor, T: int, static: bool, leak: T
         _pool_bwd[(n,)](u_tilde, grad, lk, th, saved if keep8 is None else keep8, scale,
                         float(1.0 / (k * k)), gx, parts, T, P, h, w, ho, wo, float(gamma),
                         _PARAM[surrogate], HAS_KEEP=keep8 is not None, KIND=kind,
-                        SUM_T=static, K=k, KK=kk, BLOCK=POOL_BLOCK)
+                        SUM_T=static, K=k, KK=kk, BLOCK=blk, num_warps=NUM_WARPS)
     g_leak, g_v = _reduce(parts, parts.shape[1])
     return gx, g_leak, g_v
 
