@@ -255,3 +255,39 @@ def test_kernels_compile_for_hopper_without_spills():
     assert [r[0] for r in rows] == ["_lif_fwd", "_lif_bwd", "_sum_parts", "_pool_fwd",
                                     "_pool_bwd"]
     assert all(r[2] == "True" and int(r[1]) <= 128 for r in rows), rows
+
+
+def test_training_step_through_the_kernels_as_the_benchmark_runs_them(K):
+    """A whole SNN training step (vgg_small, dropout and pooling fused) with the neurons served
+    by the Triton kernels, as `bench_train.py`'s `dietsnn-triton` serves them, against the
+    native CPU engine: the same loss bit for bit, the same gradients to float32 rounding."""
+    import contextlib
+    import importlib.util
+    from pathlib import Path
+
+    import dietsnn
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_train.py"
+    spec = importlib.util.spec_from_file_location("bench_train", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench_train"] = bench  # dataclasses look the module up
+    spec.loader.exec_module(bench)
+    x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([3, 7])
+    runs = []
+    for triton_engine in (False, True):
+        with contextlib.ExitStack() as stack:
+            info: dict = {}
+            if triton_engine:
+                bench._triton_engine(stack, info)
+            torch.manual_seed(0)
+            snn = dietsnn.ann_to_snn(dietsnn.build_ann("vgg_small"), 2)
+            snn.train()
+            loss = F.cross_entropy(snn(x), y)
+            loss.backward()
+            runs.append((loss.detach(), [p.grad for p in snn.parameters()], info))
+    (loss_a, grads_a, _), (loss_b, grads_b, info) = runs
+    assert info["triton_calls"] >= 4  # forward and backward of at least two neuron layers
+    assert torch.equal(loss_a, loss_b)
+    for a, b in zip(grads_a, grads_b):
+        _close(b, a)
