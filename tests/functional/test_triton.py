@@ -21,6 +21,7 @@ from dietsnn.functional.neuron import lif_reference
 
 pytest.importorskip("triton")
 MOD = "dietsnn.functional.triton_lif"
+MODS = (MOD, "dietsnn.functional.triton_kernels")
 SURROGATES = ["linear", "exponential", "sigmoid", "atan"]
 FEW = settings(max_examples=20, deadline=None, derandomize=True)  # the interpreter is slow
 # numpy's exp overflows to inf in the sigmoid surrogate's tails (1 / (1 + inf) = 0, as on GPUs)
@@ -33,11 +34,13 @@ def K() -> ModuleType:
     removed again afterwards, so that no other test sees interpreted kernels."""
     old = os.environ.get("TRITON_INTERPRET")
     os.environ["TRITON_INTERPRET"] = "1"
-    sys.modules.pop(MOD, None)
+    for m in MODS:
+        sys.modules.pop(m, None)
     try:
         yield importlib.import_module(MOD)
     finally:
-        sys.modules.pop(MOD, None)
+        for m in MODS:
+            sys.modules.pop(m, None)
         if old is None:
             os.environ.pop("TRITON_INTERPRET", None)
         else:
@@ -216,7 +219,7 @@ import os, subprocess, sys, tempfile, inspect
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from dietsnn.functional import triton_lif as K
+from dietsnn.functional import triton_kernels as KN, triton_lif as K
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 PTR = {"part_ptr": "*fp64", "keep_ptr": "*u8"}
 FLOAT = ("gamma", "param", "scale", "inv_kk")
@@ -233,11 +236,11 @@ def build(fn, **const):
                          capture_output=True, text=True).stdout
     os.unlink(f.name)
     print(fn.__name__, use.split("REG:")[1].split()[0], "LOCAL:0" in use)
-build(K._lif_fwd, HAS_U0=True, STORE_SPIKES=True, STORE_UT=True, BLOCK=K.BLOCK)
-build(K._lif_bwd, KIND=2, SUM_T=False, BLOCK=K.BLOCK)
-build(K._sum_parts, RBLOCK=K.RBLOCK)
-build(K._pool_fwd, HAS_KEEP=True, STORE_OUT=True, STORE_UT=True, K=2, KK=4, BLOCK=256)
-build(K._pool_bwd, HAS_KEEP=True, KIND=3, SUM_T=True, K=3, KK=16, BLOCK=64)
+build(KN._lif_fwd, HAS_U0=True, STORE_SPIKES=True, STORE_UT=True, BLOCK=K.BLOCK)
+build(KN._lif_bwd, KIND=2, SUM_T=False, BLOCK=K.BLOCK)
+build(KN._sum_parts, RBLOCK=K.RBLOCK)
+build(KN._pool_fwd, HAS_KEEP=True, STORE_OUT=True, STORE_UT=True, K=2, KK=4, BLOCK=256)
+build(KN._pool_bwd, HAS_KEEP=True, KIND=3, SUM_T=True, K=3, KK=16, BLOCK=64)
 """
 
 
