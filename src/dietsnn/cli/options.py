@@ -73,6 +73,11 @@ def positive_float(name: str) -> Callable[[str], float]:
     return float_in(name, 0, float("inf"))
 
 
+def scale_option(s: str) -> float | str:
+    """--scale: a number > 0 or "auto"."""
+    return "auto" if s == "auto" else positive_float("--scale")(s)
+
+
 def int_list(name: str, minimum: int = 1, allow_empty: bool = False,
              maximum: int | None = None) -> Callable[[str], list[int]]:
     def parse(s: str) -> list[int]:
@@ -149,8 +154,10 @@ def snn_opts(p: argparse.ArgumentParser) -> None:
                    default=d.timesteps)
     g.add_argument("--encoding", choices=config.ENCODINGS, default=d.encoding)
     g.add_argument("--percentile", type=float_in("--percentile", 0, 100), default=d.percentile)
-    g.add_argument("--scale", type=positive_float("--scale"), default=d.scale,
-                   help="threshold scaling factor after calibration")
+    g.add_argument("--scale", type=scale_option, default=d.scale,
+                   help="threshold scaling factor after calibration, or auto: the one of "
+                        f"{', '.join(map(str, config.SCALES))} with the best converted accuracy "
+                        "on the validation split")
     g.add_argument("--leak", type=float_in("--leak", 0, 1), default=d.leak,
                    help="initial membrane leak of every layer (1 = IF, as converted)")
     g.add_argument("--calib-size", type=positive_int("--calib-size"), default=d.calib_size)
