@@ -4,8 +4,8 @@ import torch
 from helpers import needs_fmnist
 
 from dietsnn import ann_to_snn, build_ann, calibrate_thresholds
-from dietsnn.config import TrainConfig
 from dietsnn.calibration import percentile
+from dietsnn.config import TrainConfig
 from dietsnn.data import load
 from dietsnn.functional import lif_forward
 from dietsnn.layers import LIF

@@ -118,7 +118,7 @@ class Kept:
 
 class Bits:
     """0/1 spike trains `[T, B, ...]` kept as bits: `[T, B, ceil(N / 8)]` bytes, N the neurons
-    of one image (little-endian bit order, numpy's `packbits(bitorder="little")`)."""
+    of one image (`pack`)."""
 
     def __init__(self, T: int, step_shape: tuple[int, ...], device: torch.device) -> None:
         self.step_shape, self.n = step_shape, math.prod(step_shape[1:])
@@ -127,23 +127,27 @@ class Bits:
 
     def write(self, t0: int, s: Tensor) -> None:
         t, B = s.shape[:2]
-        s = s.reshape(t, B, self.n) != 0
-        if s.device.type == "cpu":
-            self.bits[t0 : t0 + t] = torch.from_numpy(
-                np.packbits(s.numpy(), axis=-1, bitorder="little"))
-            return
-        pad = (-self.n) % 8
-        s = torch.nn.functional.pad(s.to(torch.uint8), (0, pad)).view(t, B, -1, 8)
-        self.bits[t0 : t0 + t] = (s << _SHIFTS.to(s.device)).sum(-1, dtype=torch.uint8)
+        self.bits[t0 : t0 + t] = pack(s.reshape(t, B, self.n) != 0)
 
     def read(self, t0: int, t: int) -> Tensor:
-        b = self.bits[t0 : t0 + t]
-        if b.device.type == "cpu":
-            s = torch.from_numpy(np.unpackbits(b.numpy(), axis=-1, count=self.n,
-                                               bitorder="little"))
-        else:
-            s = ((b.unsqueeze(-1) >> _SHIFTS.to(b.device)) & 1).flatten(-2)[..., : self.n]
-        return s.float().view(t, *self.step_shape)
+        return unpack(self.bits[t0 : t0 + t], self.n).float().view(t, *self.step_shape)
+
+
+def pack(s: Tensor, native: bool = True) -> Tensor:
+    """Booleans `[..., n]` as bytes `[..., ceil(n / 8)]`, little-endian bit order (numpy's
+    `packbits(bitorder="little")`, which does it on the CPU unless `native` is False)."""
+    if native and s.device.type == "cpu":
+        return torch.from_numpy(np.packbits(s.numpy(), axis=-1, bitorder="little"))
+    s = torch.nn.functional.pad(s.to(torch.uint8), (0, (-s.shape[-1]) % 8))
+    s = s.view(*s.shape[:-1], -1, 8) << _SHIFTS.to(s.device)
+    return s.sum(-1, dtype=torch.uint8)
+
+
+def unpack(b: Tensor, n: int, native: bool = True) -> Tensor:
+    """The first `n` bits of each row of `b` (from `pack`) as uint8 0/1 `[..., n]`."""
+    if native and b.device.type == "cpu":
+        return torch.from_numpy(np.unpackbits(b.numpy(), axis=-1, count=n, bitorder="little"))
+    return ((b.unsqueeze(-1) >> _SHIFTS.to(b.device)) & 1).flatten(-2)[..., :n]
 
 
 class Refire:
