@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from .. import conversion as _conv
 from ..config import GAMMA, MAXPOOL, SCALES, SURROGATE, ConversionConfig
+from ..evaluation import evaluate
 from ..layers import lif_layers
 from ..models import Network, ResNet
 from ..models.vgg import VGG
@@ -138,8 +139,6 @@ def choose_scale(snn: Network, x: Tensor, y: Tensor, scales: Iterable[float] = S
     """Scale the SNN's present thresholds (calibrated with scale 1) by each of `scales`, measure
     the accuracy on `(x, y)` at the SNN's own timesteps and keep the best scale (a tie goes to
     the one closest to `ConversionConfig.scale`). Returns it and the accuracy of each scale."""
-    from ..training import evaluate  # here: training imports checkpoint, which imports this
-
     device = device if device is not None else next(snn.parameters()).device
     raw = [m.threshold.item() for _, m in lif_layers(snn)]
     accs: dict[float, float] = {}
