@@ -26,7 +26,7 @@ from .functional.neuron import lif_forward
 from .layers import LIF
 
 CHUNK_ELEMENTS = 1 << 23  # floats per time chunk of currents (32 MiB)
-CACHE_BYTES = 1 << 26  # keep a layer's currents between its two passes up to this size
+CACHE_BYTES = 1 << 24  # keep a layer's currents between its two passes up to this size (16 MiB)
 _SHIFTS = torch.arange(8, dtype=torch.uint8)
 
 
