@@ -208,5 +208,5 @@ class Progress:
     def done(self, thr: float) -> None:
         now = time.perf_counter()
         logs.info(f"calibrated layer {self.k + 1}/{len(self.names)} ({self.names[self.k]}): "
-                  f"threshold {thr:.4g} ({now - self.t0:.1f}s)")
+                  f"threshold {thr:.4g} before the scale ({now - self.t0:.1f}s)")
         self.k, self.t0 = self.k + 1, now
