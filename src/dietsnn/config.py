@@ -41,12 +41,18 @@ class ConversionConfig:
     timesteps: int = 3  # chosen on validation (docs/RESULTS.md section 2)
     encoding: str = "direct"  # direct | rate
     percentile: float = 99.7
-    scale: float = 0.5  # thresholds x scale after calibration (chosen on validation for T)
+    # thresholds x scale after calibration (chosen on validation for T); "auto": the one of
+    # SCALES with the best validation accuracy of the converted SNN
+    scale: float | str = 0.5
     calib_size: int = 512  # training images used for calibration
     calib_timesteps: int = 100
     gamma: float = GAMMA
     surrogate: str = SURROGATE
     leak: float = 1.0  # initial leak of every layer (1 = IF)
+
+
+# the threshold scales that scale="auto" (and the ablation, for each T) chooses from on validation
+SCALES = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 
 
 @dataclass

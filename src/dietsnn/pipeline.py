@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -176,9 +176,20 @@ def _calibrate_and_save(snn: Network, opts: ConversionConfig, ctx: Context, out:
     snn = snn.to(ctx.device)
     t0 = time.time()
     images = calibration_images(ctx, opts.calib_size, seed).to(ctx.device)
+    auto = opts.scale == "auto"
+    if auto and len(ctx.data.val_y) == 0:
+        raise UserError("--scale auto chooses the scale on the validation split; give "
+                        "--val-size >= 1 or a number")
     with seeded(seed):
-        snngraph.calibrate_thresholds(snn, images, opts.percentile, opts.scale,
-                                      opts.calib_timesteps)
+        snngraph.calibrate_thresholds(snn, images, opts.percentile, 1.0 if auto else opts.scale,
+                                      opts.calib_timesteps, progress=ctx.progress)
+    scan = None
+    if auto:
+        scale, scan = snngraph.choose_scale(snn, ctx.data.val_x, ctx.data.val_y,
+                                            device=ctx.device)
+        ctx.log(f"scale {scale} (validation accuracy {scan[scale]:.4f}; scanned "
+                f"{', '.join(map(str, scan))})")
+        opts = replace(opts, scale=scale)
     seconds = time.time() - t0
     ctx.log(f"calibrated {len(lif_layers(snn))} thresholds in {seconds:.1f}s")
     logs.debug("thresholds: " + ", ".join(f"{name} {m.threshold.item():.4g}"
@@ -188,6 +199,8 @@ def _calibrate_and_save(snn: Network, opts: ConversionConfig, ctx: Context, out:
     metrics = {"test_accuracy": accuracy, "timesteps": opts.timesteps,
                "encoding": opts.encoding, "calibration_seconds": seconds,
                "calibration": asdict(opts), "layers": layers}
+    if scan is not None:
+        metrics["scale_validation_accuracy"] = {str(s): a for s, a in scan.items()}
     ctx.log(f"converted SNN (T={opts.timesteps}) test accuracy {metrics['test_accuracy']:.4f}")
     return metrics
 

@@ -28,19 +28,13 @@ from . import distributed, files, logs, runtime
 from .config import DIVERGED_LOSS_FACTOR, OPTIMIZERS, SCHEDULES, TrainConfig
 from .data import Batches, Splits
 from .errors import TrainingDiverged, UserError
+from .evaluation import autocast as _autocast
+from .evaluation import eval_batches, evaluate  # noqa: F401  (part of this module's API)
 from .layers import constrain_, lif_layers
 from .memory import check_memory
 from .models import Network
 
 RANK_SEED = 1_000_003  # rank r > 0 seeds its dropout RNG with seed + r * RANK_SEED
-
-
-def eval_batches(x, y: Tensor, batch_size: int):
-    """This rank's batches of (x, y): a contiguous shard of tensors, or the dataset's own."""
-    if isinstance(x, Tensor):
-        x, y = distributed.shard(x, y)
-        return Batches(x, y, batch_size)
-    return x.batches(batch_size)
 
 
 def _train_batches(data: Splits, cfg: TrainConfig):
@@ -92,42 +86,6 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int):
     if cfg.schedule == "none":
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     raise UserError(f"unknown schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-
-
-def _autocast(precision: str, device: str | torch.device = "cpu"):
-    kind = torch.device(device).type
-    if precision == "bf16":
-        return torch.autocast(kind, dtype=torch.bfloat16)
-    if precision != "fp32":
-        raise UserError(f"unknown precision {precision!r}; choose fp32 or bf16")
-    return torch.autocast(kind, enabled=False)
-
-
-@torch.no_grad()
-def evaluate(model: Network, x, y: Tensor, batch_size: int = 256,
-             precision: str = "fp32", progress: bool = False, desc: str = "eval",
-             device: str | torch.device = "cpu") -> dict:
-    """Accuracy (fraction) and mean cross-entropy of `model` on (x, y) (x: a tensor or a folder
-    dataset; in a process group each rank evaluates a shard and the sums are all-reduced)."""
-    check_memory(getattr(model, "config", None), max(1, min(batch_size, len(y))),
-                 getattr(model, "timesteps", None) or 1, "eval", device,
-                 hint="lower the timesteps or the evaluation batch size")
-    was = model.training
-    model.eval()
-    correct, loss_sum, n = 0, 0.0, 0
-    bar = tqdm(eval_batches(x, y, batch_size), desc=desc, leave=False, disable=not progress)
-    for xb, yb in bar:
-        xb, yb = xb.to(device), yb.to(device)
-        with _autocast(precision, device):
-            out = model(xb)
-        out = out.float()
-        loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
-        correct += (out.argmax(1) == yb).sum().item()
-        n += len(yb)
-    model.train(was)
-    correct, loss_sum, n = distributed.all_reduce_sum([correct, loss_sum, n])
-    n = max(1, n)
-    return {"accuracy": correct / n, "loss": loss_sum / n}
 
 
 def neuron_summary(model: nn.Module) -> list[dict]:

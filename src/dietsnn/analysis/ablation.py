@@ -25,13 +25,14 @@ import torch
 
 from .. import checkpoint as ckpt
 from .. import files, logs
-from ..config import SNN_TRAIN, ConversionConfig, TrainConfig
+from ..config import SCALES, SNN_TRAIN, ConversionConfig, TrainConfig
 from ..conversion import ann_to_snn, calibrate_thresholds
 from ..data import Splits
 from ..errors import UserError
 from ..layers import lif_layers
 from ..models import Network
 from ..rundir import RunDir
+from ..snngraph import choose_scale
 from ..training import evaluate, fit, seeded
 from .energy import measure
 from .report import plot_ablation_if_possible
@@ -56,7 +57,7 @@ class AblationConfig:
     neuron_lr: float = SNN_TRAIN.neuron_lr
     amsgrad: bool = False
     batch_size: int = SNN_TRAIN.batch_size
-    scales: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+    scales: tuple[float, ...] = SCALES
     percentile: float = ConversionConfig.percentile
     calib_size: int = ConversionConfig.calib_size
     calib_timesteps: int = ConversionConfig.calib_timesteps
@@ -133,15 +134,12 @@ class Ablation:
         chosen: dict[str, float] = {}
         for T in Ts:
             snn.timesteps = T
-            accs = {}
-            for s in cfg.scales:
-                _set_thresholds(snn, raw, s)
-                accs[str(s)] = evaluate(snn, d.val_x, d.val_y, device=self.device)["accuracy"]
-            scan[str(T)] = accs
-            best = max(cfg.scales, key=lambda s: (accs[str(s)], -abs(s - 0.5)))
+            _set_thresholds(snn, raw, 1.0)
+            best, accs = choose_scale(snn, d.val_x, d.val_y, cfg.scales, self.device)
+            scan[str(T)] = {str(s): a for s, a in accs.items()}
             chosen[str(T)] = best
             self.log(f"{encoding} T={T}: scale {best} (validation accuracy "
-                     f"{accs[str(best)]:.4f}; scanned {', '.join(map(str, cfg.scales))})")
+                     f"{accs[best]:.4f}; scanned {', '.join(map(str, cfg.scales))})")
         res = {"encoding": encoding, "raw_thresholds": raw, "scale": chosen,
                "validation_scan": scan}
         files.write_json(path, res)

@@ -7,9 +7,9 @@ import torch
 from torch import Tensor
 
 from .. import distributed
+from ..evaluation import eval_batches
 from ..layers import LIF, lif_layers
 from ..models import Network
-from ..training import eval_batches
 
 
 class SpikeCounter:

@@ -74,6 +74,11 @@ def positive_float(name: str) -> Callable[[str], float]:
     return float_in(name, 0, float("inf"))
 
 
+def scale_option(s: str) -> float | str:
+    """--scale: a number > 0 or "auto"."""
+    return "auto" if s == "auto" else positive_float("--scale")(s)
+
+
 def int_list(name: str, maximum: int, minimum: int = 1,
              allow_empty: bool = False) -> Callable[[str], list[int]]:
     def parse(s: str) -> list[int]:
@@ -154,8 +159,10 @@ def snn_opts(p: argparse.ArgumentParser) -> None:
     g.add_argument("--encoding", choices=config.ENCODINGS, default=d.encoding)
     g.add_argument("--percentile", type=float_in("--percentile", 1, 100), default=d.percentile,
                    help="in percent")
-    g.add_argument("--scale", type=positive_float("--scale"), default=d.scale,
-                   help="threshold scaling factor after calibration")
+    g.add_argument("--scale", type=scale_option, default=d.scale,
+                   help="threshold scaling factor after calibration, or auto: the one of "
+                        f"{', '.join(map(str, config.SCALES))} with the best converted accuracy "
+                        "on the validation split")
     g.add_argument("--leak", type=float_in("--leak", 0, 1), default=d.leak,
                    help="initial membrane leak of every layer (1 = IF, as converted)")
     g.add_argument("--calib-size", type=positive_int("--calib-size", config.MAX_SAMPLES),
