@@ -12,3 +12,8 @@ class TrainingDiverged(UserError):
     message names the step and the last good checkpoint. The CLI exits with code 3."""
 
     exit_code = 3
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint file that is damaged, not dietsnn's or outside its schema: a ValueError for
+    Python callers of `dietsnn.load_model`, exit 2 in the CLI."""
