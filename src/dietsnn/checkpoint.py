@@ -221,6 +221,10 @@ def _is_number(v: Any) -> bool:
     return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxstring = 2, 3, 8, 40
+
+
 def check_metadata(cfg: Any, spiking: Any, source: str, graph: bool = False) -> None:
     """Validate the model metadata of a checkpoint field by field (type, range, known names);
     `graph`: of a converted custom model, whose graph is stored beside it. A CheckpointError
@@ -232,7 +236,7 @@ def check_metadata(cfg: Any, spiking: Any, source: str, graph: bool = False) -> 
     def need(ok: bool, field: str, value: Any, rule: str) -> None:
         if not ok:
             raise CheckpointError(f"{source}: invalid dietsnn metadata: {field} = "
-                                  f"{reprlib.repr(value)}, expected {rule}; the file is damaged "
+                                  f"{_SHORT.repr(value)}, expected {rule}; the file is damaged "
                                   "or was written by an incompatible tool")
 
     def size(lo: int, hi: int) -> tuple[Callable[[Any], bool], str]:

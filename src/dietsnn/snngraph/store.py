@@ -192,15 +192,23 @@ def _bad(source: str, what: str) -> CheckpointError:
                            "damaged or was written by an incompatible tool")
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxtuple = 2, 3, 3, 3
+_SHORT.maxstring, _SHORT.maxother = 40, 40
+
+
 def _show(v: Any) -> str:
     """A short one-line form of a stored value, for messages."""
-    return reprlib.repr(v)
+    return _SHORT.repr(v)
 
 
 def _dict(v: Any, keys: set[str], required: set[str], what: str, source: str) -> dict:
     if not isinstance(v, dict) or not required <= set(v) or not set(v) <= keys:
+        got = (f"the fields {_show(sorted(map(str, v)))}" if isinstance(v, dict)
+               else _show(v))
         raise _bad(source, f"{what}: expected an object with the fields "
-                   f"{', '.join(sorted(keys))}, got {_show(v)}")
+                   f"{', '.join(sorted(keys))} ({', '.join(sorted(required))} required), "
+                   f"got {got}")
     return v
 
 
@@ -238,7 +246,8 @@ def _layer_arg(v: Any, source: str) -> Any:
 def _build_layer(name: str, spec: Any, source: str) -> nn.Module:
     spec = _dict(spec, {"type", "args", "input_scale"}, {"type", "args"}, f"layer {name}",
                  source)
-    if spec["type"] not in LAYERS or not isinstance(spec["args"], dict):
+    if not (isinstance(spec["type"], str) and spec["type"] in LAYERS and isinstance(
+            spec["args"], dict)):
         raise _bad(source, f"layer {name}: type {_show(spec['type'])}")
     cls, rules = LAYERS[spec["type"]]
     weighted = cls in WEIGHTED
@@ -282,7 +291,7 @@ def _layers(specs: Any, source: str) -> nn.Module:
 def _call(d: dict, env: dict[str, fx.Node], layers: dict, root: nn.Module,
           source: str) -> tuple[Any, tuple, dict]:
     """(target, args, kwargs) of a call node, each checked against the tables above."""
-    op, target = d["op"], d["target"]
+    op, target = d["op"], d.get("target")
     args = _arg(d.get("args", {"tuple": []}), env, source)
     kw = d.get("kwargs", {})
     if not isinstance(args, tuple) or not isinstance(kw, dict):
