@@ -150,14 +150,11 @@ def _edit(graph, cfg, spiking, case):  # noqa: C901 - one branch per malformed h
     nodes, layers = graph["nodes"], graph["layers"]
     first = next(k for k, v in layers.items() if v["type"] == "Conv2d")
     call = next(n for n in nodes if n["op"] == "call_module")
-    if case == "graph not an object":
-        return "[1, 2]", cfg, spiking
-    if case == "graph not JSON":
-        return "{nodes", cfg, spiking
-    if case == "graph nested 100000 deep":
-        return "[" * 100_000 + "]" * 100_000, cfg, spiking
-    if case == "config nested 100000 deep":
-        return graph, "[" * 100_000 + "]" * 100_000, spiking
+    deep = "[" * 100_000 + "]" * 100_000
+    raw = {"graph not an object": "[1, 2]", "graph not JSON": "{nodes",
+           "graph nested 100000 deep": deep}
+    if case in raw or case == "config nested 100000 deep":
+        return (raw[case], cfg, spiking) if case in raw else (graph, deep, spiking)
     if case == "argument nested 50 deep":
         nodes[-1]["args"] = {"tuple": [json.loads("[" * 50 + "]" * 50)]}
     elif case == "nodes missing":
@@ -309,8 +306,7 @@ VALUES = st.recursive(LEAVES, lambda inner: st.one_of(
     st.lists(inner, max_size=4),
     st.dictionaries(st.sampled_from(["node", "tuple", "slice", "ellipsis", "type", "args"]),
                     inner, max_size=2)), max_leaves=8)
-OPS = ["replace", "tweak", "tweak", "tweak", "delete", "add key", "rename key", "nest",
-       "duplicate"]
+OPS = ["replace", *["tweak"] * 3, "delete", "add key", "rename key", "nest", "duplicate"]
 
 
 def _places(obj, path=()):

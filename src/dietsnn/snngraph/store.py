@@ -275,7 +275,8 @@ def _layers(specs: Any, source: str) -> nn.Module:
     root = nn.Module()
     for name, spec in specs.items():
         if not is_name(name):
-            raise _bad(source, f"layer name {_show(name)}")
+            raise _bad(source, f"layer name {_show(name)}: expected dotted identifiers, none a "
+                       "keyword, a dunder or an nn.Module attribute")
         *path, leaf = name.split(".")
         if any(".".join(path[:i]) in specs for i in range(1, len(path) + 1)):
             raise _bad(source, f"layer {name} inside another layer")
@@ -350,7 +351,7 @@ def graph_from_json(arch: Any, timesteps: int, encoding: str, source: str) -> Gr
             out = _arg(d.get("args"), env, source)
             if not (isinstance(out, tuple) and len(out) == 1 and isinstance(out[0], fx.Node)
                     and not d.get("kwargs")):
-                raise _bad(source, "the output node returns one earlier node")
+                raise _bad(source, "the output node must return one earlier node")
             env[key] = graph.output(out[0])
         else:
             target, args, kwargs = _call(d, env, arch["layers"], root, source)
