@@ -5,10 +5,10 @@ arguments. Weights, leaks, thresholds, bias scales and merge gains are the check
 Reading it back is a closed schema (docs/RELIABILITY.md, "Checkpoints"). The rebuilt
 `torch.fx.GraphModule` runs Python source that torch.fx generates from the graph, so nothing
 stored reaches that source as written: node names are generated (`x`, `n1`, `n2`, ...,
-`output`); a layer name is a dotted path whose parts match `_SEGMENT` and are neither keywords,
+`output`); a layer name is a dotted path whose parts match `SEGMENT` and are neither keywords,
 dunders nor attributes of `fx.GraphModule`; layer types, functions, tensor methods and their
-keywords come from the fixed tables below, each argument checked by type and range; any other
-argument is an int, a finite float, a bool, None, a slice, an ellipsis or a short tuple/list of
+arguments come from the fixed tables of `schema`, each argument checked by type and range; any
+other argument is an int, a finite float, a bool, None, a slice, an ellipsis or a short tuple/list of
 these (printed by torch.fx with `repr`), nested at most `MAX_DEPTH` deep."""
 
 from __future__ import annotations
@@ -16,121 +16,34 @@ from __future__ import annotations
 import keyword
 import math
 import operator
-import re
 import reprlib
-from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import CheckpointError, UserError
-from ..functional.surrogate import SURROGATES
-from ..layers import LIF, AvgPool2d, Dropout
-from .build import KEPT_METHODS
-from .modules import WEIGHTED, GraphSNN, Merge, SpikingMaxPool2d
+from .modules import WEIGHTED, GraphSNN, Merge
+from .schema import (
+    ATTRIBUTES,
+    FUNCTION_NAMES,
+    FUNCTIONS,
+    LAYER_NAMES,
+    LAYERS,
+    MAX_DEPTH,
+    MAX_INT,
+    MAX_ITEMS,
+    MAX_NAME,
+    MAX_NODES,
+    METHODS,
+    SEGMENT,
+    fits,
+    is_bool,
+    is_int,
+    is_name,
+)
 
 FORMAT = 1
-# bounds of a stored graph (far beyond any real model; the tensors in the file bound the rest)
-MAX_NODES, MAX_DEPTH, MAX_ITEMS, MAX_INT = 10_000, 4, 16, 1 << 31
-MAX_SIZE, MAX_WINDOW, MAX_INPUTS, MAX_NAME = 1 << 24, 1 << 12, 1024, 512
-_SEGMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}|[0-9]{1,9}", re.ASCII)
-RESERVED = frozenset({*dir(fx.GraphModule), *vars(fx.GraphModule(nn.Module(), fx.Graph()))})
-ATTRIBUTES = ("shape",)  # the only attribute a stored graph may read (getattr(x, "shape"))
-
-Rule = Callable[[Any], bool]
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _real(v: Any) -> bool:
-    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
-
-
-def _int(lo: int, hi: int, none: bool = False) -> Rule:
-    return lambda v: (none and v is None) or (_is_int(v) and lo <= v <= hi)
-
-
-def _ints(lo: int, hi: int, none: bool = False) -> Rule:
-    """An int in [lo, hi], or a tuple of 1 to 3 of them (`none`: or None in the tuple)."""
-    one = _int(lo, hi, none)
-    return lambda v: (_is_int(v) and one(v)) or (
-        isinstance(v, tuple) and 1 <= len(v) <= 3 and all(map(one, v)))
-
-
-def _among(*choices: str) -> Rule:
-    return lambda v: isinstance(v, str) and v in choices
-
-
-def _either(*rules: Rule) -> Rule:
-    return lambda v: any(r(v) for r in rules)
-
-
-def _bool(v: Any) -> bool:
-    return isinstance(v, bool)
-
-
-_KERNEL, _PAD = _ints(1, MAX_WINDOW), _ints(0, MAX_WINDOW)
-_CONV = {"in_channels": _int(1, MAX_SIZE), "out_channels": _int(1, MAX_SIZE),
-         "kernel_size": _KERNEL, "stride": _KERNEL, "padding": _either(_PAD, _among("same",
-                                                                                   "valid")),
-         "dilation": _KERNEL, "groups": _int(1, MAX_SIZE),
-         "padding_mode": _among("zeros", "reflect", "replicate", "circular")}
-_POOL = {"kernel_size": _KERNEL, "stride": _either(_KERNEL, lambda v: v is None),
-         "padding": _PAD, "ceil_mode": _bool, "count_include_pad": _bool}
-_DIVISOR = {"divisor_override": _int(1, MAX_SIZE, none=True)}
-_ADAPTIVE = {"output_size": _ints(1, MAX_WINDOW, none=True)}
-_DIM = _int(-8, 8)
-# layer type -> (class, its constructor arguments (read from the layer's attributes) and rules)
-LAYERS: dict[str, tuple[type, dict[str, Rule]]] = {
-    "Conv1d": (nn.Conv1d, _CONV), "Conv2d": (nn.Conv2d, _CONV), "Conv3d": (nn.Conv3d, _CONV),
-    "Linear": (nn.Linear, {"in_features": _int(1, MAX_SIZE), "out_features": _int(1, MAX_SIZE)}),
-    "LIF": (LIF, {"gamma": lambda v: _real(v) and 0 < v <= 1e6,
-                  "surrogate": lambda v: isinstance(v, str) and v in SURROGATES}),
-    "Dropout": (Dropout, {"p": lambda v: _real(v) and 0 <= v < 1}),
-    "AvgPool1d": (nn.AvgPool1d, _POOL), "AvgPool2d": (nn.AvgPool2d, {**_POOL, **_DIVISOR}),
-    "AvgPool3d": (nn.AvgPool3d, {**_POOL, **_DIVISOR}),
-    "DietAvgPool2d": (AvgPool2d, {**_POOL, **_DIVISOR}),
-    "AdaptiveAvgPool1d": (nn.AdaptiveAvgPool1d, _ADAPTIVE),
-    "AdaptiveAvgPool2d": (nn.AdaptiveAvgPool2d, _ADAPTIVE),
-    "AdaptiveAvgPool3d": (nn.AdaptiveAvgPool3d, _ADAPTIVE),
-    "Flatten": (nn.Flatten, {"start_dim": _DIM, "end_dim": _DIM}),
-    "SpikingMaxPool2d": (SpikingMaxPool2d, {"kernel_size": _KERNEL, "stride": _KERNEL,
-                                            "padding": _PAD, "dilation": _KERNEL,
-                                            "ceil_mode": _bool}),
-    "Merge": (Merge, {"kind": _among("add", "cat"), "n": _int(1, MAX_INPUTS), "dim": _DIM}),
-}
-_LAYER_NAMES = {cls: k for k, (cls, _) in LAYERS.items()}
-_POOL_KW = tuple(_POOL)
-# function -> (the function, most positional arguments, keywords); the first is the tensor
-FUNCTIONS: dict[str, tuple[Callable, int, tuple[str, ...]]] = {
-    "torch.flatten": (torch.flatten, 3, ("start_dim", "end_dim")),
-    "operator.getitem": (operator.getitem, 2, ()), "getattr": (getattr, 2, ()),
-    "F.avg_pool1d": (F.avg_pool1d, 6, _POOL_KW),
-    **{f"F.{f.__name__}": (f, 7, (*_POOL_KW, "divisor_override"))
-       for f in (F.avg_pool2d, F.avg_pool3d)},
-    **{f"F.{f.__name__}": (f, 2, ("output_size",))
-       for f in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)}}
-_FUNCTION_NAMES = {id(f): k for k, (f, _, _) in FUNCTIONS.items()}
-# tensor method -> (most positional arguments, the tensor included; keywords)
-METHODS: dict[str, tuple[int, tuple[str, ...]]] = {
-    "view": (9, ()), "reshape": (9, ()), "flatten": (3, ("start_dim", "end_dim")),
-    "size": (2, ("dim",)), "contiguous": (1, ()), "mean": (3, ("dim", "keepdim")), "dim": (1, ())}
-assert set(METHODS) == KEPT_METHODS  # every method a conversion keeps can be stored
-
-
-def is_name(name: Any) -> bool:
-    """Whether `name` may name a stored layer: dotted parts that match `_SEGMENT`, none a
-    keyword, a dunder or an attribute of `fx.GraphModule` (nor of the `nn.Module` in between)."""
-    if not isinstance(name, str) or len(name) > MAX_NAME:
-        return False
-    parts = name.split(".")
-    return len(parts) <= 16 and all(
-        _SEGMENT.fullmatch(p) and not p.startswith("__") and not keyword.iskeyword(p)
-        and p not in RESERVED for p in parts)
 
 
 # -- writing
@@ -153,7 +66,7 @@ def _value(v: Any) -> Any:
 
 
 def _layer(name: str, m: nn.Module) -> dict:
-    kind = _LAYER_NAMES.get(type(m))
+    kind = LAYER_NAMES.get(type(m))
     if kind is None or not is_name(name):
         raise UserError(f"cannot save this converted model: layer {name!r} "
                         f"({type(m).__name__}) has no stored form")
@@ -171,7 +84,7 @@ def graph_json(snn: GraphSNN) -> dict:
     for n in gm.graph.nodes:
         target = n.target
         if n.op == "call_function":
-            target = _FUNCTION_NAMES.get(id(n.target))
+            target = FUNCTION_NAMES.get(id(n.target))
             if target is None:
                 raise UserError(f"cannot save this converted model: function {n.target} at "
                                 f"node '{n.name}' has no stored form")
@@ -215,7 +128,7 @@ def _dict(v: Any, keys: set[str], required: set[str], what: str, source: str) ->
 def _arg(v: Any, env: dict[str, fx.Node], source: str, depth: int = 0) -> Any:
     """A node argument: a reference to an earlier node or a plain bounded value."""
     if depth <= MAX_DEPTH:
-        if v is None or isinstance(v, bool) or (_is_int(v) and abs(v) <= MAX_INT) or (
+        if v is None or isinstance(v, bool) or (is_int(v) and abs(v) <= MAX_INT) or (
                 isinstance(v, float) and math.isfinite(v)) or v in ATTRIBUTES:
             return v
         if isinstance(v, list) and len(v) <= MAX_ITEMS:
@@ -251,14 +164,14 @@ def _build_layer(name: str, spec: Any, source: str) -> nn.Module:
         raise _bad(source, f"layer {name}: type {_show(spec['type'])}")
     cls, rules = LAYERS[spec["type"]]
     weighted = cls in WEIGHTED
-    rules = {**rules, "bias": _bool} if weighted else rules
+    rules = {**rules, "bias": is_bool} if weighted else rules
     args = {}
     for k, v in spec["args"].items():
         v = _layer_arg(v, source)
         if k not in rules or not rules[k](v):
             raise _bad(source, f"layer {name}: {spec['type']} argument {_show(k)} = {_show(v)}")
         args[k] = v
-    if not _bool(spec.get("input_scale", False)) or (spec.get("input_scale") and not weighted):
+    if not is_bool(spec.get("input_scale", False)) or (spec.get("input_scale") and not weighted):
         raise _bad(source, f"layer {name}: input_scale {_show(spec.get('input_scale'))}")
     try:
         m = cls(**args)
@@ -289,31 +202,55 @@ def _layers(specs: Any, source: str) -> nn.Module:
     return root
 
 
-def _call(d: dict, env: dict[str, fx.Node], layers: dict, root: nn.Module,
-          source: str) -> tuple[Any, tuple, dict]:
-    """(target, args, kwargs) of a call node, each checked against the tables above."""
+def _kind(op: str, target: Any, args: tuple, kwargs: dict,
+          kinds: dict[fx.Node, str]) -> str | None:
+    """What a call node yields ("tensor", "size" or "int") from what its input nodes yield,
+    or None where one of them is of the wrong kind (a size where a tensor is needed...)."""
+    first = kinds[args[0]]
+    others: list[str] = []
+    fx.node.map_arg((args[1:], kwargs), lambda n: others.append(kinds[n]))
+    if op == "call_module":  # a layer: tensors in, a tensor out
+        return "tensor" if first == "tensor" and set(others) <= {"tensor"} else None
+    if target is operator.getitem and first == "size":
+        return "int" if is_int(args[1]) else None
+    if first != "tensor":
+        return None
+    if target in ("view", "reshape") and len(args) == 2 and others == ["size"]:
+        return "tensor"
+    if set(others) - {"int"}:
+        return None
+    if target is getattr:
+        return "size"
+    if target == "size":
+        return "int" if len(args) + len(kwargs) > 1 else "size"
+    return "int" if target == "dim" else "tensor"
+
+
+def _call(d: dict, env: dict[str, fx.Node], kinds: dict[fx.Node, str], layers: dict,
+          root: nn.Module, source: str) -> tuple[Any, tuple, dict, str]:
+    """(target, args, kwargs, what it yields) of a call node, each checked against the
+    tables of `schema` and the kinds of its input nodes."""
     op, target = d["op"], d.get("target")
     args = _arg(d.get("args", {"tuple": []}), env, source)
     kw = d.get("kwargs", {})
     if not isinstance(args, tuple) or not isinstance(kw, dict):
         raise _bad(source, f"node {_show(d['name'])}: arguments")
     kwargs = {k: _arg(v, env, source) for k, v in kw.items()}
+    fn = None
     if op == "call_module" and isinstance(target, str) and target in layers:
         m = root.get_submodule(target)
-        n = m.n if isinstance(m, Merge) else 1
-        if len(args) == n and not kwargs and all(isinstance(a, fx.Node) for a in args):
-            return target, args, kwargs
-    elif op in ("call_function", "call_method") and isinstance(target, str):
-        table = FUNCTIONS if op == "call_function" else METHODS
-        if target in table:
-            most, keys = table[target][-2:]
-            fn = FUNCTIONS[target][0] if op == "call_function" else target
-            if (1 <= len(args) <= most and isinstance(args[0], fx.Node) and set(kwargs) <= set(
-                    keys) and len(args) + len(kwargs) <= most and (
-                    fn is not getattr or (len(args) == 2 and args[1] in ATTRIBUTES))):
-                return fn, args, kwargs
-    raise _bad(source, f"node {_show(d['name'])}: {_show(op)} {_show(target)} with "
-               f"{len(args)} arguments and keywords {_show(sorted(map(str, kwargs)))}")
+        if len(args) == (m.n if isinstance(m, Merge) else 1) and not kwargs and all(
+                isinstance(a, fx.Node) for a in args):
+            fn = target
+    elif op == "call_function" and isinstance(target, str) and target in FUNCTIONS:
+        fn = FUNCTIONS[target][0] if fits(FUNCTIONS[target][1], args, kwargs) else None
+    elif op == "call_method" and isinstance(target, str) and target in METHODS:
+        fn = target if fits(METHODS[target], args, kwargs) else None
+    kind = _kind(op, fn, args, kwargs, kinds) if fn is not None else None
+    if kind is None:
+        raise _bad(source, f"node {_show(d['name'])}: {_show(op)} {_show(target)} with "
+                   f"{len(args)} arguments and keywords {_show(sorted(map(str, kwargs)))}")
+    return fn, args, kwargs, kind
 
 
 def graph_from_json(arch: Any, timesteps: int, encoding: str, source: str) -> GraphSNN:
@@ -324,16 +261,16 @@ def graph_from_json(arch: Any, timesteps: int, encoding: str, source: str) -> Gr
     if arch["format"] != FORMAT:
         raise _bad(source, f"unknown graph format {_show(arch['format'])}")
     name, dims = arch.get("name", "Converted"), arch.get("input_dims")
-    if not (isinstance(name, str) and _SEGMENT.fullmatch(name) and not name[0].isdigit()
+    if not (isinstance(name, str) and SEGMENT.fullmatch(name) and not name[0].isdigit()
             and not name.startswith("__") and not keyword.iskeyword(name)):
         raise _bad(source, f"name {_show(name)}")
-    if dims is not None and not (_is_int(dims) and 1 <= dims <= 8):
+    if dims is not None and not (is_int(dims) and 1 <= dims <= 8):
         raise _bad(source, f"input_dims {_show(dims)}")
     nodes = arch["nodes"]
     if not isinstance(nodes, list) or not 2 <= len(nodes) <= MAX_NODES:
         raise _bad(source, f"nodes: expected a list of 2 to {MAX_NODES} nodes")
     root = _layers(arch["layers"], source)
-    graph, env, used = fx.Graph(), {}, set()
+    graph, env, used, kinds = fx.Graph(), {}, set(), {}
     for i, d in enumerate(nodes):
         d = _dict(d, {"name", "op", "target", "args", "kwargs"}, {"name", "op"}, f"node {i}",
                   source)
@@ -347,16 +284,18 @@ def graph_from_json(arch: Any, timesteps: int, encoding: str, source: str) -> Gr
             if d.get("args", {"tuple": []}) != {"tuple": []} or d.get("kwargs", {}):
                 raise _bad(source, "the input node takes no arguments")
             env[key] = graph.placeholder("x")
+            kinds[env[key]] = "tensor"
         elif op == "output":
             out = _arg(d.get("args"), env, source)
             if not (isinstance(out, tuple) and len(out) == 1 and isinstance(out[0], fx.Node)
-                    and not d.get("kwargs")):
+                    and kinds[out[0]] == "tensor" and not d.get("kwargs")):
                 raise _bad(source, "the output node must return one earlier node")
             env[key] = graph.output(out[0])
         else:
-            target, args, kwargs = _call(d, env, arch["layers"], root, source)
+            target, args, kwargs, kind = _call(d, env, kinds, arch["layers"], root, source)
             used.add(target if op == "call_module" else None)
             env[key] = graph.create_node(op, target, args, kwargs, name=f"n{i}")
+            kinds[env[key]] = kind
     unused = set(arch["layers"]) - used
     if unused:
         raise _bad(source, f"layer {_show(sorted(unused)[0])} is used by no node")
