@@ -62,6 +62,7 @@ def seed(kind):
         dietsnn.save_model(path, dietsnn.convert(dietsnn.build_ann(kind).eval(), 2))
         meta, tensors = read_model_file(path)[1], load_file(path)
     else:
+        torch.manual_seed(0)  # the same weights whatever ran before
         path, meta, tensors = saved(tempfile.mkdtemp(), SEEDS[kind]())
     with torch.no_grad():
         return meta, tensors, dietsnn.load_model(path)(X)
