@@ -44,7 +44,7 @@ def test_nir_file_loads_saves_and_runs_in_the_cli(tmp_path, capsys):
     export_nir(snn, tmp_path / "m.nir")
     model = dietsnn.load_model(tmp_path / "m.nir")  # a .nir that records its timesteps
     assert torch.equal(logits(model), logits(snn))
-    dietsnn.save_model(tmp_path / "m.safetensors", model)  # an imported graph is a checkpoint
+    dietsnn.save_model(model, tmp_path / "m.safetensors")  # an imported graph is a checkpoint
     assert torch.equal(logits(dietsnn.load_model(tmp_path / "m.safetensors")), logits(snn))
     main(["export", str(tmp_path / "m.nir"), str(tmp_path / "again.nir")])
     kinds = lambda f: {type(n).__name__ for n in nir.read(tmp_path / f).nodes.values()}  # noqa: E731
