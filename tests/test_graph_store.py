@@ -50,7 +50,7 @@ def saved(folder, model):
     snn = dietsnn.convert(model.eval(), timesteps=2)
     dietsnn.calibrate_thresholds(snn, X, 99.0, 1.0, 2)
     path = Path(folder) / "m.safetensors"
-    dietsnn.save_model(path, snn)
+    dietsnn.save_model(snn, path)
     return path, read_model_file(path)[1], load_file(path)
 
 
@@ -59,7 +59,7 @@ def seed(kind):
     """(metadata, tensors, output on X) of a saved seed model, made once per session."""
     if kind == "vgg_small":  # one of dietsnn's own architectures
         path = Path(tempfile.mkdtemp()) / "m.safetensors"
-        dietsnn.save_model(path, dietsnn.convert(dietsnn.build_ann(kind).eval(), 2))
+        dietsnn.save_model(dietsnn.convert(dietsnn.build_ann(kind).eval(), 2), path)
         meta, tensors = read_model_file(path)[1], load_file(path)
     else:
         torch.manual_seed(0)  # the same weights whatever ran before
