@@ -256,7 +256,7 @@ def _fire(unit: LIF, chunks) -> Tensor:
         step = _chunk_steps(c[0].numel(), c.shape[0])
         for t0 in range(0, c.shape[0], step):
             s, _, u = lif_forward(c[t0 : t0 + step], unit.leak, unit.threshold, u,
-                                  keep_u_tilde=False, backend=unit.backend)
+                                  keep_u_tilde=False)
             out.append(s.to(torch.int8))
     return torch.cat(out)
 

@@ -1,17 +1,21 @@
-"""Allocator tuning that makes CPU training faster, applied where dietsnn's engine runs.
+"""The engine context: how dietsnn runs, and every process-wide setting it needs, entered and
+left in one place (`use_engine`). A model's forward changes nothing in the process.
 
-By default glibc serves every large tensor with a fresh `mmap` and gives it back on free, so the
-next tensor of that size pays page faults (the kernel zeroes every page again). Turning mmap off
-and never trimming keeps freed memory in the process for the next tensor, as jemalloc/tcmalloc
-do for PyTorch on CPU (docs/BENCHMARKS.md measures both ways). Training repeats the same tensor
-sizes every step, so the heap is reused as is.
+Inside `use_engine(engine)`:
 
-Nothing is switched at import. The tuning is held (1) inside `reusing_freed_memory()` blocks
-(`training.fit` runs in one) and (2) by every SNN from its first forward until it is
-garbage-collected, so that a plain user loop over an SNN gets it too; an SNN whose
-`keep_freed_memory` attribute is False does not hold it. When the last holder goes, glibc's
-defaults are restored and the kept memory goes back to the OS. The price while held: the
-process's resident memory stays at its peak instead of shrinking between steps.
+- the neuron operators run on `engine` (`functional/engine.py`; default `config.ENGINE`);
+- glibc's malloc keeps freed memory for reuse: by default it serves every large tensor with a
+  fresh `mmap` and gives it back on free, so the next tensor of that size pays page faults (the
+  kernel zeroes every page again). Turning mmap off and never trimming keeps freed memory in the
+  process for the next tensor, as jemalloc/tcmalloc do for PyTorch on CPU (docs/BENCHMARKS.md
+  measures both ways); training repeats the same tensor sizes every step. The price: the
+  process's resident memory stays at its peak until the outermost block ends, when glibc's
+  defaults come back and the kept memory goes back to the OS. No-op where malloc is not glibc's;
+- after every `torch.optim` step the leaks and thresholds the optimiser updates are clamped into
+  range (`layers.clamp_after_step`; outside the block call `dietsnn.constrain_(model)`);
+- dynamo may recompile the compile engine's backward per T (room for a sweep of lengths).
+
+`training.fit`, `training.evaluate` and every CLI command run inside it; blocks nest.
 """
 
 from __future__ import annotations
@@ -21,9 +25,14 @@ import ctypes.util
 import itertools
 import sys
 import threading
-import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+
+import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from .functional import engine as _engine
+from .layers import clamp_after_step
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -57,8 +66,7 @@ def keep_freed_memory() -> bool:
     return _set(0, 2**31 - 1)
 
 
-# Holders of the tuning: the blocks of `reusing_freed_memory` and the SNNs that `hold_for` was
-# given. The tuning is on while there is at least one; the last to go restores glibc's defaults
+# Holders of the tuning: the blocks of `reusing_freed_memory`. The tuning is on while there is at least one; the last to go restores glibc's defaults
 # and gives the kept memory back to the OS.
 _lock = threading.RLock()
 _holders: set[int] = set()
@@ -93,33 +101,6 @@ def is_tuned() -> bool:
     return _applied
 
 
-def hold_for(owner: object) -> None:
-    """Keep freed memory for reuse while `owner` lives (an SNN calls this at its first
-    forward). Idempotent per owner; released when `owner` is garbage-collected or by
-    `release_for(owner)`."""
-    key = id(owner)
-    with _lock:  # reentrant: _acquire takes it too, and a finalizer may run inside
-        if key in _owners and _owners[key].alive:
-            return
-        token = _acquire()
-        _owners[key] = weakref.finalize(owner, _drop_owner, key, token)
-
-
-def release_for(owner: object) -> None:
-    """Give up `owner`'s hold now (see `hold_for`)."""
-    fin = _owners.get(id(owner))
-    if fin is not None:
-        fin()
-
-
-def _drop_owner(key: int, token: int) -> None:
-    _owners.pop(key, None)
-    _release(token)
-
-
-_owners: dict[int, weakref.finalize] = {}
-
-
 @contextmanager
 def reusing_freed_memory() -> Iterator[None]:
     """`keep_freed_memory` inside the block; afterwards (once no other holder remains) glibc's
@@ -129,3 +110,17 @@ def reusing_freed_memory() -> Iterator[None]:
         yield
     finally:
         _release(token)
+
+
+@contextmanager
+def use_engine(engine: str | None = None) -> Iterator[None]:
+    """Run the block on `engine` ("auto", "native", "eager" or "compile"; None: the one in
+    effect) with dietsnn's process settings (see the module docstring); all undone on exit."""
+    with ExitStack() as stack, _engine.scope(engine):
+        stack.enter_context(reusing_freed_memory())
+        stack.callback(register_optimizer_step_post_hook(clamp_after_step).remove)
+        if _engine.resolve() == "compile":  # dynamo is imported only for this engine
+            cfg = torch._dynamo.config
+            stack.callback(setattr, cfg, "recompile_limit", cfg.recompile_limit)
+            cfg.recompile_limit = max(cfg.recompile_limit, 64)
+        yield

@@ -108,7 +108,8 @@ def evaluate(model: Network, x, y: Tensor, batch_size: int = 256,
              precision: str = "fp32", progress: bool = False, desc: str = "eval",
              device: str | torch.device = "cpu") -> dict:
     """Accuracy (fraction) and mean cross-entropy of `model` on (x, y) (x: a tensor or a folder
-    dataset; in a process group each rank evaluates a shard and the sums are all-reduced)."""
+    dataset; in a process group each rank evaluates a shard and the sums are all-reduced).
+    Runs inside `runtime.use_engine()`."""
     check_memory(getattr(model, "config", None), max(1, min(batch_size, len(y))),
                  getattr(model, "timesteps", None) or 1, "eval", device,
                  hint="lower the timesteps or the evaluation batch size")
@@ -116,14 +117,14 @@ def evaluate(model: Network, x, y: Tensor, batch_size: int = 256,
     model.eval()
     correct, loss_sum, n = 0, 0.0, 0
     bar = tqdm(eval_batches(x, y, batch_size), desc=desc, leave=False, disable=not progress)
-    for xb, yb in bar:
-        xb, yb = xb.to(device), yb.to(device)
-        with _autocast(precision, device):
-            out = model(xb)
-        out = out.float()
-        loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
-        correct += (out.argmax(1) == yb).sum().item()
-        n += len(yb)
+    with runtime.use_engine():
+        for xb, yb in bar:
+            xb, yb = xb.to(device), yb.to(device)
+            with _autocast(precision, device):
+                out = model(xb).float()
+            loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
+            correct += (out.argmax(1) == yb).sum().item()
+            n += len(yb)
     model.train(was)
     correct, loss_sum, n = distributed.all_reduce_sum([correct, loss_sum, n])
     n = max(1, n)
@@ -175,9 +176,9 @@ def fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume:
     0, the last epoch is kept). Writes into `out`: `model.safetensors` (best on validation),
     `state.pt` (for resume), `history.json`. Returns the history and `best_val_accuracy`
     (None without validation).
-    Runs with freed memory kept for reuse (`runtime.reusing_freed_memory`) and torch's RNG
-    seeded from `cfg.seed` (the caller's RNG state is restored afterwards)."""
-    with runtime.reusing_freed_memory(), seeded(cfg.seed + RANK_SEED * distributed.rank()):
+    Runs inside `runtime.use_engine()` (the engine in effect, freed memory kept for reuse) with
+    torch's RNG seeded from `cfg.seed` (the caller's RNG state is restored afterwards)."""
+    with runtime.use_engine(), seeded(cfg.seed + RANK_SEED * distributed.rank()):
         return _fit(model, data, cfg, out, resume, progress, log, desc, device)
 
 

@@ -15,7 +15,7 @@ from ..errors import UserError
 from ..export import NONLEAKY, POOLING, export_nir
 from ..predict import predict_images
 from ..rundir import check_output_file
-from .options import float_in, no_compile
+from .options import float_in, engine_opt
 
 
 def run_dataset(run: str | Path) -> str:
@@ -69,7 +69,7 @@ def add_commands(sub) -> dict[str, Callable]:
                    help="normalisation and class names (default: from RUN_DIR/config.json, "
                         f"else {DEFAULT_DATASET})")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    no_compile(p)
+    engine_opt(p)
 
     e = sub.add_parser("export", help="export an SNN to NIR (neuromorphic intermediate representation)")
     e.add_argument("run", metavar="RUN_DIR", help="SNN run directory or model.safetensors")
