@@ -13,7 +13,7 @@ import sys
 from .. import __version__, distributed, logs
 from ..errors import UserError
 from . import analysis, deploy, presets, train
-from .options import Parser, engine_scope, console_logging
+from .options import Parser, console_logging, engine_scope
 from .validate import validate
 
 COMMANDS: dict = {}

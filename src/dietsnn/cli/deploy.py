@@ -15,7 +15,7 @@ from ..errors import UserError
 from ..export import NONLEAKY, POOLING, export_nir
 from ..predict import predict_images
 from ..rundir import check_output_file
-from .options import float_in, engine_opt
+from .options import engine_opt, float_in
 
 
 def run_dataset(run: str | Path) -> str:
