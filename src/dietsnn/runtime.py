@@ -66,8 +66,8 @@ def keep_freed_memory() -> bool:
     return _set(0, 2**31 - 1)
 
 
-# Holders of the tuning: the blocks of `reusing_freed_memory`. The tuning is on while there is at least one; the last to go restores glibc's defaults
-# and gives the kept memory back to the OS.
+# Holders of the tuning: the blocks of `reusing_freed_memory`. The tuning is on while there is at
+# least one; the last to go restores glibc's defaults and gives the kept memory back to the OS.
 _lock = threading.RLock()
 _holders: set[int] = set()
 _applied = False

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import on_engine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dietsnn.functional import engine, native, neuron
 from dietsnn.functional.neuron import lif, lif_reference
-from helpers import on_engine
 
 pytestmark = pytest.mark.skipif(not native.available(), reason=f"no native kernels: "
                                 f"{native.why_not()}")

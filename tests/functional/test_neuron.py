@@ -1,8 +1,8 @@
 import pytest
 import torch
+from helpers import on_engine
 
 from dietsnn.functional import lif, lif_forward, lif_reference, surrogate
-from helpers import on_engine
 
 D = torch.float64
 
