@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import itertools
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
@@ -62,65 +61,55 @@ def _set(mmap_max: int, trim_threshold: int) -> bool:
 
 def keep_freed_memory() -> bool:
     """Tell glibc's malloc to keep freed memory for reuse from now on (no-op where malloc is not
-    glibc's). Returns whether it took effect. Prefer the scoped forms below, which undo it."""
+    glibc's). Returns whether it took effect. Prefer `use_engine`, which undoes it."""
     return _set(0, 2**31 - 1)
 
 
-# Holders of the tuning: the blocks of `reusing_freed_memory`. The tuning is on while there is at
-# least one; the last to go restores glibc's defaults and gives the kept memory back to the OS.
-_lock = threading.RLock()
-_holders: set[int] = set()
-_applied = False
-_next_id = itertools.count()
-
-
-def _acquire() -> int:
-    global _applied
-    with _lock:
-        token = next(_next_id)
-        if not _holders:
-            _applied = keep_freed_memory()
-        _holders.add(token)
-        return token
-
-
-def _release(token: int) -> None:
-    global _applied
-    with _lock:
-        if token not in _holders:
-            return
-        _holders.discard(token)
-        if not _holders and _applied:
-            _set(_DEFAULT_MMAP_MAX, _DEFAULT_TRIM_THRESHOLD)
-            _libc().malloc_trim(0)
-            _applied = False
+_lock = threading.Lock()
+_open = {"blocks": 0, "tuned": False, "undo": []}  # `use_engine` blocks open, in any thread
 
 
 def is_tuned() -> bool:
     """Whether the allocator tuning is in effect now."""
-    return _applied
+    return bool(_open["tuned"])
 
 
-@contextmanager
-def reusing_freed_memory() -> Iterator[None]:
-    """`keep_freed_memory` inside the block; afterwards (once no other holder remains) glibc's
-    defaults again, and the free memory kept goes back to the OS."""
-    token = _acquire()
-    try:
-        yield
-    finally:
-        _release(token)
+def _settings_on() -> list:
+    """Turn the process settings on; returns the calls that undo them."""
+    _open["tuned"] = keep_freed_memory()
+    undo = [register_optimizer_step_post_hook(clamp_after_step).remove]
+    if _open["tuned"]:
+        undo.append(_give_back_memory)
+    return undo
+
+
+def _give_back_memory() -> None:
+    _set(_DEFAULT_MMAP_MAX, _DEFAULT_TRIM_THRESHOLD)
+    _libc().malloc_trim(0)
+    _open["tuned"] = False
 
 
 @contextmanager
 def use_engine(engine: str | None = None) -> Iterator[None]:
     """Run the block on `engine` ("auto", "native", "eager" or "compile"; None: the one in
-    effect) with dietsnn's process settings (see the module docstring); all undone on exit."""
-    with ExitStack() as stack, _engine.scope(engine):
-        stack.enter_context(reusing_freed_memory())
-        stack.callback(register_optimizer_step_post_hook(clamp_after_step).remove)
-        if _engine.resolve() == "compile":  # dynamo is imported only for this engine
-            cfg = torch._dynamo.config
-            stack.callback(setattr, cfg, "recompile_limit", cfg.recompile_limit)
-            cfg.recompile_limit = max(cfg.recompile_limit, 64)
-        yield
+    effect) with dietsnn's process settings (see the module docstring). Blocks nest: the
+    outermost turns the settings on and, on exit, off again."""
+    with _engine.scope(engine):
+        with _lock:
+            if _open["blocks"] == 0:
+                _open["undo"] = _settings_on()
+            _open["blocks"] += 1
+            if _engine.resolve() == "compile":  # dynamo is imported only for this engine
+                cfg = torch._dynamo.config
+                if cfg.recompile_limit < 64:
+                    _open["undo"].append(lambda limit=cfg.recompile_limit:
+                                         setattr(cfg, "recompile_limit", limit))
+                    cfg.recompile_limit = 64
+        try:
+            yield
+        finally:
+            with _lock:
+                _open["blocks"] -= 1
+                if _open["blocks"] == 0:
+                    for undo in reversed(_open["undo"]):
+                        undo()

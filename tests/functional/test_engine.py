@@ -204,7 +204,7 @@ def test_keep_freed_memory_takes_effect_on_glibc():
 
     glibc = platform.libc_ver()[0] == "glibc"
     assert runtime.keep_freed_memory() is glibc
-    with runtime.reusing_freed_memory():
+    with runtime.use_engine():
         pass  # back to glibc's defaults on exit
     assert runtime._set(runtime._DEFAULT_MMAP_MAX, runtime._DEFAULT_TRIM_THRESHOLD) is glibc
 
@@ -259,7 +259,7 @@ def _mmapped_bytes_of_big_tensor() -> int:
     return during - before
 
 
-def test_use_engine_holds_the_process_settings_and_a_forward_holds_none(request, monkeypatch):
+def test_use_engine_holds_the_process_settings_and_a_forward_holds_none():
     """Inside `use_engine`: freed memory reused, LIF parameters clamped after any optimiser step,
     the engine in effect; all undone on exit. An SNN's forward alone changes none of it."""
     import platform
@@ -269,13 +269,7 @@ def test_use_engine_holds_the_process_settings_and_a_forward_holds_none(request,
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("the tuning is glibc's")
-    # start from no holders, whatever other tests left; put their tuning back afterwards
-    was = runtime.is_tuned()
-    monkeypatch.setattr(runtime, "_holders", set())
-    monkeypatch.setattr(runtime, "_applied", False)
-    runtime._set(runtime._DEFAULT_MMAP_MAX, runtime._DEFAULT_TRIM_THRESHOLD)
-    if was:  # runs after monkeypatch has put the holders back
-        request.addfinalizer(runtime.keep_freed_memory)
+    assert runtime._open["blocks"] == 0 and not runtime.is_tuned()  # every block left
     snn = dietsnn.ann_to_snn(dietsnn.build_ann("vgg_small"), 2)
     opt = torch.optim.SGD(snn.parameters(), lr=10.0)
     snn(torch.rand(2, 1, 28, 28)).sum().backward()
