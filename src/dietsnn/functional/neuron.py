@@ -47,11 +47,10 @@ def lif_forward(
             _unflat(u.unsqueeze(0), x[:1], perm)[0])
 
 
-def _flat(x: Tensor, like: Tensor | None = None) -> tuple[Tensor, list[int]]:
-    """`[T, ...]` as `[T, N]`, the non-time dims taken in the memory order of `like` (default
-    `x`): a view for contiguous and channels-last tensors. Returns the view and the dim order."""
-    ref = x if like is None else like
-    perm = [0, *sorted(range(1, ref.dim()), key=lambda d: -ref.stride(d))]
+def _flat(x: Tensor) -> tuple[Tensor, list[int]]:
+    """`[T, ...]` as `[T, N]`, the non-time dims taken in memory order: a view for contiguous and
+    channels-last tensors. Returns the view and the dim order."""
+    perm = [0, *sorted(range(1, x.dim()), key=lambda d: -x.stride(d))]
     return x.permute(perm).reshape(x.shape[0], -1), perm
 
 
@@ -223,8 +222,7 @@ def lif_reference(
     surrogate: str = SURROGATE,
 ) -> Tensor:
     """The same dynamics as `lif`, written as the plain per-step loop through autograd."""
-    leak = torch.as_tensor(leak, dtype=x.dtype, device=x.device)
-    threshold = torch.as_tensor(threshold, dtype=x.dtype, device=x.device)
+    leak, threshold = _scalar(leak, x), _scalar(threshold, x)
     u = torch.zeros_like(x[0])
     out = []
     for t in range(x.shape[0]):
