@@ -1,7 +1,7 @@
 """The neuron operators, registered with `torch.library` so that autograd, torch.compile,
 torch.export, hooks and autocast treat them as any PyTorch op.
 
-Signatures (stable; every Tensor of one call on one device, leak and threshold 0-dim in x's dtype):
+Schemas (stable; every Tensor of one call on one device, leak and threshold 0-dim in x's dtype):
 
     dietsnn::lif_forward(Tensor x, Tensor leak, Tensor threshold, Tensor? u0, int steps,
                          bool keep_u_tilde, float gamma, str surrogate)
@@ -43,6 +43,9 @@ A device's own kernel is added in one place, e.g. for CUDA:
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -51,12 +54,44 @@ from . import native
 from .engine import compiled, resolve
 from .neuron import _backward_eager, _backward_loop, _forward_loop, _step_eager, _step_traceable
 
+_LIB = torch.library.Library("dietsnn", "DEF")
+
+
+def _op(schema: str, fake: Callable) -> Callable:
+    """Define `dietsnn::` `schema` with the decorated function as its implementation on every
+    device (until a device registers its own kernel) and `fake` as its fake implementation.
+    As with `torch.library.custom_op`, dynamo never traces into the implementation; unlike it,
+    torch._dynamo is not imported for that in a process that compiles nothing (it costs
+    seconds at the start of every command)."""
+    def register(fn: Callable) -> Callable:
+        disabled: list[Callable] = []
+
+        def kernel(*args):
+            if "torch._dynamo" not in sys.modules:  # nothing compiled can be running
+                return fn(*args)
+            if not disabled:
+                disabled.append(torch._dynamo.disable(fn))
+            return disabled[0](*args)
+
+        name = schema.split("(")[0]
+        _LIB.define(schema)
+        _LIB.impl(name, kernel, "CompositeExplicitAutograd")
+        torch.library.register_fake(f"dietsnn::{name}", fake, lib=_LIB)
+        return fn
+    return register
+
 
 def _native(x: Tensor) -> bool:
     return resolve(None, x.device.type) == "native" and native.supports(x)
 
 
-@torch.library.custom_op("dietsnn::lif_forward", mutates_args=())
+def _lif_fake(x, leak, threshold, u0, steps, keep_u_tilde, gamma, surrogate):
+    shape = (steps, *x.shape) if steps else x.shape
+    return x.new_empty(shape), x.new_empty(shape if keep_u_tilde else (0,)), x.new_empty(shape[1:])
+
+
+@_op("lif_forward(Tensor x, Tensor leak, Tensor threshold, Tensor? u0, int steps, "
+     "bool keep_u_tilde, float gamma, str surrogate) -> (Tensor, Tensor, Tensor)", _lif_fake)
 def lif_forward(x: Tensor, leak: Tensor, threshold: Tensor, u0: Tensor | None, steps: int,
                 keep_u_tilde: bool, gamma: float, surrogate: str,
                 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -69,13 +104,12 @@ def lif_forward(x: Tensor, leak: Tensor, threshold: Tensor, u0: Tensor | None, s
     return spikes, x.new_empty(0) if u_tilde is None else u_tilde, u
 
 
-@lif_forward.register_fake
-def _(x, leak, threshold, u0, steps, keep_u_tilde, gamma, surrogate):
-    shape = (steps, *x.shape) if steps else x.shape
-    return x.new_empty(shape), x.new_empty(shape if keep_u_tilde else (0,)), x.new_empty(shape[1:])
+def _grads_fake(saved, grad, leak, *args):
+    return saved.new_empty(saved.shape), leak.new_empty(()), leak.new_empty(())
 
 
-@torch.library.custom_op("dietsnn::lif_backward", mutates_args=())
+@_op("lif_backward(Tensor saved, Tensor grad, Tensor leak, Tensor threshold, int steps, "
+     "float gamma, str surrogate) -> (Tensor, Tensor, Tensor)", _grads_fake)
 def lif_backward(saved: Tensor, grad: Tensor, leak: Tensor, threshold: Tensor, steps: int,
                  gamma: float, surrogate: str) -> tuple[Tensor, Tensor, Tensor]:
     if _native(saved):  # u~ recomputed when steps
@@ -85,11 +119,6 @@ def lif_backward(saved: Tensor, grad: Tensor, leak: Tensor, threshold: Tensor, s
     u_tilde = _forward_loop(saved.expand(steps, *saved.shape), leak, threshold, None,
                             True)[1] if steps else saved
     return _backward_eager(u_tilde, grad, leak, threshold, gamma, surrogate, bool(steps))
-
-
-@lif_backward.register_fake
-def _(saved, grad, leak, threshold, steps, gamma, surrogate):
-    return saved.new_empty(saved.shape), leak.new_empty(()), leak.new_empty(())
 
 
 def _lif_setup(ctx, inputs, output) -> None:
@@ -103,12 +132,14 @@ def _lif_grad(ctx, grad_spikes, _grad_u_tilde, _grad_u):
     saved, leak, threshold = ctx.saved_tensors
     if not ctx.steps and saved.numel() != grad_spikes.numel():
         raise RuntimeError("dietsnn::lif_forward ran with keep_u_tilde=False: it has no backward")
-    gx, g_leak, g_v = lif_backward(saved, grad_spikes.contiguous(), leak, threshold, ctx.steps,
-                                   ctx.gamma, ctx.surrogate)
+    gx, g_leak, g_v = torch.ops.dietsnn.lif_backward(saved, grad_spikes.contiguous(), leak,
+                                                     threshold, ctx.steps, ctx.gamma,
+                                                     ctx.surrogate)
     return gx, g_leak, g_v, None, None, None, None, None
 
 
-lif_forward.register_autograd(_lif_grad, setup_context=_lif_setup)
+torch.library.register_autograd("dietsnn::lif_forward", _lif_grad, setup_context=_lif_setup,
+                                lib=_LIB)
 
 
 # ---- LIF -> dropout -> pooling ---------------------------------------------------------------
@@ -119,7 +150,17 @@ def _currents(x: Tensor, timesteps: int, static: bool) -> Tensor:
     return x.reshape(1, -1).expand(timesteps, -1) if static else x.reshape(timesteps, -1)
 
 
-@torch.library.custom_op("dietsnn::lif_pool_forward", mutates_args=())
+def _pool_fake(x, leak, threshold, keep, scale, k, timesteps, static, keep_u_tilde, gamma,
+               surrogate):
+    n, c, h, w = x.shape
+    n = n * timesteps if static else n
+    return (x.new_empty((n, c, h // k, w // k)),
+            x.new_empty((n, c, h, w) if keep_u_tilde else (0,)))
+
+
+@_op("lif_pool_forward(Tensor x, Tensor leak, Tensor threshold, Tensor? keep, float scale, int k, "
+     "int timesteps, bool static, bool keep_u_tilde, float gamma, str surrogate) -> (Tensor, Tensor)",
+     _pool_fake)
 def lif_pool_forward(x: Tensor, leak: Tensor, threshold: Tensor, keep: Tensor | None,
                      scale: float, k: int, timesteps: int, static: bool, keep_u_tilde: bool,
                      gamma: float, surrogate: str) -> tuple[Tensor, Tensor]:
@@ -136,15 +177,9 @@ def lif_pool_forward(x: Tensor, leak: Tensor, threshold: Tensor, keep: Tensor | 
     return out, u_tilde.view(-1, *x.shape[1:]) if keep_u_tilde else x.new_empty(0)
 
 
-@lif_pool_forward.register_fake
-def _(x, leak, threshold, keep, scale, k, timesteps, static, keep_u_tilde, gamma, surrogate):
-    n, c, h, w = x.shape
-    n = n * timesteps if static else n
-    return (x.new_empty((n, c, h // k, w // k)),
-            x.new_empty((n, c, h, w) if keep_u_tilde else (0,)))
-
-
-@torch.library.custom_op("dietsnn::lif_pool_backward", mutates_args=())
+@_op("lif_pool_backward(Tensor saved, Tensor grad, Tensor leak, Tensor threshold, Tensor? keep, "
+     "float scale, int k, int timesteps, bool static, float gamma, str surrogate) "
+     "-> (Tensor, Tensor, Tensor)", _grads_fake)
 def lif_pool_backward(saved: Tensor, grad: Tensor, leak: Tensor, threshold: Tensor,
                       keep: Tensor | None, scale: float, k: int, timesteps: int, static: bool,
                       gamma: float, surrogate: str) -> tuple[Tensor, Tensor, Tensor]:
@@ -164,11 +199,6 @@ def lif_pool_backward(saved: Tensor, grad: Tensor, leak: Tensor, threshold: Tens
     return gx.view(saved.shape), g_leak, g_v
 
 
-@lif_pool_backward.register_fake
-def _(saved, grad, leak, threshold, keep, scale, k, timesteps, static, gamma, surrogate):
-    return saved.new_empty(saved.shape), leak.new_empty(()), leak.new_empty(())
-
-
 def _pool_setup(ctx, inputs, output) -> None:
     x, leak, threshold, keep, scale, k, timesteps, static, _, gamma, surrogate = inputs
     ctx.save_for_backward(x if static else output[1], leak, threshold, keep)
@@ -178,9 +208,10 @@ def _pool_setup(ctx, inputs, output) -> None:
 
 def _pool_grad(ctx, grad_out, _grad_u_tilde):
     saved, leak, threshold, keep = ctx.saved_tensors
-    gx, g_leak, g_v = lif_pool_backward(saved, grad_out.contiguous(), leak, threshold, keep,
-                                        *ctx.args)
+    gx, g_leak, g_v = torch.ops.dietsnn.lif_pool_backward(saved, grad_out.contiguous(), leak,
+                                                          threshold, keep, *ctx.args)
     return gx, g_leak, g_v, None, None, None, None, None, None, None, None
 
 
-lif_pool_forward.register_autograd(_pool_grad, setup_context=_pool_setup)
+torch.library.register_autograd("dietsnn::lif_pool_forward", _pool_grad,
+                                setup_context=_pool_setup, lib=_LIB)
