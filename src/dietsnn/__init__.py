@@ -13,6 +13,7 @@ from .functional import lif  # noqa: E402
 from .layers import LIF, Dropout, Sequential, constrain_  # noqa: E402
 from .models import ARCHS, Network, build_ann  # noqa: E402
 from .monitor import SpikeMonitor  # noqa: E402
+from .nir_import import from_nir  # noqa: E402
 from .runtime import use_engine  # noqa: E402
 from .snngraph import calibrate_thresholds, convert  # noqa: E402
 
@@ -20,4 +21,4 @@ ann_to_snn = convert  # the earlier name of `convert`, kept for existing code
 
 __all__ = ["ARCHS", "LIF", "ConversionConfig", "Dropout", "Network", "Sequential", "SpikeMonitor",
            "TrainConfig", "ann_to_snn", "build_ann", "calibrate_thresholds", "constrain_", "convert",
-           "lif", "load_model", "save_model", "use_engine", "__version__"]
+           "from_nir", "lif", "load_model", "save_model", "use_engine", "__version__"]

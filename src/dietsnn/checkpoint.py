@@ -1,6 +1,6 @@
 """Checkpoints: weights (leaks and thresholds included) as safetensors with the model config in
 its metadata; training state for resume via `torch.save`, read back with `weights_only=True`.
-Every write goes to a temporary file that is renamed into place, so a crash keeps the last one."""
+Every write goes through `dietsnn.files` (atomic, regular files only)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import io
 import json
 import math
 import os
-import stat
-import tempfile
+import reprlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,68 +18,38 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from . import distributed
+from .config import MAX_TIMESTEPS
 from .conversion import ann_to_snn
-from .errors import UserError
+from .errors import CheckpointError, UserError
+from .files import atomic_write, open_regular
+from .layers import lif_layers
 from .models import Network, build_ann
+from .nir_import import HDF5_SIGNATURE, from_nir, is_nir_file
 from .snngraph import GraphSNN, ModuleSNN
-from .snngraph.store import graph_from_meta, graph_json
+from .snngraph.store import graph_from_json, graph_json
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
-TMP_TAG = ".tmp-"  # in the name of every temporary file: `.NAME.tmp-XXXX`
+# what a training state holds (training.fit writes it); a file without them is not one
+STATE_KEYS = ("model", "optimizer", "scheduler", "batch_rng", "torch_rng", "epoch", "best",
+              "step", "history")
 
 
-def file_mode() -> int:
-    """The mode of a new file under the process umask (0644 under the usual 022)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write(path: str | os.PathLike, data: bytes, local: bool = False) -> None:
-    """Write `data` to `path` through a temporary file renamed into place. Under torchrun rank
-    0 writes, between two barriers that every rank reaches; `local=True`: only the calling
-    process writes, with no barrier (for code that runs on rank 0 alone)."""
-    if distributed.is_initialized() and not local:
-        distributed.barrier()
-        try:
-            if distributed.is_writer():
-                _atomic_write(path, data)
-        finally:
-            distributed.barrier()
-        return
-    _atomic_write(path, data)
-
-
-def _atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    path = Path(path)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        st = None
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        raise UserError(f"{path} exists and is not a regular file; dietsnn writes over regular "
-                        "files only, move it away or choose another output")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_TAG}", dir=path.parent)
-    try:
-        os.fchmod(fd, file_mode())  # mkstemp makes 0600; outputs get the usual mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {e.strerror or e}; the previous file is intact. "
-                        "Free some space or choose another --out") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save_model(path: str | os.PathLike, model: Network, extra: dict | None = None) -> None:
+def save_model(model: Network, path: str | os.PathLike, extra: dict | None = None) -> None:
+    """Write `model` (from `build_ann`, `dietsnn.convert` or `load_model`) to the safetensors
+    file `path`, in the argument order of `torch.save` and `safetensors.torch.save_model`;
+    `extra`: JSON-serialisable notes stored in its metadata."""
+    if isinstance(model, (str, os.PathLike)) and isinstance(path, torch.nn.Module):
+        raise TypeError("save_model takes (model, path): the model first, as torch.save; "
+                        "call save_model(model, path)")
+    if not isinstance(model, Network):
+        raise TypeError(f"save_model saves dietsnn models (from dietsnn.build_ann, "
+                        f"dietsnn.convert or dietsnn.load_model), got {type(model).__name__}; "
+                        "convert a plain nn.Module first with dietsnn.convert(model, timesteps), "
+                        "or save it with torch.save(model.state_dict(), path)")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"save_model's path must be a str or os.PathLike, got "
+                        f"{type(path).__name__}")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"config": json.dumps(model.config), "spiking": json.dumps(model.spiking_config()),
             "extra": json.dumps(extra or {}), "format": "dietsnn-1"}
@@ -101,98 +71,123 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
             if cand.is_file():
                 return cand
         raise UserError(f"{p}: no {MODEL_FILE} in this run directory; train a model there first")
-    if not p.is_file():
+    if not os.path.lexists(p):
         raise UserError(f"{p}: no such checkpoint file or run directory")
-    return p
+    return p  # a FIFO, device or dangling link is refused when it is opened (open_regular)
 
 
 def _metadata(header: bytes, size: int, p: Path) -> dict[str, str]:
     """The dietsnn metadata in a safetensors header (the 8-byte length and the JSON after it);
     a UserError for anything else. `size`: the file's length, which bounds the header's."""
+    if header[:8] == HDF5_SIGNATURE:
+        raise UserError(f"{p}: a NIR graph (HDF5), not a dietsnn safetensors checkpoint; load it "
+                        "with dietsnn.from_nir(path, timesteps=T) (docs/NIR.md)")
     n = int.from_bytes(header[:8], "little") if len(header) >= 8 else -1
     if n < 2 or 8 + n > size:
-        raise UserError(f"{p}: not a dietsnn safetensors checkpoint (header length "
+        raise CheckpointError(f"{p}: not a dietsnn safetensors checkpoint (header length "
                         f"{n if n >= 0 else 'missing'} in a file of {size} bytes; truncated or "
                         "damaged)")
     try:
         head = json.loads(header[8 : 8 + n])
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{p}: not a dietsnn safetensors checkpoint ({e})") from None
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise CheckpointError(f"{p}: not a dietsnn safetensors checkpoint ({e})") from None
     meta = head.get("__metadata__") if isinstance(head, dict) else None
     if not isinstance(meta, dict) or meta.get("format") != "dietsnn-1" or not isinstance(
-            meta.get("config"), str) or not isinstance(meta.get("spiking", ""), str):
-        raise UserError(f"{p}: not a dietsnn safetensors checkpoint (a safetensors file "
+            meta.get("config"), str) or not all(isinstance(v, str) for v in meta.values()):
+        raise CheckpointError(f"{p}: not a dietsnn safetensors checkpoint (a safetensors file "
                         "without dietsnn metadata); save models with dietsnn")
     return meta
 
 
-def _configs(meta: dict[str, str], source: str) -> tuple[dict, dict]:
+def _json(text: str, source: str, field: str) -> Any:
     try:
-        cfg = json.loads(meta["config"])
-        spiking = json.loads(meta.get("spiking", "{}"))
-    except ValueError as e:  # JSONDecodeError is a ValueError
-        raise UserError(f"{source}: invalid dietsnn metadata ({e}); the file is damaged or was "
-                        "written by an incompatible tool") from None
-    if "graph" in meta:  # a converted custom model: its graph validates its metadata
-        graph_from_meta(meta, source)
-        return cfg, spiking
-    check_metadata(cfg, spiking, source)
-    return cfg, spiking
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{source}: invalid dietsnn metadata ({field}: {e}); the file is "
+                              "damaged or was written by an incompatible tool") from None
+
+
+def _configs(meta: dict[str, str], source: str) -> tuple[dict, dict, Callable[[], Network],
+                                                          dict[str, torch.Tensor]]:
+    """(model config, spiking config, a function that builds the model, the model's state on
+    the meta device) of a checkpoint's metadata, each validated: the model is built once on
+    the meta device (shapes only, no memory), so every fault of the metadata shows here."""
+    cfg = _json(meta["config"], source, "config")
+    spiking = _json(meta.get("spiking", "{}"), source, "spiking")
+    graph = "graph" in meta  # a converted custom model (docs/CONVERSION.md)
+    check_metadata(cfg, spiking, source, graph)
+    if graph:
+        arch = _json(meta["graph"], source, "graph")
+
+        def build() -> Network:
+            snn = graph_from_json(arch, spiking["timesteps"], spiking.get("encoding", "direct"),
+                                  source)
+            snn.config.update({k: v for k, v in cfg.items() if k != "arch"})
+            return snn
+    else:
+        def build() -> Network:
+            try:
+                model = build_ann(**cfg)
+                return ann_to_snn(model, **spiking) if spiking else model
+            except (TypeError, ValueError) as e:
+                raise CheckpointError(f"{source}: invalid dietsnn metadata ({e}); the file is "
+                                      "damaged or was written by an incompatible tool") from None
+
+    with torch.device("meta"):
+        shapes = build().state_dict()
+    return cfg, spiking, build, shapes
 
 
 def read_config(path: str | os.PathLike) -> tuple[dict, dict]:
     """(model config, spiking config) of a checkpoint, validated, from its header alone (the
     tensors are not read)."""
     p = resolve_model_path(path)
-    with open(p, "rb") as f:
+    if is_nir_file(p):  # a NIR graph: its configs are those of the imported model
+        model = from_nir(p)
+        return model.config, model.spiking_config()
+    with open_regular(p, "checkpoint file") as f:
         size = os.fstat(f.fileno()).st_size
         head = f.read(8)
         n = int.from_bytes(head, "little") if len(head) == 8 else -1
         if 0 <= n <= size - 8:
             head += f.read(n)
-    return _configs(_metadata(head, size, p), str(path))
+    return _configs(_metadata(head, size, p), str(path))[:2]
 
 
 def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     p = resolve_model_path(path)
-    raw = p.read_bytes()
+    with open_regular(p, "checkpoint file") as f:
+        raw = f.read()
     meta = _metadata(raw, len(raw), p)
     try:
         tensors = st_load(raw)
     except (SafetensorError, ValueError) as e:
-        raise UserError(f"{p}: not a dietsnn safetensors checkpoint ({e})") from None
+        raise CheckpointError(f"{p}: not a dietsnn safetensors checkpoint ({e})") from None
     return tensors, meta
 
 
 def load_model(path: str | os.PathLike) -> Network:
     """Rebuild the network described in the checkpoint and load its tensors strictly. The model
-    is returned in evaluation mode (dropout off), ready for inference; call `.train()` to train."""
+    is returned in evaluation mode (dropout off), ready for inference; call `.train()` to train.
+    A NIR graph (`.nir`) that records its timesteps is imported with `dietsnn.from_nir`.
+    A file that is damaged, not dietsnn's or outside its schema is a `ValueError`
+    (`dietsnn.errors.CheckpointError`) with a one-line message; nothing in the file runs as
+    code (docs/RELIABILITY.md)."""
+    if is_nir_file(resolve_model_path(path)):
+        return from_nir(resolve_model_path(path))
     tensors, meta = read_model_file(path)
-    if "graph" in meta:  # a converted custom model (docs/CONVERSION.md)
-        model = graph_from_meta(meta, str(path))
-        check_finite_tensors(tensors, str(path))
-        load_state_strict(model, tensors, str(path))
-        return model.eval()
-    cfg, spiking = _configs(meta, str(path))
-
-    def build() -> Network:
-        try:
-            model = build_ann(**cfg)
-            return ann_to_snn(model, **spiking) if spiking else model
-        except (TypeError, ValueError) as e:
-            raise UserError(f"{path}: invalid dietsnn metadata ({e}); the file is damaged or "
-                            "was written by an incompatible tool") from None
-
-    with torch.device("meta"):  # shapes first, without memory: the metadata may be damaged
-        _check_keys(build().state_dict(), tensors, str(path))
+    _, _, build, shapes = _configs(meta, str(path))
+    _check_keys(shapes, tensors, str(path))  # before any memory is allocated for the model
     check_finite_tensors(tensors, str(path))
     model = build()
     load_state_strict(model, tensors, str(path))
+    check_neurons(model, str(path))
     return model.eval()
 
 
 # bounds of the model metadata a checkpoint may carry (far beyond any real model)
-MAX_CLASSES, MAX_CHANNELS, MAX_IMAGE_SIZE, MAX_TIMESTEPS = 1_000_000, 1024, 8192, 100_000
+MAX_CLASSES, MAX_CHANNELS, MAX_IMAGE_SIZE = 1_000_000, 1024, 8192
+MAX_INPUT = 1 << 26  # values in one input sample (256 MB as float32)
 
 
 def _is_int(v: Any) -> bool:
@@ -203,40 +198,53 @@ def _is_number(v: Any) -> bool:
     return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
 
 
-def check_metadata(cfg: Any, spiking: Any, source: str) -> None:
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxstring = 2, 3, 8, 40
+
+
+def check_metadata(cfg: Any, spiking: Any, source: str, graph: bool = False) -> None:
     """Validate the model metadata of a checkpoint field by field (type, range, known names);
-    a UserError names the first bad field."""
+    `graph`: of a converted custom model, whose graph is stored beside it. A CheckpointError
+    names the first bad field."""
     from .functional.encoding import ENCODINGS
     from .functional.surrogate import SURROGATES
     from .models import ARCHS
 
     def need(ok: bool, field: str, value: Any, rule: str) -> None:
         if not ok:
-            raise UserError(f"{source}: invalid dietsnn metadata: {field} = {value!r}, expected "
-                            f"{rule}; the file is damaged or was written by an incompatible tool")
+            raise CheckpointError(f"{source}: invalid dietsnn metadata: {field} = "
+                                  f"{_SHORT.repr(value)}, expected {rule}; the file is damaged "
+                                  "or was written by an incompatible tool")
+
+    def size(lo: int, hi: int) -> tuple[Callable[[Any], bool], str]:
+        return (lambda v: _is_int(v) and lo <= v <= hi), f"an integer in [{lo}, {hi}]"
 
     need(isinstance(cfg, dict), "config", cfg, "an object")
     need(isinstance(spiking, dict), "spiking", spiking, "an object")
     rules = {
-        "arch": (lambda v: v in ARCHS, f"one of {', '.join(ARCHS)}"),
-        "num_classes": (lambda v: _is_int(v) and 1 <= v <= MAX_CLASSES,
-                        f"an integer in [1, {MAX_CLASSES}]"),
-        "in_channels": (lambda v: _is_int(v) and 1 <= v <= MAX_CHANNELS,
-                        f"an integer in [1, {MAX_CHANNELS}]"),
-        "image_size": (lambda v: _is_int(v) and 1 <= v <= MAX_IMAGE_SIZE,
-                       f"an integer in [1, {MAX_IMAGE_SIZE}]"),
-        "dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+        "arch": ((lambda v: v == "graph"), "graph") if graph else (
+            (lambda v: isinstance(v, str) and v in ARCHS), f"one of {', '.join(ARCHS)}"),
+        "num_classes": size(1, MAX_CLASSES),
+        "in_channels": size(1, MAX_CHANNELS),
+        "image_size": size(1, MAX_IMAGE_SIZE),
+        **({"source": ((lambda v: isinstance(v, str) and len(v) <= 4096), "a string"),
+            "input_shape": ((lambda v: isinstance(v, list) and 1 <= len(v) <= 8 and all(
+                _is_int(d) and 1 <= d <= MAX_INPUT for d in v) and math.prod(v) <= MAX_INPUT),
+                f"a list of 1 to 8 sizes of at most {MAX_INPUT} values in all")}
+           if graph else {"dropout": (lambda v: _is_number(v) and 0 <= v < 1,
+                                      "a number in [0, 1)")}),
     }
     srules = {
-        "timesteps": (lambda v: _is_int(v) and 1 <= v <= MAX_TIMESTEPS,
-                      f"an integer in [1, {MAX_TIMESTEPS}]"),
-        "encoding": (lambda v: v in ENCODINGS, f"one of {', '.join(ENCODINGS)}"),
+        "timesteps": size(1, MAX_TIMESTEPS),
+        "encoding": ((lambda v: isinstance(v, str) and v in ENCODINGS),
+                     f"one of {', '.join(ENCODINGS)}"),
         "gamma": (lambda v: _is_number(v) and v > 0, "a finite number > 0"),
-        "surrogate": (lambda v: v in SURROGATES, f"one of {', '.join(sorted(SURROGATES))}"),
+        "surrogate": ((lambda v: isinstance(v, str) and v in SURROGATES),
+                      f"one of {', '.join(sorted(SURROGATES))}"),
     }
     for obj, table, name, required in ((cfg, rules, "config", ("arch",)),
                                        (spiking, srules, "spiking", ("timesteps",) if spiking
-                                        else ())):
+                                        or graph else ())):
         for k in obj:
             need(k in table, f"{name}.{k}", obj[k], f"only the fields {', '.join(table)}")
         for k in required:
@@ -244,31 +252,30 @@ def check_metadata(cfg: Any, spiking: Any, source: str) -> None:
         for k, v in obj.items():
             ok, rule = table[k]
             need(ok(v), f"{name}.{k}", v, rule)
+    pixels = cfg.get("in_channels", 1) * cfg.get("image_size", 1) ** 2
+    need(pixels <= MAX_INPUT, "config.in_channels x image_size^2", pixels,
+         f"at most {MAX_INPUT} values in one input")
+
+
+def check_neurons(model: torch.nn.Module, source: str) -> None:
+    """Refuse a loaded model whose LIF layers leave the neuron's range: a leak in (0, 1] and a
+    finite threshold > 0 (what `convert` and training keep)."""
+    for name, m in lif_layers(model):
+        leak, th = m.leak.detach(), m.threshold.detach()
+        if not (bool(((leak > 0) & (leak <= 1)).all()) and bool(
+                (th.isfinite() & (th > 0)).all())):
+            raise CheckpointError(f"{source}: layer {name} has leak {leak.flatten()[:1].item():g}"
+                                  f" and threshold {th.flatten()[:1].item():g}; a checkpoint "
+                                  "needs every leak in (0, 1] and every threshold > 0")
 
 
 def check_finite_tensors(tensors: dict[str, torch.Tensor], source: str) -> None:
     """Refuse weights, leaks or thresholds that are NaN or infinite (a diverged training)."""
     bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(t.isfinite().all())]
     if bad:
-        raise UserError(f"{source}: non-finite values in {', '.join(bad[:6])}"
+        raise CheckpointError(f"{source}: non-finite values in {', '.join(bad[:6])}"
                         f"{' and more' if len(bad) > 6 else ''}; the checkpoint comes from a "
                         "diverged training and is not used")
-
-
-def json_safe(obj: Any) -> Any:
-    """`obj` with NaN and infinities as None, so that it prints as valid JSON (null)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
-
-
-def dumps(obj: Any, indent: int | None = 2) -> str:
-    """Strict JSON of `obj` (NaN and infinities as null)."""
-    return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
 
 
 def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
@@ -293,7 +300,7 @@ def _check_keys(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], so
             parts.append(f"unexpected {', '.join(unexpected[:6])}")
         if shape:
             parts.append(f"shape mismatch {', '.join(shape[:6])}")
-        raise UserError(f"{source} does not fit this architecture: {'; '.join(parts)}")
+        raise CheckpointError(f"{source} does not fit this architecture: {'; '.join(parts)}")
 
 
 def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -303,12 +310,22 @@ def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
 
 
 def load_state(path: str | os.PathLike) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure to read is the same user problem
-        raise UserError(f"{path}: cannot load training state safely ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:200]})") from None
-
-
-def write_json(path: str | os.PathLike, obj: Any, local: bool = False) -> None:
-    atomic_write(path, (dumps(obj) + "\n").encode(), local)
+    """The training state in `path` (written by `training.fit`), read without running code; a
+    UserError for anything else: a missing or empty file (no state to resume from), a folder,
+    FIFO or device, a damaged file, a file that is not a training state."""
+    missing = not os.path.lexists(path)
+    if missing or (os.path.isfile(path) and os.path.getsize(path) == 0):
+        raise UserError(f"{path}: no training state to resume from ({'missing' if missing else 'empty'}"
+                        "); --resume continues only a run that saved one, pass --overwrite to "
+                        "train again from the start or choose another --out")
+    with open_regular(path) as f:
+        try:
+            st = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any failure to read is the same user problem
+            raise UserError(f"{path}: cannot load training state safely ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+    missing = [k for k in STATE_KEYS if k not in st] if isinstance(st, dict) else list(STATE_KEYS)
+    if missing:
+        raise UserError(f"{path}: not a dietsnn training state (no {', '.join(missing[:4])}); "
+                        "pass --overwrite to train again from the start or choose another --out")
+    return st

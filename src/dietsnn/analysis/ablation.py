@@ -24,14 +24,15 @@ from pathlib import Path
 import torch
 
 from .. import checkpoint as ckpt
-from .. import logs
-from ..config import SNN_TRAIN, ConversionConfig, TrainConfig
+from .. import files, logs
+from ..config import SCALES, SNN_TRAIN, ConversionConfig, TrainConfig
 from ..conversion import ann_to_snn, calibrate_thresholds
 from ..data import Splits
 from ..errors import UserError
 from ..layers import lif_layers
 from ..models import Network
 from ..rundir import RunDir
+from ..snngraph import choose_scale
 from ..training import evaluate, fit, seeded
 from .energy import measure
 from .report import plot_ablation_if_possible
@@ -56,7 +57,7 @@ class AblationConfig:
     neuron_lr: float = SNN_TRAIN.neuron_lr
     amsgrad: bool = False
     batch_size: int = SNN_TRAIN.batch_size
-    scales: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+    scales: tuple[float, ...] = SCALES
     percentile: float = ConversionConfig.percentile
     calib_size: int = ConversionConfig.calib_size
     calib_timesteps: int = ConversionConfig.calib_timesteps
@@ -88,6 +89,15 @@ class AblationConfig:
 
 def cell_key(variant: str, T: int, seed: int) -> str:
     return f"{variant}-T{T}-s{seed}"
+
+
+def ablation_outputs(cfg: AblationConfig) -> list[str]:
+    """Every file the grid of `cfg` may write into its folder (checked before it starts)."""
+    runs = [f"runs/{cell_key(*c)}/{f}" for c in cfg.cells()
+            for f in (ckpt.MODEL_FILE, ckpt.STATE_FILE, "history.json")]
+    return ["ann.json", "converted.json", "setup-direct.json", "setup-rate.json",
+            "ablation.json", "ablation.md", "ablation.png",
+            *(f"cells/{cell_key(*c)}.json" for c in cfg.cells()), *runs]
 
 
 class Ablation:
@@ -124,18 +134,15 @@ class Ablation:
         chosen: dict[str, float] = {}
         for T in Ts:
             snn.timesteps = T
-            accs = {}
-            for s in cfg.scales:
-                _set_thresholds(snn, raw, s)
-                accs[str(s)] = evaluate(snn, d.val_x, d.val_y, device=self.device)["accuracy"]
-            scan[str(T)] = accs
-            best = max(cfg.scales, key=lambda s: (accs[str(s)], -abs(s - 0.5)))
+            _set_thresholds(snn, raw, 1.0)
+            best, accs = choose_scale(snn, d.val_x, d.val_y, cfg.scales, self.device)
+            scan[str(T)] = {str(s): a for s, a in accs.items()}
             chosen[str(T)] = best
             self.log(f"{encoding} T={T}: scale {best} (validation accuracy "
-                     f"{accs[str(best)]:.4f}; scanned {', '.join(map(str, cfg.scales))})")
+                     f"{accs[best]:.4f}; scanned {', '.join(map(str, cfg.scales))})")
         res = {"encoding": encoding, "raw_thresholds": raw, "scale": chosen,
                "validation_scan": scan}
-        ckpt.write_json(path, res)
+        files.write_json(path, res)
         return res
 
     def converted(self, encoding: str, T: int) -> Network:
@@ -177,7 +184,7 @@ class Ablation:
                 "thresholds": [x.threshold.item() for _, x in lifs],
                 "leaks_init": [a for a, _ in initial], "thresholds_init": [b for _, b in initial],
                 "seconds": time.time() - t0}
-        ckpt.write_json(path, cell)
+        files.write_json(path, cell)
         (run_dir / ckpt.STATE_FILE).unlink(missing_ok=True)  # finished: no resume state needed
         self.log(f"{key}: test accuracy {cell['accuracy']:.4f}, spikes/neuron "
                  f"{cell['mean_spike_rate']:.3f}, {cell['seconds']:.0f}s")
@@ -187,7 +194,8 @@ class Ablation:
         """Run the grid into `out`, opened as a `RunDir`: a folder that holds other work is
         refused unless `resume` (continue an ablation there) or `overwrite` (replace a dietsnn
         run) says so, and it stays locked while the grid runs."""
-        with RunDir(self.out, "ablation", resume=resume, overwrite=overwrite) as rd:
+        with RunDir(self.out, "ablation", resume=resume, overwrite=overwrite,
+                    outputs=ablation_outputs(self.cfg)) as rd:
             rd.start({"command": "ablation", "ablation": asdict(self.cfg)})
             return self.run_grid()
 
@@ -201,7 +209,7 @@ class Ablation:
             acc = evaluate(self.ann, self.data.test_x, self.data.test_y,
                            device=self.device)["accuracy"]
             n = min(self.cfg.train_subset or len(self.data.train_x), len(self.data.train_x))
-            ckpt.write_json(info, {"ann_accuracy": acc, "config": asdict(self.cfg),
+            files.write_json(info, {"ann_accuracy": acc, "config": asdict(self.cfg),
                                    "train_images": n})
         self.log(f"ANN test accuracy {json.loads(info.read_text())['ann_accuracy']:.4f}")
         for enc in sorted({VARIANTS[v][1] for v in self.cfg.variants}):
@@ -228,7 +236,7 @@ class Ablation:
                                          device=self.device)
                     done[k] = {"encoding": enc, "timesteps": T, "accuracy": m["accuracy"],
                                "mean_spike_rate": m["mean_spike_rate"]}
-                    ckpt.write_json(path, done)
+                    files.write_json(path, done)
         return done
 
 
@@ -275,10 +283,11 @@ def summarize(out: str | Path, log=None) -> dict:
            "train_images": ann["train_images"], "variants": table,
            "converted": converted, "d_minus_b": paired, "cells": len(cells),
            "cpu_seconds": sum(c["seconds"] for c in cells)}
-    ckpt.write_json(out / "ablation.json", res)
     md = ablation_markdown(res)
-    ckpt.atomic_write(out / "ablation.md", md.encode())
-    plot_ablation_if_possible(res, out / "ablation.png", log or (lambda *a, **k: None))
+    with files.transaction():  # the summary's three files: all or none
+        files.write_json(out / "ablation.json", res)
+        files.atomic_write(out / "ablation.md", md.encode())
+        plot_ablation_if_possible(res, out / "ablation.png", log or (lambda *a, **k: None))
     if log:
         log(md)
     return res

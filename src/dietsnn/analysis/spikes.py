@@ -7,10 +7,10 @@ import torch
 from torch import Tensor
 
 from .. import distributed
+from ..evaluation import eval_batches
 from ..layers import lif_layers
 from ..models import Network
 from ..monitor import SpikeMonitor
-from ..training import eval_batches
 
 
 def spikes_per_image(monitor: SpikeMonitor) -> Tensor:

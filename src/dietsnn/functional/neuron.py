@@ -22,10 +22,13 @@ kept as the oracle.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from ..config import GAMMA, SURROGATE
+from ..errors import check_number
 from . import surrogate as _surrogate
 
 
@@ -156,6 +159,16 @@ def _scalar(value: Tensor | float, like: Tensor) -> Tensor:
     return torch.as_tensor(value, dtype=like.dtype, device=like.device)
 
 
+def _check_scalar(name: str, v: Tensor | float, hi: float) -> None:
+    """A ValueError/TypeError for a leak or threshold out of range, checked where that costs no
+    device sync: Python numbers and 0-dim CPU tensors."""
+    if isinstance(v, Tensor):
+        if v.dim() or v.device.type != "cpu":
+            return
+        v = float(v.detach())
+    check_number(name, v, 0.0, hi)
+
+
 def lif(
     x: Tensor,
     leak: Tensor | float,
@@ -175,6 +188,8 @@ def lif(
     come back in `x`'s dtype, exactly. With autograd on, u~ (or with `steps` the one current) is
     kept for backward; without, nothing.
     """
+    _check_scalar("leak", leak, 1.0)  # leak in (0, 1], threshold > 0, both finite
+    _check_scalar("threshold", threshold, math.inf)
     if x.dim() < 1:
         raise ValueError("lif expects x with time first, shape [T, ...]")
     if steps is not None and steps < 1:
