@@ -151,7 +151,7 @@ def engine_opt(g) -> None:
                         "torch.compile); auto: native on the CPU where a C compiler is found, "
                         "else eager (default: %(default)s)")
     g.add_argument("--no-compile", dest="engine", action="store_const", const="eager",
-                   help="deprecated: the same as --engine eager")
+                   help="deprecated: the same as --engine eager (default: off)")
 
 
 def snn_opts(p: argparse.ArgumentParser) -> None:
