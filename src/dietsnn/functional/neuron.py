@@ -161,9 +161,9 @@ def _scalar(value: Tensor | float, like: Tensor) -> Tensor:
 
 def _check_scalar(name: str, v: Tensor | float, hi: float) -> None:
     """A ValueError/TypeError for a leak or threshold out of range, checked where that costs no
-    device sync: Python numbers and 0-dim CPU tensors."""
+    device sync: Python numbers and 0-dim CPU tensors (not while traced: compile, export)."""
     if isinstance(v, Tensor):
-        if v.dim() or v.device.type != "cpu":
+        if v.dim() or v.device.type != "cpu" or torch.compiler.is_compiling():
             return
         v = float(v.detach())
     check_number(name, v, 0.0, hi)
