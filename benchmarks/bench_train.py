@@ -6,16 +6,16 @@ batch 64, float32 unless named otherwise, Adam(lr=1e-4), random inputs, a fixed 
 
 Contenders (`--contenders`, comma-separated):
 
-- `dietsnn`: the library defaults, exactly the obvious user code: `snn =
+- `dietsnn`: the library defaults, the documented user code: `snn =
   dietsnn.ann_to_snn(dietsnn.build_ann(arch), T)`, `torch.optim.Adam(snn.parameters(), 1e-4)`,
-  forward / cross_entropy / backward / step. No backend choice and no runtime call: the engine
-  and the allocator tuning are whatever the library does by itself.
-- `dietsnn-eager`: the same inside `neuron.use_backend("eager")` (the fallback without a C
+  forward / cross_entropy / backward / step inside `with dietsnn.use_engine():` (the default
+  engine and dietsnn's process settings, among them glibc's keep-freed-memory tuning).
+- `dietsnn-eager`: the same inside `dietsnn.use_engine("eager")` (the fallback without a C
   compiler).
-- `dietsnn-compile`: the same inside `neuron.use_backend("compile")` (torch.compile's kernels;
+- `dietsnn-compile`: the same inside `dietsnn.use_engine("compile")` (torch.compile's kernels;
   not in the default list).
-- `dietsnn-notune`: the library defaults with `snn.keep_freed_memory = False` (the SNN does not
-  hold glibc's keep-freed-memory tuning): the allocator tuning measured both ways.
+- `dietsnn-notune`: the same loop without `use_engine` (the default engine, no allocator
+  tuning): the allocator tuning measured both ways.
 - `dietsnn-bf16`: the library defaults, the forward under `torch.autocast(bfloat16)` (the same
   as `dietsnn+bf16`).
 - `dietsnn-triton` (CUDA only): the same with the neurons and the fused "LIF, dropout, pooling"
@@ -113,7 +113,8 @@ if not any(os.path.isdir(os.path.join(p, "dietsnn"))  # this checkout's dietsnn,
            for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p):  # PYTHONPATH has one
     sys.path.insert(0, os.path.join(HERE, "..", "src"))
 import dietsnn  # noqa: E402
-from dietsnn.functional import neuron  # noqa: E402
+from dietsnn.functional import native  # noqa: E402
+from dietsnn.functional.engine import resolve as resolve_engine  # noqa: E402
 
 C = 10
 DIETSNN = ("dietsnn", "dietsnn-eager", "dietsnn-notune", "dietsnn-bf16", "dietsnn-compile",
@@ -197,7 +198,7 @@ def _triton_engine(stack: contextlib.ExitStack, info: dict[str, Any]) -> None:
         native, "supports", lambda x: triton_lif.supports(x) if ours(x) else orig_supports(x)))
     stack.enter_context(mock.patch.object(
         native, "avg_pool2d", lambda x, k: F.avg_pool2d(x, k, k) if ours(x) else orig_pool(x, k)))
-    stack.enter_context(neuron.use_backend("native"))
+    stack.enter_context(dietsnn.use_engine("native"))
     info["implementation"] = f"triton {importlib.import_module('triton').__version__}"
 
 
@@ -216,17 +217,12 @@ def build_dietsnn(name: str, arch: str, T: int, device: torch.device,
         if device.type != "cuda":
             raise Skip("a GPU engine: only with --device cuda")
         _triton_engine(stack, info)
-    if name == "dietsnn-eager":  # entered before anything runs: the whole process is eager
-        stack.enter_context(neuron.use_backend("eager"))
-    if name == "dietsnn-compile":  # the torch.compile backend, the CPU default before 0231768
-        stack.enter_context(neuron.use_backend("compile"))
+    elif name != "dietsnn-notune":  # entered before anything runs, left when the worker ends
+        engine = {"dietsnn-eager": "eager", "dietsnn-compile": "compile"}.get(name)
+        stack.enter_context(dietsnn.use_engine(engine))
     torch.manual_seed(0)
     snn = dietsnn.ann_to_snn(dietsnn.build_ann(arch), T).to(device)  # the library defaults
-    info["backend"] = neuron.get_backend(device.type)
-    if name == "dietsnn-notune":
-        if not hasattr(type(snn), "keep_freed_memory"):
-            info["note"] = "this dietsnn has no per-SNN allocator tuning: same as dietsnn"
-        snn.keep_freed_memory = False
+    info["backend"] = resolve_engine(None, device.type)
     return Contender(snn, snn, dietsnn.__version__, info=info)
 
 
@@ -620,7 +616,7 @@ def machine_info(device: str, threads: int) -> dict[str, Any]:
         "torch_cpu_capability": getattr(torch.backends.cpu, "get_cpu_capability", lambda: "?")(),
         "torch": torch.__version__, "python": platform.python_version(),
         "libc": " ".join(platform.libc_ver()), "threads": threads, "device": device,
-        "c_compiler": neuron.has_compiler() if hasattr(neuron, "has_compiler") else None,
+        "c_compiler": native.compiler(),
         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
         "dietsnn": os.path.dirname(os.path.abspath(dietsnn.__file__)),
     }

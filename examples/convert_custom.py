@@ -24,7 +24,6 @@ from torch import nn
 import dietsnn
 from dietsnn.config import SNN_TRAIN, ConversionConfig
 from dietsnn.data import load
-from dietsnn.functional import neuron
 from dietsnn.training import evaluate, fit
 
 # -- a torchvision-style VGG: make_layers(cfg, batch_norm), max pooling, dropout classifier ----
@@ -159,7 +158,7 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="fuse the neuron loops with "
                    "torch.compile (pays off on long runs; compiling costs minutes at first)")
     a = p.parse_args()
-    with neuron.use_backend("compile" if a.compile else "eager"):
+    with dietsnn.use_engine("compile" if a.compile else "eager"):
         run(a)
 
 

@@ -100,3 +100,11 @@ def one_line_error(capsys, argv: list[str], match: str, code: int = 2) -> str:
     assert match in err, err
     assert err.count("\n") == 1 and "Traceback" not in err
     return err
+
+
+def on_engine(fn, *args, engine: str, **kwargs):
+    """`fn(*args, **kwargs)` with the neuron engine `engine` in effect."""
+    from dietsnn.functional.engine import scope
+
+    with scope(engine):
+        return fn(*args, **kwargs)

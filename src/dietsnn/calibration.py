@@ -166,8 +166,7 @@ class Refire:
         elif t0 != self.next:
             raise RuntimeError(f"spike trains read at step {t0}, expected {self.next}")
         x = self.current.unsqueeze(0).expand(t, *self.current.shape)
-        s, _, self.u = lif_forward(x, self.leak, self.v, self.u, keep_u_tilde=False,
-                                   backend=self.unit.backend)
+        s, _, self.u = lif_forward(x, self.leak, self.v, self.u, keep_u_tilde=False)
         self.next = t0 + t
         return s
 
@@ -183,7 +182,7 @@ def fire(unit: LIF, chunks: Iterable[Tensor], T: int) -> Bits:
         step = chunk_steps(c[0].numel(), c.shape[0])
         for a in range(0, c.shape[0], step):
             s, _, u = lif_forward(c[a : a + step], unit.leak, unit.threshold, u,
-                                  keep_u_tilde=False, backend=unit.backend)
+                                  keep_u_tilde=False)
             if out is None:
                 out = Bits(T, tuple(s.shape[1:]), s.device)
             out.write(t0, s)

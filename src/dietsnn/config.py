@@ -32,6 +32,11 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "step", "none")
 PRECISIONS = ("fp32", "bf16")
 MAXPOOL_MODES = ("spiking", "avg")
+# how the neurons run (functional/engine.py): "native" (C kernels, float32 on the CPU),
+# "eager" (plain PyTorch ops, any device and dtype), "compile" (the PyTorch loops through
+# torch.compile); "auto": native on the CPU where the kernels build, eager elsewhere
+ENGINES = ("auto", "native", "eager", "compile")
+ENGINE = "auto"
 
 
 @dataclass

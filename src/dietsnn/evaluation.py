@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from . import distributed
+from . import distributed, runtime
 from .data import Batches
 from .errors import UserError
 from .memory import check_memory
@@ -37,7 +37,8 @@ def evaluate(model: Network, x, y: Tensor, batch_size: int = 256,
              precision: str = "fp32", progress: bool = False, desc: str = "eval",
              device: str | torch.device = "cpu") -> dict:
     """Accuracy (fraction) and mean cross-entropy of `model` on (x, y) (x: a tensor or a folder
-    dataset; in a process group each rank evaluates a shard and the sums are all-reduced)."""
+    dataset; in a process group each rank evaluates a shard and the sums are all-reduced).
+    Runs inside `runtime.use_engine()`."""
     check_memory(getattr(model, "config", None), max(1, min(batch_size, len(y))),
                  getattr(model, "timesteps", None) or 1, "eval", device,
                  hint="lower the timesteps or the evaluation batch size")
@@ -45,14 +46,14 @@ def evaluate(model: Network, x, y: Tensor, batch_size: int = 256,
     model.eval()
     correct, loss_sum, n = 0, 0.0, 0
     bar = tqdm(eval_batches(x, y, batch_size), desc=desc, leave=False, disable=not progress)
-    for xb, yb in bar:
-        xb, yb = xb.to(device), yb.to(device)
-        with autocast(precision, device):
-            out = model(xb)
-        out = out.float()
-        loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
-        correct += (out.argmax(1) == yb).sum().item()
-        n += len(yb)
+    with runtime.use_engine():
+        for xb, yb in bar:
+            xb, yb = xb.to(device), yb.to(device)
+            with autocast(precision, device):
+                out = model(xb).float()
+            loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
+            correct += (out.argmax(1) == yb).sum().item()
+            n += len(yb)
     model.train(was)
     correct, loss_sum, n = distributed.all_reduce_sum([correct, loss_sum, n])
     n = max(1, n)

@@ -14,49 +14,26 @@ import weakref
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from . import compact
 from .config import GAMMA, SURROGATE
-from .functional import lif, native, neuron
+from .functional import engine, lif, native
 from .functional.pool import avg_pool
 
 MIN_LEAK = 1e-3
 MIN_THRESHOLD = 1e-4
 
-# id of the leak and threshold parameter of every LIF -> (weak reference, (low, high) bounds)
-_BOUNDED: dict[int, tuple[weakref.ref, tuple[float, float | None]]] = {}
-_HOOK: list = []
+_LIVE: weakref.WeakSet = weakref.WeakSet()  # every LIF layer (for `clamp_after_step`)
 
 
-def _bounds(p: Tensor) -> tuple[float, float | None] | None:
-    entry = _BOUNDED.get(id(p))
-    return entry[1] if entry is not None and entry[0]() is p else None
-
-
-def _bound(p: Tensor, low: float, high: float | None) -> None:
-    key = id(p)
-    _BOUNDED[key] = (weakref.ref(p, lambda _: _BOUNDED.pop(key, None)), (low, high))
-
-
-def _project_after_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
-    """After any optimiser's step: clamp the leaks and thresholds it updated into range."""
-    with torch.no_grad():
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                bounds = _bounds(p)
-                if bounds is not None:
-                    p.clamp_(*bounds)
-
-
-def _watch(lif: LIF) -> None:
-    """Keep `lif`'s leak in [MIN_LEAK, 1] and threshold >= MIN_THRESHOLD under any optimiser:
-    one global post-step hook projects them back after each `optimizer.step()` (the same
-    projection as `constrain_`, so dietsnn's own training is unchanged)."""
-    if not _HOOK:
-        _HOOK.append(register_optimizer_step_post_hook(_project_after_step))
-    _bound(lif.leak, MIN_LEAK, 1.0)
-    _bound(lif.threshold, MIN_THRESHOLD, None)
+def clamp_after_step(optimizer: torch.optim.Optimizer, args=None, kwargs=None) -> None:
+    """Clamp into range the leaks and thresholds of LIF layers that `optimizer` updates (the
+    projection of `LIF.constrain_`); a `torch.optim` post-step hook (`dietsnn.use_engine`
+    installs it while its block runs)."""
+    params = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    for m in list(_LIVE):
+        if id(m.leak) in params or id(m.threshold) in params:
+            m.constrain_()
 
 
 class Temporal(nn.Module):
@@ -81,7 +58,8 @@ class Temporal(nn.Module):
 
 class LIF(Temporal):
     """Leaky integrate-and-fire layer with one learned leak and one learned threshold (docs/METHOD.md
-    section 1)."""
+    section 1). Inside a converted network it runs in the network's time context (`[T*B, ...]`);
+    on its own it takes time-major input `[T, B, ...]` and returns spikes `[T, B, ...]`."""
 
     def __init__(
         self,
@@ -89,47 +67,45 @@ class LIF(Temporal):
         threshold: float = 1.0,
         gamma: float = GAMMA,
         surrogate: str = SURROGATE,
-        backend: str | None = None,
     ) -> None:
         super().__init__()
         self.leak = nn.Parameter(torch.tensor(float(leak)))
         self.threshold = nn.Parameter(torch.tensor(float(threshold)))
         self.gamma = gamma
         self.surrogate = surrogate
-        self.backend = backend  # one of neuron.BACKENDS, or None: neuron.get_backend() at each call
-        _watch(self)
+        _LIVE.add(self)
 
     def __setstate__(self, state: dict) -> None:  # copy.deepcopy, pickle
         super().__setstate__(state)
-        _watch(self)
+        _LIVE.add(self)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.timesteps is None:
-            raise RuntimeError("LIF needs the network's time context; call it through the SNN")
-        if _bounds(self.leak) is None or _bounds(self.threshold) is None:  # copied or replaced
-            _watch(self)
+        if self.timesteps is None:  # on its own: [T, B, ...] in, [T, B, ...] out
+            if x.dim() < 2:
+                raise ValueError(f"LIF expects time-major input [T, B, ...], got shape "
+                                 f"{tuple(x.shape)}")
+            return lif(x, self.leak, self.threshold, self.gamma, self.surrogate)
         if self.is_static(x):  # direct encoding's first layer: the input current enters once
-            out = lif(x, self.leak, self.threshold, self.gamma, self.surrogate, self.timesteps,
-                      self.backend)
+            out = lif(x, self.leak, self.threshold, self.gamma, self.surrogate, self.timesteps)
         else:
-            out = lif(self.unfold(x), self.leak, self.threshold, self.gamma, self.surrogate,
-                      backend=self.backend)
+            out = lif(self.unfold(x), self.leak, self.threshold, self.gamma, self.surrogate)
         return compact.mark(out.flatten(0, 1))
 
     def fused_forward(self, x: Tensor, following: list[nn.Module]) -> tuple[Tensor, int] | None:
         """This LIF and the `Dropout` and/or `AvgPool2d` right after it as one native operation
         (no spike tensor is stored; see `Sequential`). Returns (output, how many of
-        `following` it ran), or None where the layers must run one by one: a backend other than
+        `following` it ran), or None where the layers must run one by one: an engine other than
         the native one, not float32 NCHW on the CPU, hooks on any of the layers, pooling other
         than k x k windows at stride k. The output, the random numbers drawn and the saved
-        tensors' marks are those of the layers run one by one."""
+        tensors' marks are those of the layers run one by one. The block runs the operator
+        `dietsnn::lif_pool_forward` (functional/ops.py)."""
         drop = following[0] if following and isinstance(following[0], Dropout) else None
         rest = following[1:] if drop is not None else following
         pool = rest[0] if rest and isinstance(rest[0], AvgPool2d) else None
         if self.timesteps is None or (drop is None and pool is None):
             return None
-        backend = neuron.resolve_backend(self.backend, x.device.type)
-        if backend != "native" or not native.supports(x) or not _no_hooks(self, drop, pool):
+        if (engine.resolve(None, x.device.type) != "native" or not native.supports(x)
+                or not _no_hooks(self, drop, pool)):
             return None
         k = 1
         if pool is not None:
@@ -143,8 +119,6 @@ class LIF(Temporal):
             x4 = x
         else:
             return None
-        if _bounds(self.leak) is None or _bounds(self.threshold) is None:
-            _watch(self)
         T, static = self.timesteps, self.is_static(x)
         B = x.shape[0] if static else self.batch
         keep, scale = None, 1.0
@@ -156,13 +130,11 @@ class LIF(Temporal):
             keep = torch.rand((B, *x.shape[1:]), dtype=x.dtype, device=x.device) < keep_p
             keep = keep.view(B, *x4.shape[1:])
             scale = 1.0 / keep_p
-        if torch.is_grad_enabled() and (x.requires_grad or self.leak.requires_grad
-                                        or self.threshold.requires_grad):
-            out = _LIFPool.apply(x4, self.leak, self.threshold, self.gamma, self.surrogate, T,
-                                 static, keep, scale, k)
-        else:  # inference: keeps nothing
-            out = native.lif_pool_forward(x4.detach(), T, static, self.leak.detach(),
-                                          self.threshold.detach(), keep, scale, k, False)[0]
+        grad = torch.is_grad_enabled() and (x.requires_grad or self.leak.requires_grad
+                                            or self.threshold.requires_grad)
+        out = torch.ops.dietsnn.lif_pool_forward(x4, self.leak, self.threshold, keep, scale, k, T,
+                                                 static, grad and not static, self.gamma,
+                                                 self.surrogate)[0]
         if x.dim() == 2:
             out = out.view(out.shape[0], -1)
         if k == 1:  # dropped-out spikes: saved as bool by the next layer, like the unfused ones
@@ -214,59 +186,21 @@ class Dropout(Temporal):
 
 class AvgPool2d(nn.AvgPool2d):
     """Average pooling that keeps nothing for backward when windows do not overlap (the
-    architectures' 2x2 pooling); its forward runs in the neuron backend in effect
-    (`neuron.get_backend()`): the native kernel or torch.compile, both faster than PyTorch's
-    own CPU kernel."""
+    architectures' 2x2 pooling); under the native engine its forward runs the native kernel,
+    faster than PyTorch's own CPU kernel. Traced (torch.compile, torch.export), it is
+    `nn.AvgPool2d`."""
 
     def forward(self, x: Tensor) -> Tensor:
         k, s = self.kernel_size, self.stride
         if (isinstance(k, int) and k == s and self.padding == 0 and not self.ceil_mode
-                and x.dim() == 4):
-            backend = neuron.get_backend(x.device.type)
-            if backend == "native" and native.supports(x):
-                pool = _native_pool
-            else:
-                pool = _compiled_pool() if backend == "compile" else F.avg_pool2d
-            return avg_pool(x, k, pool)
+                and x.dim() == 4 and not torch.compiler.is_compiling()):
+            native_pool = engine.resolve(None, x.device.type) == "native" and native.supports(x)
+            return avg_pool(x, k, _native_pool if native_pool else F.avg_pool2d)
         return super().forward(x)
-
-
-_POOL: list = []
 
 
 def _native_pool(x: Tensor, k: int, stride: int) -> Tensor:
     return native.avg_pool2d(x, k)
-
-
-def _compiled_pool():
-    if not _POOL:
-        _POOL.append(torch.compile(F.avg_pool2d, dynamic=True))
-    return _POOL[0]
-
-
-class _LIFPool(torch.autograd.Function):
-    """LIF -> dropout -> pooling (`native.lif_pool_forward`); saves u~ (or, for a current that
-    is the same at every step, that current) and the dropout's bool mask."""
-
-    @staticmethod
-    def forward(ctx, x, leak, threshold, gamma, surrogate, T, static, keep, scale, k):  # type: ignore[override]
-        out, u_tilde = native.lif_pool_forward(x.detach(), T, static, leak.detach(),
-                                               threshold.detach(), keep, scale, k,
-                                               keep_u_tilde=not static)
-        ctx.save_for_backward(x if static else u_tilde, leak, threshold, keep)
-        ctx.args = (T, static, gamma, surrogate, scale, k)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        saved, leak, v, keep = ctx.saved_tensors
-        T, static, gamma, surrogate, scale, k = ctx.args
-        gx, g_leak, g_v = native.lif_pool_backward(saved.detach(), grad.detach(), T, static,
-                                                   leak.detach(), v.detach(), gamma, surrogate,
-                                                   keep, scale, k)
-        need_x, need_leak, need_v = ctx.needs_input_grad[:3]
-        return (gx if need_x else None, g_leak if need_leak else None, g_v if need_v else None,
-                None, None, None, None, None, None, None)
 
 
 def _no_hooks(*mods: nn.Module | None) -> bool:
@@ -315,5 +249,7 @@ def lif_layers(model: nn.Module) -> list[tuple[str, LIF]]:
 
 
 def constrain_(model: nn.Module) -> None:
+    """Clamp every LIF layer's leak into [MIN_LEAK, 1] and threshold to >= MIN_THRESHOLD (call
+    after each optimiser step of a training loop outside `dietsnn.use_engine`)."""
     for _, m in lif_layers(model):
         m.constrain_()

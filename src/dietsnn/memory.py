@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
-from .functional import neuron
+from .functional import engine
 
 FLOAT = 4  # bytes of a float32
 MODES = ("train", "eval", "calibrate")
@@ -58,7 +58,7 @@ def _elements(config_json: str) -> tuple[int, int, int]:
     hooks = [m.register_forward_hook(lambda _m, _i, o: outs.append(o.numel()))
              for m in model.modules() if not list(m.children())]
     try:
-        with torch.no_grad(), neuron.use_backend("eager"):
+        with torch.no_grad(), engine.scope("eager"):
             model.eval()(torch.zeros(1, cfg["in_channels"], cfg["image_size"], cfg["image_size"]))
     finally:
         for h in hooks:

@@ -9,12 +9,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .analysis.spikes import SpikeCounter
+from .analysis.spikes import spikes_per_image
 from .data import DatasetInfo, normalize
 from .errors import UserError
 from .files import open_regular
 from .memory import check_memory
 from .models import Network
+from .monitor import SpikeMonitor
 
 
 def load_image(path: str | os.PathLike, channels: int, size: int) -> Tensor:
@@ -78,12 +79,12 @@ def predict_images(model: Network, paths: Sequence[str | os.PathLike], dataset_i
     device = next(model.parameters()).device
     model.eval()
     results: list[dict] = []
-    with SpikeCounter(model) as counter:
+    with SpikeMonitor(model, counts=True) as monitor:
         for i in range(0, len(images), batch_size):
             chunk = list(paths[i : i + batch_size])
             x = normalize(torch.stack(images[i : i + batch_size]), dataset_info).to(device)
             probs = torch.softmax(model(x).float(), dim=1)
-            spikes = counter.take_per_image(len(chunk))
+            spikes = spikes_per_image(monitor) if monitor.names else torch.zeros(len(chunk))
             conf, idx = probs.max(1)
             for j, p in enumerate(chunk):
                 k = int(idx[j])

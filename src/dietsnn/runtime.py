@@ -1,29 +1,37 @@
-"""Allocator tuning that makes CPU training faster, applied where dietsnn's engine runs.
+"""The engine context: how dietsnn runs, and every process-wide setting it needs, entered and
+left in one place (`use_engine`). A model's forward changes nothing in the process.
 
-By default glibc serves every large tensor with a fresh `mmap` and gives it back on free, so the
-next tensor of that size pays page faults (the kernel zeroes every page again). Turning mmap off
-and never trimming keeps freed memory in the process for the next tensor, as jemalloc/tcmalloc
-do for PyTorch on CPU (docs/BENCHMARKS.md measures both ways). Training repeats the same tensor
-sizes every step, so the heap is reused as is.
+Inside `use_engine(engine)`:
 
-Nothing is switched at import. The tuning is held (1) inside `reusing_freed_memory()` blocks
-(`training.fit` runs in one) and (2) by every SNN from its first forward until it is
-garbage-collected, so that a plain user loop over an SNN gets it too; an SNN whose
-`keep_freed_memory` attribute is False does not hold it. When the last holder goes, glibc's
-defaults are restored and the kept memory goes back to the OS. The price while held: the
-process's resident memory stays at its peak instead of shrinking between steps.
+- the neuron operators run on `engine` (`functional/engine.py`; default `config.ENGINE`);
+- glibc's malloc keeps freed memory for reuse: by default it serves every large tensor with a
+  fresh `mmap` and gives it back on free, so the next tensor of that size pays page faults (the
+  kernel zeroes every page again). Turning mmap off and never trimming keeps freed memory in the
+  process for the next tensor, as jemalloc/tcmalloc do for PyTorch on CPU (docs/BENCHMARKS.md
+  measures both ways); training repeats the same tensor sizes every step. The price: the
+  process's resident memory stays at its peak until the outermost block ends, when glibc's
+  defaults come back and the kept memory goes back to the OS. No-op where malloc is not glibc's;
+- after every `torch.optim` step the leaks and thresholds the optimiser updates are clamped into
+  range (`layers.clamp_after_step`; outside the block call `dietsnn.constrain_(model)`);
+- dynamo may recompile the compile engine's backward per T (room for a sweep of lengths).
+
+`training.fit`, `training.evaluate` and every CLI command run inside it; blocks nest.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import itertools
 import sys
 import threading
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from .functional import engine as _engine
+from .layers import clamp_after_step
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -53,79 +61,55 @@ def _set(mmap_max: int, trim_threshold: int) -> bool:
 
 def keep_freed_memory() -> bool:
     """Tell glibc's malloc to keep freed memory for reuse from now on (no-op where malloc is not
-    glibc's). Returns whether it took effect. Prefer the scoped forms below, which undo it."""
+    glibc's). Returns whether it took effect. Prefer `use_engine`, which undoes it."""
     return _set(0, 2**31 - 1)
 
 
-# Holders of the tuning: the blocks of `reusing_freed_memory` and the SNNs that `hold_for` was
-# given. The tuning is on while there is at least one; the last to go restores glibc's defaults
-# and gives the kept memory back to the OS.
-_lock = threading.RLock()
-_holders: set[int] = set()
-_applied = False
-_next_id = itertools.count()
-
-
-def _acquire() -> int:
-    global _applied
-    with _lock:
-        token = next(_next_id)
-        if not _holders:
-            _applied = keep_freed_memory()
-        _holders.add(token)
-        return token
-
-
-def _release(token: int) -> None:
-    global _applied
-    with _lock:
-        if token not in _holders:
-            return
-        _holders.discard(token)
-        if not _holders and _applied:
-            _set(_DEFAULT_MMAP_MAX, _DEFAULT_TRIM_THRESHOLD)
-            _libc().malloc_trim(0)
-            _applied = False
+_lock = threading.Lock()
+_open = {"blocks": 0, "tuned": False, "undo": []}  # `use_engine` blocks open, in any thread
 
 
 def is_tuned() -> bool:
     """Whether the allocator tuning is in effect now."""
-    return _applied
+    return bool(_open["tuned"])
 
 
-def hold_for(owner: object) -> None:
-    """Keep freed memory for reuse while `owner` lives (an SNN calls this at its first
-    forward). Idempotent per owner; released when `owner` is garbage-collected or by
-    `release_for(owner)`."""
-    key = id(owner)
-    with _lock:  # reentrant: _acquire takes it too, and a finalizer may run inside
-        if key in _owners and _owners[key].alive:
-            return
-        token = _acquire()
-        _owners[key] = weakref.finalize(owner, _drop_owner, key, token)
+def _settings_on() -> list:
+    """Turn the process settings on; returns the calls that undo them."""
+    _open["tuned"] = keep_freed_memory()
+    undo = [register_optimizer_step_post_hook(clamp_after_step).remove]
+    if _open["tuned"]:
+        undo.append(_give_back_memory)
+    return undo
 
 
-def release_for(owner: object) -> None:
-    """Give up `owner`'s hold now (see `hold_for`)."""
-    fin = _owners.get(id(owner))
-    if fin is not None:
-        fin()
-
-
-def _drop_owner(key: int, token: int) -> None:
-    _owners.pop(key, None)
-    _release(token)
-
-
-_owners: dict[int, weakref.finalize] = {}
+def _give_back_memory() -> None:
+    _set(_DEFAULT_MMAP_MAX, _DEFAULT_TRIM_THRESHOLD)
+    _libc().malloc_trim(0)
+    _open["tuned"] = False
 
 
 @contextmanager
-def reusing_freed_memory() -> Iterator[None]:
-    """`keep_freed_memory` inside the block; afterwards (once no other holder remains) glibc's
-    defaults again, and the free memory kept goes back to the OS."""
-    token = _acquire()
-    try:
-        yield
-    finally:
-        _release(token)
+def use_engine(engine: str | None = None) -> Iterator[None]:
+    """Run the block on `engine` ("auto", "native", "eager" or "compile"; None: the one in
+    effect) with dietsnn's process settings (see the module docstring). Blocks nest: the
+    outermost turns the settings on and, on exit, off again."""
+    with _engine.scope(engine):
+        with _lock:
+            if _open["blocks"] == 0:
+                _open["undo"] = _settings_on()
+            _open["blocks"] += 1
+            if _engine.resolve() == "compile":  # dynamo is imported only for this engine
+                cfg = torch._dynamo.config
+                if cfg.recompile_limit < 64:
+                    _open["undo"].append(lambda limit=cfg.recompile_limit:
+                                         setattr(cfg, "recompile_limit", limit))
+                    cfg.recompile_limit = 64
+        try:
+            yield
+        finally:
+            with _lock:
+                _open["blocks"] -= 1
+                if _open["blocks"] == 0:
+                    for undo in reversed(_open["undo"]):
+                        undo()

@@ -133,9 +133,9 @@ def fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume:
     0, the last epoch is kept). Writes into `out`: `model.safetensors` (best on validation),
     `state.pt` (for resume), `history.json`. Returns the history and `best_val_accuracy`
     (None without validation).
-    Runs with freed memory kept for reuse (`runtime.reusing_freed_memory`) and torch's RNG
-    seeded from `cfg.seed` (the caller's RNG state is restored afterwards)."""
-    with runtime.reusing_freed_memory(), seeded(cfg.seed + RANK_SEED * distributed.rank()):
+    Runs inside `runtime.use_engine()` (the engine in effect, freed memory kept for reuse) with
+    torch's RNG seeded from `cfg.seed` (the caller's RNG state is restored afterwards)."""
+    with runtime.use_engine(), seeded(cfg.seed + RANK_SEED * distributed.rank()):
         return _fit(model, data, cfg, out, resume, progress, log, desc, device)
 
 

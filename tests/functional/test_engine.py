@@ -124,8 +124,9 @@ def test_spike_tensors_are_packed_as_bool(monkeypatch):
     # (the first LIF keeps its [B, ...] input current; the pooling keeps nothing)
     acts = [tuple(f.shape) for f in floats
             if f.dim() >= 2 and f.shape[0] in (4, 32) and not isinstance(f, torch.nn.Parameter)]
-    assert acts == [(32, 32, 14, 14), (4, 8, 64, 14, 14), (4, 8, 64, 14, 14), (32, 3136),
-                    (4, 8, 256)]
+    # (u~ as the operator's [T, N])
+    assert acts == [(32, 32, 14, 14), (4, 8 * 64 * 14 * 14), (4, 8 * 64 * 14 * 14), (32, 3136),
+                    (4, 8 * 256)]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -133,12 +134,12 @@ def test_spike_tensors_are_packed_as_bool(monkeypatch):
 def test_cuda_training_step_matches_cpu(backend):
     """On a GPU the same step (compiled: Triton kernels for the neuron loops) gives the CPU's
     gradients."""
-    from dietsnn.functional import neuron
+    from dietsnn.functional import engine
 
     snn = _snn().float()
     x = torch.rand(4, 1, 28, 28)
     grads = []
-    with neuron.use_backend(backend):
+    with engine.scope(backend):
         for device in ("cpu", "cuda"):
             m = snn.to(device).eval()  # eval: no dropout masks, same computation on both
             m.zero_grad()
@@ -181,12 +182,15 @@ def test_compiled_loops_match_eager_with_and_without_constant_input(steps):
         pytest.skip("no C compiler for torch.compile")
     x = torch.randn(3, 2, 8) * 1.5 if steps else torch.randn(4, 3, 2, 8) * 1.5
     w = torch.randn(4, 3, 2, 8)
+    from dietsnn.functional import engine
+
     res = []
-    for backend in ("eager", "compile"):  # chosen per call
+    for name in ("eager", "compile"):
         xi = x.clone().requires_grad_()
         lk = torch.tensor(0.9, requires_grad=True)
         th = torch.tensor(0.7, requires_grad=True)
-        out = lif(xi, lk, th, steps=steps, backend=backend)
+        with engine.scope(name):
+            out = lif(xi, lk, th, steps=steps)
         (out * w).sum().backward()
         res.append((out.detach(), xi.grad, lk.grad, th.grad))
     for a, b in zip(*res):
@@ -200,38 +204,39 @@ def test_keep_freed_memory_takes_effect_on_glibc():
 
     glibc = platform.libc_ver()[0] == "glibc"
     assert runtime.keep_freed_memory() is glibc
-    with runtime.reusing_freed_memory():
+    with runtime.use_engine():
         pass  # back to glibc's defaults on exit
     assert runtime._set(runtime._DEFAULT_MMAP_MAX, runtime._DEFAULT_TRIM_THRESHOLD) is glibc
 
 
 def test_compile_failure_falls_back_to_the_uncompiled_loops(monkeypatch):
     """Where torch.compile cannot build kernels (no working inductor or compiler), the compile
-    backend warns once and runs the same loops uncompiled, with the same result."""
-    from dietsnn.functional import neuron
+    engine warns once and runs the same loops uncompiled, with the same result."""
+    from dietsnn.functional import engine, neuron
 
     def broken(fn, **kw):
         def call(*a):
             raise RuntimeError("inductor: no working C++ compiler")
         return call
 
-    monkeypatch.setattr(neuron, "_COMPILED", {})
-    monkeypatch.setattr(neuron, "_COMPILE_FAILED", [])
+    monkeypatch.setattr(engine, "_COMPILED", {})
+    monkeypatch.setattr(engine, "_COMPILE_FAILED", [])
     monkeypatch.setattr(torch, "compile", broken)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4, 30, generator=g, requires_grad=True)
     leak = torch.tensor(0.8, requires_grad=True)
-    with pytest.warns(RuntimeWarning, match="torch.compile failed"):
-        s = neuron.lif(x, leak, 0.5, backend="compile")
+    with pytest.warns(RuntimeWarning, match="torch.compile failed"), engine.scope("compile"):
+        s = neuron.lif(x, leak, 0.5)
         s.sum().backward()
     x2 = x.detach().clone().requires_grad_()
     leak2 = torch.tensor(0.8, requires_grad=True)
-    ref = neuron.lif(x2, leak2, 0.5, backend="eager")
+    with engine.scope("eager"):
+        ref = neuron.lif(x2, leak2, 0.5)
     ref.sum().backward()
     assert torch.equal(s, ref)
     torch.testing.assert_close(x.grad, x2.grad)
     torch.testing.assert_close(leak.grad, leak2.grad)
-    assert neuron._COMPILE_FAILED and "no working C++ compiler" in neuron._COMPILE_FAILED[0]
+    assert engine._COMPILE_FAILED and "no working C++ compiler" in engine._COMPILE_FAILED[0]
 
 
 def _mmapped_bytes_of_big_tensor() -> int:
@@ -254,49 +259,49 @@ def _mmapped_bytes_of_big_tensor() -> int:
     return during - before
 
 
-def test_an_snn_holds_the_allocator_tuning_while_it_lives(request, monkeypatch):
-    """Plain user code (convert, then call the SNN) gets freed memory reused without any
-    setting; the tuning ends when the last SNN is gone, and an SNN can opt out."""
-    import gc
+def test_use_engine_holds_the_process_settings_and_a_forward_holds_none():
+    """Inside `use_engine`: freed memory reused, LIF parameters clamped after any optimiser step,
+    the engine in effect; all undone on exit. An SNN's forward alone changes none of it."""
     import platform
 
     from dietsnn import runtime
+    from dietsnn.functional import engine
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("the tuning is glibc's")
-    # start from no holders, whatever other tests left alive; put their tuning back afterwards
-    was = runtime.is_tuned()
-    monkeypatch.setattr(runtime, "_holders", set())
-    monkeypatch.setattr(runtime, "_owners", {})
-    monkeypatch.setattr(runtime, "_applied", False)
-    runtime._set(runtime._DEFAULT_MMAP_MAX, runtime._DEFAULT_TRIM_THRESHOLD)
-    if was:  # runs after monkeypatch has put the holders back
-        request.addfinalizer(runtime.keep_freed_memory)
-    gc.collect()
-    assert not runtime.is_tuned()
-    assert _mmapped_bytes_of_big_tensor() >= 64 * 2**20
+    assert runtime._open["blocks"] == 0 and not runtime.is_tuned()  # every block left
     snn = dietsnn.ann_to_snn(dietsnn.build_ann("vgg_small"), 2)
-    snn(torch.rand(2, 1, 28, 28))
-    assert runtime.is_tuned() and _mmapped_bytes_of_big_tensor() == 0
-    with runtime.reusing_freed_memory():  # nested holders: the inner one leaving changes nothing
-        pass
-    assert runtime.is_tuned()
-    del snn
-    gc.collect()
+    opt = torch.optim.SGD(snn.parameters(), lr=10.0)
+    snn(torch.rand(2, 1, 28, 28)).sum().backward()
     assert not runtime.is_tuned() and _mmapped_bytes_of_big_tensor() >= 64 * 2**20
-    other = dietsnn.ann_to_snn(dietsnn.build_ann("vgg_small"), 2)
-    other.keep_freed_memory = False
-    other(torch.rand(2, 1, 28, 28))
-    assert not runtime.is_tuned()
+    lif_layer = dietsnn.layers.lif_layers(snn)[0][1]
+
+    def step(leak_grad):
+        lif_layer.leak.grad = torch.tensor(leak_grad)
+        opt.step()
+        return lif_layer.leak.item()
+
+    assert step(-1.0) == 11.0  # no clamping outside the block: a user loop calls constrain_
+    with runtime.use_engine("eager"):
+        assert runtime.is_tuned() and _mmapped_bytes_of_big_tensor() == 0
+        assert engine.resolve() == "eager"
+        assert step(-1.0) == 1.0 and step(10.0) == pytest.approx(dietsnn.layers.MIN_LEAK)
+        with runtime.use_engine():  # nested: the inner block leaving changes nothing
+            assert engine.resolve() == "eager"
+        assert runtime.is_tuned()
+    assert not runtime.is_tuned() and _mmapped_bytes_of_big_tensor() >= 64 * 2**20
+    assert engine.resolve() == engine.resolve("auto") and step(-1.0) > 1.0
 
 
-def test_automatic_backend_is_eager_on_gpus():
-    from dietsnn.functional import neuron
+def test_auto_engine_is_eager_on_gpus():
+    from dietsnn.functional import engine, native
 
-    assert neuron.automatic_backend("cuda") == "eager"
-    assert neuron.automatic_backend("cpu") == ("native" if neuron.native.available() else "eager")
-    with neuron.use_backend("compile"):  # an explicit choice holds on every device
-        assert neuron.get_backend("cuda") == "compile"
+    assert engine.resolve(None, "cuda") == "eager"
+    assert engine.resolve(None, "cpu") == ("native" if native.available() else "eager")
+    with engine.scope("compile"):  # an explicit choice holds on every device
+        assert engine.resolve(None, "cuda") == "compile"
+    with pytest.raises(ValueError, match="unknown engine 'fast'; choose one of auto, native"):
+        engine.resolve("fast")
 
 
 def test_example_input_is_on_the_model_device():

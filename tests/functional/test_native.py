@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import on_engine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dietsnn.functional import native, neuron
+from dietsnn.functional import engine, native, neuron
 from dietsnn.functional.neuron import lif, lif_reference
 
 pytestmark = pytest.mark.skipif(not native.available(), reason=f"no native kernels: "
@@ -20,7 +21,7 @@ def _run(backend, x, leak, v, steps, surrogate, w):
     xi = x.clone().requires_grad_()
     lk = torch.tensor(leak, requires_grad=True)
     th = torch.tensor(v, requires_grad=True)
-    out = lif(xi, lk, th, steps=steps, surrogate=surrogate, backend=backend)
+    out = on_engine(lif, xi, lk, th, steps=steps, surrogate=surrogate, engine=backend)
     (out * w).sum().backward()
     return out.detach(), xi.grad, lk.grad, th.grad
 
@@ -50,8 +51,8 @@ def test_native_forward_is_bit_identical_to_eager_with_membrane_state():
     u0 = torch.randn(3, 5, 11, generator=g)
     lk, th = torch.tensor(0.83), torch.tensor(0.61)
     for keep in (True, False):
-        a = neuron.lif_forward(x, lk, th, u0, keep, backend="eager")
-        b = neuron.lif_forward(x, lk, th, u0, keep, backend="native")
+        a = on_engine(neuron.lif_forward, x, lk, th, u0, keep, engine="eager")
+        b = on_engine(neuron.lif_forward, x, lk, th, u0, keep, engine="native")
         assert torch.equal(a[0], b[0]) and torch.equal(a[2], b[2])
         assert (a[1] is None) == (b[1] is None) == (not keep)
         if keep:
@@ -80,14 +81,15 @@ def test_native_gradients_match_the_float64_autograd_loop(steps):
 def test_native_takes_views_channels_last_and_leaves_float64_to_eager():
     g = torch.Generator().manual_seed(2)
     x = torch.randn(3, 4, 6, 5, 5, generator=g).transpose(1, 2)  # not contiguous
-    ref = lif(x.contiguous(), 0.9, 0.5, backend="eager")
-    assert torch.equal(lif(x, 0.9, 0.5, backend="native"), ref)
+    ref = on_engine(lif, x.contiguous(), 0.9, 0.5, engine="eager")
+    assert torch.equal(on_engine(lif, x, 0.9, 0.5, engine="native"), ref)
     cl = torch.randn(12, 6, 5, 5, generator=g).to(memory_format=torch.channels_last)
-    s = lif(cl, 0.9, 0.5, steps=3, backend="native")
-    assert torch.equal(s, lif(cl, 0.9, 0.5, steps=3, backend="eager"))
+    s = on_engine(lif, cl, 0.9, 0.5, steps=3, engine="native")
+    assert torch.equal(s, on_engine(lif, cl, 0.9, 0.5, steps=3, engine="eager"))
     x64 = torch.randn(3, 20, generator=g, dtype=torch.float64)
     assert not native.supports(x64)
-    assert torch.equal(lif(x64, 0.9, 0.5, backend="native"), lif_reference(x64, 0.9, 0.5))
+    assert torch.equal(on_engine(lif, x64, 0.9, 0.5, engine="native"),
+                       lif_reference(x64, 0.9, 0.5))
 
 
 @settings(max_examples=30, deadline=None)
@@ -140,14 +142,11 @@ def test_an_unwritable_cache_builds_in_a_temporary_folder(monkeypatch, tmp_path)
 def test_without_a_compiler_the_default_is_eager(monkeypatch, tmp_path):
     _fresh_state(monkeypatch, tmp_path)
     monkeypatch.setattr(native, "compiler", lambda: None)
-    neuron.automatic_backend.cache_clear()
-    try:
-        assert native.library() is None and "no C compiler" in native.why_not()
-        assert neuron.automatic_backend("cpu") == "eager"
-        x = torch.randn(3, 10)
-        assert torch.equal(lif(x, 0.9, 0.5, backend="native"), lif(x, 0.9, 0.5, backend="eager"))
-    finally:
-        neuron.automatic_backend.cache_clear()
+    assert native.library() is None and "no C compiler" in native.why_not()
+    assert engine.resolve(None, "cpu") == "eager"
+    x = torch.randn(3, 10)
+    assert torch.equal(on_engine(lif, x, 0.9, 0.5, engine="native"),
+                       on_engine(lif, x, 0.9, 0.5, engine="eager"))
 
 
 def test_a_failing_build_is_reported_and_falls_back(monkeypatch, tmp_path):

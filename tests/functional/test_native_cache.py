@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import on_engine
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -81,7 +82,8 @@ class Env:
     def assert_kernels_work(self) -> None:
         assert native.library() is not None, native.why_not()
         x = torch.randn(4, 70)
-        assert torch.equal(lif(x, 0.9, 0.5, backend="native"), lif(x, 0.9, 0.5, backend="eager"))
+        assert torch.equal(on_engine(lif, x, 0.9, 0.5, engine="native"),
+                           on_engine(lif, x, 0.9, 0.5, engine="eager"))
         assert not list(self.tmp.iterdir())  # a private build's folder is removed again
 
 
@@ -291,5 +293,6 @@ def test_without_a_private_folder_anywhere_the_eager_backend_runs(env, monkeypat
     assert any("loading the native kernels refused: others can write" in str(w.message)
                for w in caught)
     x = torch.randn(3, 10)
-    assert torch.equal(lif(x, 0.9, 0.5, backend="native"), lif(x, 0.9, 0.5, backend="eager"))
+    assert torch.equal(on_engine(lif, x, 0.9, 0.5, engine="native"),
+                       on_engine(lif, x, 0.9, 0.5, engine="eager"))
     assert not env.planted_loaded()

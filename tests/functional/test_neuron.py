@@ -1,5 +1,6 @@
 import pytest
 import torch
+from helpers import on_engine
 
 from dietsnn.functional import lif, lif_forward, lif_reference, surrogate
 
@@ -113,7 +114,7 @@ def test_low_precision_input_integrates_in_float32(backend, steps):
     x = torch.randn(*shape, generator=g).to(torch.bfloat16).requires_grad_()
     leak = torch.tensor(0.9, requires_grad=True)
     thr = torch.tensor(0.7, requires_grad=True)
-    s = lif(x, leak, thr, steps=steps, backend=backend)
+    s = on_engine(lif, x, leak, thr, steps=steps, engine=backend)
     ref = lif_reference(x.detach().float() if steps is None
                         else x.detach().float().expand(steps, *shape), 0.9, 0.7)
     assert s.dtype == torch.bfloat16

@@ -13,7 +13,7 @@ import sys
 from .. import __version__, distributed, logs
 from ..errors import UserError
 from . import analysis, deploy, presets, train
-from .options import Parser, backend_scope, console_logging
+from .options import Parser, console_logging, engine_scope
 from .validate import validate
 
 COMMANDS: dict = {}
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None, validate_only: bool = False) -> int:
             return 0
         distributed.setup_args(args)  # under torchrun: process group, this rank's device
         try:
-            with backend_scope(args), console_logging(args):
+            with engine_scope(args), console_logging(args):
                 logs.debug(f"command line: {args.command_line}")
                 COMMANDS[args.command](args)
         finally:

@@ -16,7 +16,7 @@ from ..export import NONLEAKY, POOLING, export_nir
 from ..files import dumps
 from ..predict import predict_images
 from ..rundir import check_output_file
-from .options import float_in, no_compile
+from .options import engine_opt, float_in
 
 
 def run_dataset(run: str | Path) -> str:
@@ -71,7 +71,7 @@ def add_commands(sub) -> dict[str, Callable]:
                    help="normalisation and class names (default: from RUN_DIR/config.json, "
                         f"else {DEFAULT_DATASET})")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    no_compile(p)
+    engine_opt(p)
 
     e = sub.add_parser("export", help="export an SNN to NIR (neuromorphic intermediate representation)")
     e.add_argument("run", metavar="RUN_DIR", help="SNN run directory or model.safetensors")

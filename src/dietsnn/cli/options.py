@@ -10,17 +10,16 @@ import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import fields
 from pathlib import Path
 
 import torch
 
 from .. import checkpoint as ckpt
-from .. import config, data, logs
+from .. import config, data, logs, runtime
 from ..config import ConversionConfig, TrainConfig
 from ..errors import UserError
-from ..functional import neuron
 from ..functional.surrogate import SURROGATES
 from ..pipeline import Context
 from ..rundir import RunDir
@@ -137,7 +136,7 @@ def common(p: argparse.ArgumentParser, out_default: str | None = "runs/dietsnn")
                    help="no progress bars, only warnings of the log (the `dietsnn` logger)")
     g.add_argument("-v", "--verbose", action="store_true",
                    help="log details too (DEBUG), e.g. the calibrated thresholds")
-    no_compile(g)
+    engine_opt(g)
     if out_default is not None:
         g.add_argument("--out", default=out_default, help="run directory to write")
         g.add_argument("--overwrite", action="store_true",
@@ -145,10 +144,14 @@ def common(p: argparse.ArgumentParser, out_default: str | None = "runs/dietsnn")
                             "inputs are validated)")
 
 
-def no_compile(g) -> None:
-    g.add_argument("--no-compile", dest="compile", action="store_false",
-                   help="run the neurons as plain PyTorch ops instead of dietsnn's native C "
-                        "kernels (the default on the CPU where a C compiler is found)")
+def engine_opt(g) -> None:
+    g.add_argument("--engine", choices=config.ENGINES, default=config.ENGINE,
+                   help="how the neurons run: native (dietsnn's C kernels, float32 on the CPU), "
+                        "eager (plain PyTorch ops), compile (the PyTorch loops through "
+                        "torch.compile); auto: native on the CPU where a C compiler is found, "
+                        "else eager (default: %(default)s)")
+    g.add_argument("--no-compile", dest="engine", action="store_const", const="eager",
+                   help="deprecated: the same as --engine eager (default: off)")
 
 
 def snn_opts(p: argparse.ArgumentParser) -> None:
@@ -323,10 +326,10 @@ def conversion_config(args: argparse.Namespace) -> ConversionConfig:
     return ConversionConfig(**{f.name: getattr(args, f.name) for f in fields(ConversionConfig)})
 
 
-def backend_scope(args: argparse.Namespace) -> AbstractContextManager:
-    """--no-compile: the neuron loops run eagerly inside the command; otherwise the automatic
-    choice (`neuron.automatic_backend`)."""
-    return neuron.use_backend("eager") if not getattr(args, "compile", True) else nullcontext()
+def engine_scope(args: argparse.Namespace) -> AbstractContextManager:
+    """The command runs inside `runtime.use_engine(--engine)` (commands without the option: the
+    default engine)."""
+    return runtime.use_engine(getattr(args, "engine", None))
 
 
 def run_config(args: argparse.Namespace) -> dict:

@@ -1,6 +1,7 @@
-"""Pure tensor functions: neuron dynamics, surrogates, encoders, energy math."""
+"""Pure tensor functions: neuron dynamics and operators, surrogates, encoders, energy math."""
 
-from . import encoding, energy, neuron, surrogate
+from . import encoding, energy, engine, neuron, ops, surrogate
 from .neuron import lif, lif_forward, lif_reference, spike
 
-__all__ = ["lif", "lif_forward", "lif_reference", "spike", "neuron", "surrogate", "encoding", "energy"]
+__all__ = ["lif", "lif_forward", "lif_reference", "spike", "engine", "neuron", "ops", "surrogate",
+           "encoding", "energy"]

@@ -32,22 +32,24 @@
 
 #define BLK 256 /* neurons kept in registers/L1 while the loop runs over time */
 
+/* The surrogates of surrogate.py, in the order of its SURROGATES; `c` is the coefficient
+ * surrogate.kernel_args computes from the one definition there (no constant lives here). */
 enum { SG_LINEAR = 0, SG_EXPONENTIAL = 1, SG_SIGMOID = 2, SG_ATAN = 3 };
 
-static inline float surrogate(int kind, float z, float gamma) {
+static inline float surrogate(int kind, float z, float gamma, float c) {
     switch (kind) {
     case SG_LINEAR: { /* gamma * max(0, 1 - |z|) */
         float a = 1.0f - fabsf(z);
         return (a > 0.0f ? a : 0.0f) * gamma;
     }
-    case SG_EXPONENTIAL: /* gamma * exp(-5 |z|) */
-        return expf(-5.0f * fabsf(z)) * gamma;
-    case SG_SIGMOID: { /* 4 gamma * s (1 - s), s = sigmoid(4 z) */
-        float s = 1.0f / (1.0f + expf(-4.0f * z));
+    case SG_EXPONENTIAL: /* gamma * exp(-c |z|) */
+        return expf(-c * fabsf(z)) * gamma;
+    case SG_SIGMOID: { /* 4 gamma * s (1 - s), s = sigmoid(c z) */
+        float s = 1.0f / (1.0f + expf(-c * z));
         return s * (1.0f - s) * (4.0f * gamma);
     }
-    default: { /* gamma / (1 + (pi z)^2) */
-        float p = 3.14159265358979323846f * z;
+    default: { /* gamma / (1 + (c z)^2) */
+        float p = c * z;
         return gamma / (1.0f + p * p);
     }
     }
@@ -101,7 +103,7 @@ typedef struct {
     const float *saved; /* u~ [T, N], or with steps the one-step current [N] */
     const float *grad;  /* dL/dspikes [T, N] */
     long T; long N; long n0; long n1; int steps;
-    float leak; float v; float gamma; int kind;
+    float leak; float v; float gamma; int kind; float coef;
     float *gx;          /* [T, N], or [N] (summed over time) with steps */
     double g_leak; double g_v; int failed;
 } bwd_args;
@@ -113,11 +115,11 @@ typedef struct {
 INLINE void bwd_step(long m, const float *restrict utt, const float *restrict gt,
                      const float *restrict prev, float *restrict gxt, float *restrict d,
                      float *restrict gl, float *restrict gv, float *restrict sum, float leak,
-                     float v, float inv_v, float gamma, const int kind, const int has_prev,
-                     const int store) {
+                     float v, float inv_v, float gamma, float coef, const int kind,
+                     const int has_prev, const int store) {
     for (long i = 0; i < m; i++) {
         float s = utt[i];
-        float gs = gt[i] * surrogate(kind, s * inv_v - 1.0f, gamma);
+        float gs = gt[i] * surrogate(kind, s * inv_v - 1.0f, gamma, coef);
         float carried = d[i] * leak; /* dL/du_t into step t+1 */
         float di = MADD(d[i], leak, gs * inv_v);
         d[i] = di;
@@ -131,14 +133,14 @@ INLINE void bwd_step(long m, const float *restrict utt, const float *restrict gt
  * case, chosen once per call (has_prev: prev is not NULL; store: gxt is written, else summed) */
 static void bwd_step_any(long m, const float *utt, const float *gt, const float *prev,
                          float *gxt, float *d, float *gl, float *gv, float *sum, float leak,
-                         float v, float inv_v, float gamma, int kind) {
+                         float v, float inv_v, float gamma, float coef, int kind) {
 #define BWD_FLAGS(KIND) \
     if (gxt) { \
-        if (prev) bwd_step(m, utt, gt, prev, gxt, d, gl, gv, sum, leak, v, inv_v, gamma, KIND, 1, 1); \
-        else bwd_step(m, utt, gt, 0, gxt, d, gl, gv, sum, leak, v, inv_v, gamma, KIND, 0, 1); \
+        if (prev) bwd_step(m, utt, gt, prev, gxt, d, gl, gv, sum, leak, v, inv_v, gamma, coef, KIND, 1, 1); \
+        else bwd_step(m, utt, gt, 0, gxt, d, gl, gv, sum, leak, v, inv_v, gamma, coef, KIND, 0, 1); \
     } else { \
-        if (prev) bwd_step(m, utt, gt, prev, 0, d, gl, gv, sum, leak, v, inv_v, gamma, KIND, 1, 0); \
-        else bwd_step(m, utt, gt, 0, 0, d, gl, gv, sum, leak, v, inv_v, gamma, KIND, 0, 0); \
+        if (prev) bwd_step(m, utt, gt, prev, 0, d, gl, gv, sum, leak, v, inv_v, gamma, coef, KIND, 1, 0); \
+        else bwd_step(m, utt, gt, 0, 0, d, gl, gv, sum, leak, v, inv_v, gamma, coef, KIND, 0, 0); \
     }
     switch (kind) {
     case SG_LINEAR: BWD_FLAGS(SG_LINEAR); break;
@@ -181,7 +183,7 @@ static void bwd_block(bwd_args *a, long b, long m, float *scratch) {
         const float *prev = t > 0 ? ut + (t - 1) * sut : 0;
         bwd_step_any(m, ut + t * sut, a->grad + t * N + b, prev,
                      a->steps ? 0 : a->gx + t * N + b, d, gl, gv, sum, leak, v, inv_v, gamma,
-                     a->kind);
+                     a->coef, a->kind);
     }
     double sl = 0.0, sv = 0.0;
     for (long i = 0; i < m; i++) { sl += gl[i]; sv += gv[i]; }
@@ -234,8 +236,8 @@ int dietsnn_lif_forward(const float *x, long sx, long T, long N, float leak, flo
 
 /* BPTT of the forward; g_out receives (dL/dleak, dL/dv). Returns 0, or -1 out of memory. */
 int dietsnn_lif_backward(const float *saved, const float *grad, long T, long N, int steps,
-                         float leak, float v, float gamma, int kind, float *gx, double *g_out,
-                         int threads) {
+                         float leak, float v, float gamma, int kind, float coef, float *gx,
+                         double *g_out, int threads) {
     threads = clamp_threads(threads, N);
     bwd_args args[MAX_THREADS];
     int used = 1;
@@ -243,7 +245,7 @@ int dietsnn_lif_backward(const float *saved, const float *grad, long T, long N, 
     {
         const int k = THREAD_ID(), n = THREAD_COUNT();
         bwd_args a = {saved, grad, T, N, chunk(N, k, n), chunk(N, k + 1, n), steps, leak, v,
-                      gamma, kind, gx, 0.0, 0.0, 0};
+                      gamma, kind, coef, gx, 0.0, 0.0, 0};
         bwd_range(&a);
         args[k] = a;
         if (k == 0) used = n;
@@ -332,7 +334,7 @@ typedef struct {
     const float *x; long sx; long T; long P; long H; long W; int k;
     float leak; float v; const unsigned char *keep; float scale;
     float *out; float *ut; /* ut: [T, P, H, W] u~, or NULL */
-    const float *grad; float gamma; int kind; float *gx; int steps;
+    const float *grad; float gamma; int kind; float coef; float *gx; int steps;
     double g_leak; double g_v; int failed;
 } lp_args;
 
@@ -437,7 +439,7 @@ static void lp_backward_plane(lp_args *a, long p, float *d, float *gl, float *gv
         lp_spread(a, p, a->grad + (t * P + p) * Ho * Wo, g);
         const float *prev = t > 0 ? ut + (t - 1) * sut : 0;
         bwd_step_any(HW, ut + t * sut, g, prev, a->steps ? 0 : a->gx + t * P * HW + p * HW, d,
-                     gl, gv, sum, leak, v, inv_v, gamma, a->kind);
+                     gl, gv, sum, leak, v, inv_v, gamma, a->coef, a->kind);
     }
     if (a->steps) {
         float *restrict gx = a->gx + p * HW;
@@ -486,7 +488,7 @@ static int lp_run(lp_args *proto, int threads, int backward, double *g_out) {
 int dietsnn_lif_pool_forward(const float *x, long sx, long T, long P, long H, long W, int k,
                              float leak, float v, const unsigned char *keep, float scale,
                              float *out, float *ut, int threads) {
-    lp_args a = {x, sx, T, P, H, W, k, leak, v, keep, scale, out, ut, 0, 0.0f, 0, 0, 0,
+    lp_args a = {x, sx, T, P, H, W, k, leak, v, keep, scale, out, ut, 0, 0.0f, 0, 0.0f, 0, 0,
                  0.0, 0.0, 0};
     return lp_run(&a, threads, 0, 0);
 }
@@ -495,9 +497,9 @@ int dietsnn_lif_pool_forward(const float *x, long sx, long T, long P, long H, lo
  * gx [T, P, H, W] or [P, H, W] with steps. g_out receives (dL/dleak, dL/dv). */
 int dietsnn_lif_pool_backward(const float *saved, const float *grad, long T, long P, long H,
                               long W, int k, int steps, float leak, float v, float gamma,
-                              int kind, const unsigned char *keep, float scale, float *gx,
-                              double *g_out, int threads) {
-    lp_args a = {saved, 0, T, P, H, W, k, leak, v, keep, scale, 0, 0, grad, gamma, kind, gx,
+                              int kind, float coef, const unsigned char *keep, float scale,
+                              float *gx, double *g_out, int threads) {
+    lp_args a = {saved, 0, T, P, H, W, k, leak, v, keep, scale, 0, 0, grad, gamma, kind, coef, gx,
                  steps, 0.0, 0.0, 0};
     return lp_run(&a, threads, 1, g_out);
 }

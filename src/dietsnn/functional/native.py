@@ -34,9 +34,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .surrogate import kernel_args
+
 SOURCE = Path(__file__).with_name("native.c")
 FLAGS = ("-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared")
-SURROGATE_KINDS = {"linear": 0, "exponential": 1, "sigmoid": 2, "atan": 3}
 _log = logging.getLogger("dietsnn")
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}  # "lib": CDLL or None once tried; "why": reason it is None
@@ -250,10 +251,10 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
         return None, why
     f, d, i, L, p = ctypes.c_float, ctypes.c_double, ctypes.c_int, ctypes.c_long, ctypes.c_void_p
     lib.dietsnn_lif_forward.argtypes = [p, L, L, L, f, f, p, i, p, p, i]
-    lib.dietsnn_lif_backward.argtypes = [p, p, L, L, i, f, f, f, i, p, ctypes.POINTER(d), i]
+    lib.dietsnn_lif_backward.argtypes = [p, p, L, L, i, f, f, f, i, f, p, ctypes.POINTER(d), i]
     lib.dietsnn_avg_pool2d.argtypes = [p, p, L, L, L, L, i, i, i]
     lib.dietsnn_lif_pool_forward.argtypes = [p, L, L, L, L, L, i, f, f, p, f, p, p, i]
-    lib.dietsnn_lif_pool_backward.argtypes = [p, p, L, L, L, L, i, i, f, f, f, i, p, f, p,
+    lib.dietsnn_lif_pool_backward.argtypes = [p, p, L, L, L, L, i, i, f, f, f, i, f, p, f, p,
                                               ctypes.POINTER(d), i]
     for fn in (lib.dietsnn_lif_forward, lib.dietsnn_lif_backward, lib.dietsnn_avg_pool2d,
                lib.dietsnn_lif_pool_forward, lib.dietsnn_lif_pool_backward):
@@ -302,7 +303,7 @@ def lif_backward(saved: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamma: fl
     lib = library()
     assert lib is not None
     rc = lib.dietsnn_lif_backward(_ptr(saved), _ptr(grad), T, N, int(bool(steps)), float(leak),
-                                  float(v), float(gamma), SURROGATE_KINDS[surrogate], _ptr(gx),
+                                  float(v), float(gamma), *kernel_args(surrogate), _ptr(gx),
                                   sums, torch.get_num_threads())
     if rc != 0:
         raise MemoryError("native LIF backward: out of memory")
@@ -362,7 +363,7 @@ def lif_pool_backward(saved: Tensor, grad: Tensor, T: int, static: bool, leak: T
     assert lib is not None
     rc = lib.dietsnn_lif_pool_backward(_ptr(saved), _ptr(grad), T, B * c, h, w, k, int(static),
                                        float(leak), float(v), float(gamma),
-                                       SURROGATE_KINDS[surrogate], _ptr(keep), float(scale),
+                                       *kernel_args(surrogate), _ptr(keep), float(scale),
                                        _ptr(gx), sums, torch.get_num_threads())
     if rc != 0:
         raise MemoryError("native LIF-pool backward: out of memory")

@@ -6,69 +6,54 @@ Per step t, for one layer with scalar leak `lam` and threshold `v`:
     o  = 1 if u~ > v else 0      fire (z = u~/v - 1 > 0)
     u  = u~ - v * o              soft reset, o detached
 
-`lif` is the fused operation: one forward loop with no autograd graph and a hand-written backward
-that keeps only the integrated membrane u~ (spikes are recomputed from it). Three backends run it:
+`lif` runs the neuron operator `dietsnn::lif_forward` (`ops.py`): one forward loop with no
+autograd graph and a hand-written backward (`dietsnn::lif_backward`) that keeps only the
+integrated membrane u~. This module holds the plain PyTorch loops that implement the operator on
+every device and dtype the native C kernels (`native.c`) do not take, or under the "eager" and
+"compile" engines (`engine.py`):
 
-- "native": C kernels (`native.c`, built once per machine, loaded with ctypes) that run the whole
-  recurrence over time, and the whole BPTT, in one pass over memory per layer; float32 on the
-  CPU, the default there wherever a C compiler is found;
-- "eager": PyTorch ops, `_step_eager`/`_backward_eager` in the form that is fastest op by op
-  (any device and dtype; the default on GPUs and without a compiler, and the fallback for
-  what the native kernels do not take, e.g. float64);
-- "compile": `_step_traceable`/`_backward_loop` in the form torch.compile fuses into one kernel
-  each.
+- `_forward_loop` with `_step_eager` / `_backward_eager`: the form that is fastest op by op;
+- `_forward_loop` with `_step_traceable` / `_backward_loop`: the form torch.compile fuses into one
+  kernel each.
 
-Tests hold them equal. `lif_reference` is the plain loop through autograd, kept as the oracle
-for tests.
+Tests hold them equal to the C kernels and to `lif_reference`, the plain loop through autograd,
+kept as the oracle.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import shutil
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 
 import torch
 from torch import Tensor
 
+from ..config import GAMMA, SURROGATE
 from ..errors import check_number
-from . import native
 from . import surrogate as _surrogate
 
 
 def lif_forward(
-    x: Tensor, leak: Tensor, threshold: Tensor, u0: Tensor | None = None,
-    keep_u_tilde: bool = True, backend: str | None = None,
+    x: Tensor, leak: Tensor | float, threshold: Tensor | float, u0: Tensor | None = None,
+    keep_u_tilde: bool = True,
 ) -> tuple[Tensor, Tensor | None, Tensor]:
     """Run the recurrence without autograd. Returns (spikes, u~ per step or None if not
-    `keep_u_tilde`, final membrane). `x` may be a time-constant view (stride 0 over time)."""
-    backend = resolve_backend(backend, x.device.type)
-    step = _compiled("step") if backend == "compile" else _step_eager
-    # elementwise in the neurons: one [T, N] layout in memory order serves every layer (one
-    # compiled graph) and every memory format (channels-last included) without a copy
+    `keep_u_tilde`, final membrane), all in `x`'s layout; `u0` is the membrane at the start
+    (default 0). `x` may be a time-constant view (stride 0 over time)."""
+    x = x.detach()
+    leak, threshold = _scalar(leak, x).detach(), _scalar(threshold, x).detach()
     flat, perm = _flat(x)
-    flat = flat.detach()  # not a view: views add guards (and recompiles) on their bases
     if u0 is not None:
-        u0 = u0.permute([d - 1 for d in perm[1:]]).reshape(-1).detach()
-    if backend == "native" and native.supports(flat):
-        spikes, u_tilde, u = native.lif_forward(flat, leak.detach(), threshold.detach(), u0,
-                                                keep_u_tilde)
-    else:
-        spikes, u_tilde, u = _forward_loop(flat, leak.detach(), threshold.detach(), u0,
-                                           keep_u_tilde, step)
-    return (_unflat(spikes, x, perm), None if u_tilde is None else _unflat(u_tilde, x, perm),
+        u0 = u0.detach().permute([d - 1 for d in perm[1:]]).reshape(-1)
+    spikes, u_tilde, u = torch.ops.dietsnn.lif_forward(flat, leak, threshold, u0, 0, keep_u_tilde,
+                                                       GAMMA, SURROGATE)
+    return (_unflat(spikes, x, perm), _unflat(u_tilde, x, perm) if keep_u_tilde else None,
             _unflat(u.unsqueeze(0), x[:1], perm)[0])
 
 
-def _flat(x: Tensor, like: Tensor | None = None) -> tuple[Tensor, list[int]]:
-    """`[T, ...]` as `[T, N]`, the non-time dims taken in the memory order of `like` (default
-    `x`): a view for contiguous and channels-last tensors. Returns the view and the dim order."""
-    ref = x if like is None else like
-    perm = [0, *sorted(range(1, ref.dim()), key=lambda d: -ref.stride(d))]
+def _flat(x: Tensor) -> tuple[Tensor, list[int]]:
+    """`[T, ...]` as `[T, N]`, the non-time dims taken in memory order: a view for contiguous and
+    channels-last tensors. Returns the view and the dim order."""
+    perm = [0, *sorted(range(1, x.dim()), key=lambda d: -x.stride(d))]
     return x.permute(perm).reshape(x.shape[0], -1), perm
 
 
@@ -163,134 +148,22 @@ def _backward_loop(u_tilde: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamma
     return torch.stack(grad_x), g_leak, g_v
 
 
-BACKENDS = ("native", "eager", "compile")
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
-_SCOPED: ContextVar[str | None] = ContextVar("dietsnn_neuron_backend", default=None)
-_COMPILED: dict[str, object] = {}
-_COMPILE_FAILED: list[str] = []  # why compiling failed in this process, once it has
-
-
-def has_compiler() -> bool:
-    """Whether a C compiler is on the PATH (the native kernels and torch.compile's CPU backend
-    need one)."""
-    return any(shutil.which(c) for c in ("cc", "gcc", "clang", "g++"))
-
-
-@functools.cache
-def automatic_backend(device_type: str = "cpu") -> str:
-    """The default, decided once per process and device type. On the CPU "native" (the C
-    kernels, built on first use in about a second, then loaded from a cache) where they
-    build, "eager" otherwise. On GPUs "eager": there the per-step kernels are small and
-    launch-bound, and the compiled step measured slower (docs/BENCHMARKS.md)."""
-    if device_type != "cpu":
-        return "eager"
-    return "native" if native.available() else "eager"
-
-
-def get_backend(device_type: str = "cpu") -> str:
-    """The backend in effect here: the innermost `use_backend` block's, else automatic."""
-    return _SCOPED.get() or automatic_backend(device_type)
-
-
-def resolve_backend(backend: str | None, device_type: str = "cpu") -> str:
-    if backend is None:
-        return get_backend(device_type)
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    return backend
-
-
-@contextmanager
-def use_backend(backend: str) -> Iterator[None]:
-    """Run the neuron loops inside the block with `backend` (one of `BACKENDS`); the
-    previous choice is restored on exit. Per call, `lif(..., backend=...)` and a LIF layer's
-    `backend` attribute take precedence."""
-    token = _SCOPED.set(resolve_backend(backend))
-    try:
-        yield
-    finally:
-        _SCOPED.reset(token)
-
-
-def _compiled(which: str):
-    """The compiled step or backward. Should compiling fail (no working inductor or compiler),
-    the same function runs uncompiled from then on in this process, with one warning."""
-    if which not in _COMPILED:
-        # the backward is compiled per T (and per input kind): room for a sweep of training
-        # lengths in one process before torch falls back to eager
-        cfg = torch._dynamo.config
-        cfg.recompile_limit = max(cfg.recompile_limit, 64)
-        fn = _step_traceable if which == "step" else _backward_loop
-        compiled = torch.compile(fn, dynamic=True)
-
-        def call(*args, fn=fn, compiled=compiled):
-            if _COMPILE_FAILED:
-                return fn(*args)
-            try:
-                return compiled(*args)
-            except Exception as e:  # noqa: BLE001 -- retried uncompiled below
-                out = fn(*args)  # a real error in the arguments raises again here
-                _COMPILE_FAILED.append(f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
-                warnings.warn("dietsnn: torch.compile failed, the neurons run uncompiled from "
-                              f"now on ({_COMPILE_FAILED[0]})", RuntimeWarning, stacklevel=2)
-                return out
-        _COMPILED[which] = call
-    return _COMPILED[which]
-
-
-class _LIF(torch.autograd.Function):
-    """Saves u~ ([T, ...] floats) for backward. With `steps`, the input is one step's current,
-    the same at every step (direct encoding's first layer): then it saves that instead, T times
-    less, recomputes u~ in backward, and sums the input gradient over time in the same loop."""
-
-    @staticmethod
-    def forward(ctx, x, leak, threshold, gamma, surrogate_name, steps, backend):  # type: ignore[override]
-        if steps:
-            spikes = lif_forward(_repeat(x, steps), leak, threshold, keep_u_tilde=False,
-                                 backend=backend)[0]
-            ctx.save_for_backward(x, leak, threshold)
-        else:
-            spikes, u_tilde, _ = lif_forward(x, leak, threshold, backend=backend)
-            ctx.save_for_backward(u_tilde, leak, threshold)
-        ctx.steps, ctx.gamma, ctx.surrogate, ctx.backend = steps, gamma, surrogate_name, backend
-        return spikes
-
-    @staticmethod
-    def backward(ctx, grad_spikes):  # type: ignore[override]
-        saved, leak, v = ctx.saved_tensors
-        leak, v, steps = leak.detach(), v.detach(), ctx.steps
-        like = _repeat(saved, steps) if steps else saved  # [T, ...] in the saved memory order
-        flat, perm = _flat(like)
-        # detached: views of other tensors would add guards (and recompiles) on their bases
-        flat, grad = flat.detach(), _flat(grad_spikes, like)[0].detach()
-        if ctx.backend == "native" and native.supports(flat):  # u~ recomputed when steps
-            grad_x, g_leak, g_v = native.lif_backward(flat[0] if steps else flat, grad, leak, v,
-                                                      ctx.gamma, ctx.surrogate, steps)
-        elif ctx.backend == "compile":  # u~ recomputed inside the fused kernel when steps
-            grad_x, g_leak, g_v = _compiled("backward")(
-                flat[0] if steps else flat, grad, leak, v, ctx.gamma, ctx.surrogate, steps)
-        else:
-            u_tilde = _forward_loop(flat, leak, v, None, True)[1] if steps else flat
-            grad_x, g_leak, g_v = _backward_eager(u_tilde, grad, leak, v, ctx.gamma,
-                                                  ctx.surrogate, bool(steps))
-        if steps:
-            grad_x = _unflat(grad_x.unsqueeze(0), like[:1], perm)[0]
-        else:
-            grad_x = _unflat(grad_x, like, perm)
-        need_x, need_leak, need_v = ctx.needs_input_grad[:3]
-        return (grad_x if need_x else None, g_leak if need_leak else None,
-                g_v if need_v else None, None, None, None, None)
 
 
 def _repeat(x: Tensor, steps: int) -> Tensor:
     return x.unsqueeze(0).expand(steps, *x.shape)  # a view: no copy
 
 
+def _scalar(value: Tensor | float, like: Tensor) -> Tensor:
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+
+
 def _check_scalar(name: str, v: Tensor | float, hi: float) -> None:
     """A ValueError/TypeError for a leak or threshold out of range, checked where that costs no
-    device sync: Python numbers and 0-dim CPU tensors."""
+    device sync: Python numbers and 0-dim CPU tensors (not while traced: compile, export)."""
     if isinstance(v, Tensor):
-        if v.dim() or v.device.type != "cpu":
+        if v.dim() or v.device.type != "cpu" or torch.compiler.is_compiling():
             return
         v = float(v.detach())
     check_number(name, v, 0.0, hi)
@@ -300,10 +173,9 @@ def lif(
     x: Tensor,
     leak: Tensor | float,
     threshold: Tensor | float,
-    gamma: float = 0.3,
-    surrogate: str = "linear",
+    gamma: float = GAMMA,
+    surrogate: str = SURROGATE,
     steps: int | None = None,
-    backend: str | None = None,
 ) -> Tensor:
     """DIET-SNN LIF over time. `x`: input current `[T, ...]`, or with `steps` one step's current
     `[...]` that is the same at each of `steps` steps (direct encoding: the first layer runs once).
@@ -311,31 +183,32 @@ def lif(
 
     Differentiable in `x`, `leak` and `threshold` (0-dim tensors) with the surrogate `surrogate`
     scaled by `gamma` (docs/METHOD.md section 2). Integrate-then-fire in the same step, soft reset.
-    `backend`: "native", "eager" or "compile" (default: `get_backend()`). A bfloat16/float16 `x` (as
-    under autocast) is integrated in float32, with float32 leak and threshold; the spikes come
-    back in `x`'s dtype, exactly.
+    Runs the operator `dietsnn::lif_forward` (`ops.py`) on the engine in effect. A bfloat16/float16
+    `x` (as under autocast) is integrated in float32, with float32 leak and threshold; the spikes
+    come back in `x`'s dtype, exactly. With autograd on, u~ (or with `steps` the one current) is
+    kept for backward; without, nothing.
     """
     _check_scalar("leak", leak, 1.0)  # leak in (0, 1], threshold > 0, both finite
     _check_scalar("threshold", threshold, math.inf)
-    backend = resolve_backend(backend, x.device.type)
     if x.dim() < 1:
         raise ValueError("lif expects x with time first, shape [T, ...]")
-    out_dtype = x.dtype
-    if x.dtype in _LOW_PRECISION:  # bf16/fp16 input (autocast): the membrane runs in float32
-        x = x.float()
-    leak = torch.as_tensor(leak, dtype=x.dtype, device=x.device)
-    threshold = torch.as_tensor(threshold, dtype=x.dtype, device=x.device)
     if steps is not None and steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     _surrogate.get(surrogate)
-    if not (torch.is_grad_enabled() and (x.requires_grad or leak.requires_grad
-                                         or threshold.requires_grad)):
-        xs = x if steps is None else _repeat(x, steps)
-        # inference: keep nothing
-        out = lif_forward(xs, leak, threshold, keep_u_tilde=False, backend=backend)[0]
-    else:
-        out = _LIF.apply(x, leak, threshold, gamma, surrogate, steps or 0, backend)
-    return out.to(out_dtype)  # spikes are 0 or 1: exact in any dtype
+    out_dtype = x.dtype
+    if x.dtype in _LOW_PRECISION:  # bf16/fp16 input (autocast): the membrane runs in float32
+        x = x.float()
+    leak, threshold = _scalar(leak, x), _scalar(threshold, x)
+    grad = torch.is_grad_enabled() and (x.requires_grad or leak.requires_grad
+                                        or threshold.requires_grad)
+    like = x if steps is None else _repeat(x, steps)
+    # elementwise in the neurons: one [T, N] layout in memory order serves every layer and every
+    # memory format (channels-last included) without a copy
+    flat, perm = _flat(like)
+    spikes = torch.ops.dietsnn.lif_forward(flat if steps is None else flat[0], leak, threshold,
+                                           None, steps or 0, grad and steps is None, gamma,
+                                           surrogate)[0]
+    return _unflat(spikes, like, perm).to(out_dtype)  # spikes are 0 or 1: exact in any dtype
 
 
 class _Spike(torch.autograd.Function):
@@ -351,7 +224,7 @@ class _Spike(torch.autograd.Function):
         return grad * _surrogate.get(ctx.surrogate)(z, ctx.gamma), None, None
 
 
-def spike(z: Tensor, gamma: float = 0.3, surrogate: str = "linear") -> Tensor:
+def spike(z: Tensor, gamma: float = GAMMA, surrogate: str = SURROGATE) -> Tensor:
     """Heaviside step H(z) in forward, surrogate derivative in backward."""
     return _Spike.apply(z, gamma, surrogate)
 
@@ -360,12 +233,11 @@ def lif_reference(
     x: Tensor,
     leak: Tensor | float,
     threshold: Tensor | float,
-    gamma: float = 0.3,
-    surrogate: str = "linear",
+    gamma: float = GAMMA,
+    surrogate: str = SURROGATE,
 ) -> Tensor:
     """The same dynamics as `lif`, written as the plain per-step loop through autograd."""
-    leak = torch.as_tensor(leak, dtype=x.dtype, device=x.device)
-    threshold = torch.as_tensor(threshold, dtype=x.dtype, device=x.device)
+    leak, threshold = _scalar(leak, x), _scalar(threshold, x)
     u = torch.zeros_like(x[0])
     out = []
     for t in range(x.shape[0]):

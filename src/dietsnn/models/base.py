@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .. import compact, runtime
+from .. import compact
 from ..config import GAMMA, SURROGATE
 from ..functional import encoding as _encoding
 from ..layers import lif_layers, set_time
@@ -39,16 +39,11 @@ class Network(nn.Module):
     def is_spiking(self) -> bool:
         return self.timesteps is not None
 
-    # an SNN keeps freed memory for reuse while it lives (dietsnn.runtime); False: never
-    keep_freed_memory: bool = True
-
     def forward(self, x: Tensor) -> Tensor:
         if self.input_dims is not None and x.dim() == self.input_dims - 1:
             raise ValueError(self._one_sample(x))
         if self.timesteps is None:
             return self.body(x)
-        if self.keep_freed_memory and x.device.type == "cpu":
-            runtime.hold_for(self)
         if self.input_dims is not None and x.dim() == self.input_dims + 1:  # [T, B, ...]
             T, B = x.shape[:2]
             h = x.flatten(0, 1)

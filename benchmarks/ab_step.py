@@ -1,0 +1,89 @@
+"""Before/after timing of dietsnn's default training step and inference on the CPU, for two
+source trees (e.g. two commits checked out with `git archive`), on the same machine.
+
+Each round runs one fresh process per tree, the order alternating, and each process times
+`--steps` training steps (vgg_small, T=5, batch 64, Adam, random inputs, after 3 warm-up steps)
+and `--infer` inference batches (eval, no_grad, batch 256), each as wall-clock and as the
+process's CPU time (less sensitive to other load on a shared machine with one thread).
+The step is the library's default path: inside `dietsnn.use_engine()` where the tree has it,
+else the plain loop (older trees: the SNN held the allocator tuning itself).
+
+    python benchmarks/ab_step.py OLD/src NEW/src --rounds 5 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+
+def worker(steps: int, infer: int, threads: int) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    import dietsnn
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    snn = dietsnn.ann_to_snn(dietsnn.build_ann("vgg_small"), 5)
+    opt = torch.optim.Adam(snn.parameters(), 1e-4)
+    x, y = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    xi = torch.rand(256, 1, 28, 28)
+    use = getattr(dietsnn, "use_engine", None)
+    out: dict = {"train_wall": [], "train_cpu": [], "infer_wall": [], "infer_cpu": []}
+    with use() if use else contextlib.nullcontext():
+        for i in range(3 + steps):
+            w, c = time.perf_counter(), time.process_time()
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(snn(x), y).backward()
+            opt.step()
+            if i >= 3:
+                out["train_wall"].append(time.perf_counter() - w)
+                out["train_cpu"].append(time.process_time() - c)
+        snn.eval()
+        with torch.no_grad():
+            for i in range(1 + infer):
+                w, c = time.perf_counter(), time.process_time()
+                snn(xi)
+                if i >= 1:
+                    out["infer_wall"].append(time.perf_counter() - w)
+                    out["infer_cpu"].append(time.process_time() - c)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("trees", nargs="*", help="src folders to compare (first: the baseline)")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--infer", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.worker:
+        print(json.dumps(worker(a.steps, a.infer, a.threads)))
+        return
+    runs: dict[str, dict[str, list[float]]] = {t: {} for t in a.trees}
+    for r in range(a.rounds):
+        for tree in a.trees if r % 2 == 0 else a.trees[::-1]:
+            env = {**os.environ, "PYTHONPATH": os.path.abspath(tree)}
+            cmd = [sys.executable, __file__, "--worker", "--steps", str(a.steps), "--infer",
+                   str(a.infer), "--threads", str(a.threads)]
+            res = json.loads(subprocess.run(cmd, env=env, capture_output=True, text=True,
+                                            check=True).stdout.splitlines()[-1])
+            for k, v in res.items():
+                runs[tree].setdefault(k, []).extend(v)
+            print(f"round {r + 1}: {tree}: train {statistics.median(res['train_wall']):.3f} s "
+                  f"wall, {statistics.median(res['train_cpu']):.3f} s cpu", flush=True)
+    for tree, res in runs.items():
+        print(tree, " ".join(f"{k} {statistics.median(v):.3f} s" for k, v in res.items()))
+
+
+if __name__ == "__main__":
+    main()

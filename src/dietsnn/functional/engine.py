@@ -1,0 +1,75 @@
+"""Which implementation runs the neuron operators (`ops.py`): the engine, resolved in one place.
+
+- "native": the C kernels of `native.c` (float32 on the CPU; other dtypes and devices run the
+  eager loops);
+- "eager": the plain PyTorch loops of `neuron.py` (any device and dtype);
+- "compile": the same loops in the form torch.compile fuses, compiled on first use;
+- "auto" (`config.ENGINE`): "native" on the CPU where the kernels build, "eager" elsewhere
+  (on GPUs the per-step kernels are small and launch-bound; docs/BENCHMARKS.md).
+
+The engine in effect is the innermost `scope` block's (entered by `dietsnn.use_engine`), else
+`config.ENGINE`. The operators read it when they run; a model holds no engine of its own.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+import torch
+
+from .. import config
+from . import native
+
+ENGINES = config.ENGINES
+_SCOPED: ContextVar[str | None] = ContextVar("dietsnn_engine", default=None)
+_COMPILED: dict[Callable, Callable] = {}
+_COMPILE_FAILED: list[str] = []  # why compiling failed in this process, once it has
+
+
+def check(engine: str) -> str:
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    return engine
+
+
+def resolve(engine: str | None = None, device_type: str = "cpu") -> str:
+    """The engine that runs on `device_type`: `engine`, else the one in effect, with "auto"
+    made concrete ("native", "eager" or "compile")."""
+    engine = check(engine or _SCOPED.get() or config.ENGINE)
+    if engine != "auto":
+        return engine
+    return "native" if device_type == "cpu" and native.available() else "eager"
+
+
+@contextmanager
+def scope(engine: str | None) -> Iterator[None]:
+    """`engine` in effect inside the block (None: leave the one in effect)."""
+    token = _SCOPED.set(check(engine) if engine is not None else _SCOPED.get())
+    try:
+        yield
+    finally:
+        _SCOPED.reset(token)
+
+
+def compiled(fn: Callable) -> Callable:
+    """`fn` through torch.compile (dynamic shapes). Should compiling fail (no working inductor or
+    compiler), `fn` runs uncompiled from then on in this process, with one warning."""
+    if fn not in _COMPILED:
+        compiled_fn = torch.compile(fn, dynamic=True)
+
+        def call(*args):
+            if _COMPILE_FAILED:
+                return fn(*args)
+            try:
+                return compiled_fn(*args)
+            except Exception as e:  # noqa: BLE001 -- retried uncompiled below
+                out = fn(*args)  # a real error in the arguments raises again here
+                _COMPILE_FAILED.append(f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+                warnings.warn("dietsnn: torch.compile failed, the neurons run uncompiled from "
+                              f"now on ({_COMPILE_FAILED[0]})", RuntimeWarning, stacklevel=2)
+                return out
+        _COMPILED[fn] = call
+    return _COMPILED[fn]

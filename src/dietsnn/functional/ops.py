@@ -1,0 +1,217 @@
+"""The neuron operators, registered with `torch.library` so that autograd, torch.compile,
+torch.export, hooks and autocast treat them as any PyTorch op.
+
+Schemas (stable; every Tensor of one call on one device, leak and threshold 0-dim in x's dtype):
+
+    dietsnn::lif_forward(Tensor x, Tensor leak, Tensor threshold, Tensor? u0, int steps,
+                         bool keep_u_tilde, float gamma, str surrogate)
+        -> (Tensor spikes, Tensor u_tilde, Tensor u)
+      x: input currents [T, N]; or, with steps > 0, one current [N] that is the same at each of
+      `steps` steps. u0: membrane [N] at the start (None: 0). Returns spikes [T, N] (0/1, x's
+      dtype), u~ [T, N] if keep_u_tilde else an empty [0], the final membrane [N]. Differentiable
+      in x, leak and threshold through the spikes (surrogate `surrogate` scaled by `gamma`);
+      u_tilde and u carry no gradient. Backward needs keep_u_tilde (or steps > 0).
+
+    dietsnn::lif_backward(Tensor saved, Tensor grad, Tensor leak, Tensor threshold, int steps,
+                          float gamma, str surrogate)
+        -> (Tensor grad_x, Tensor grad_leak, Tensor grad_threshold)
+      saved: u~ [T, N], or with steps > 0 the current x [N]; grad: dL/dspikes [T, N]. grad_x
+      has saved's shape (with steps: summed over time).
+
+    dietsnn::lif_pool_forward(Tensor x, Tensor leak, Tensor threshold, Tensor? keep, float scale,
+                              int k, int timesteps, bool static, bool keep_u_tilde, float gamma,
+                              str surrogate) -> (Tensor out, Tensor u_tilde)
+      LIF -> dropout -> k x k average pooling (stride k, floor) as one operation, NCHW. x: the
+      currents [T*B, C, H, W], or if static one step's [B, C, H, W]; keep: bool [B, C, H, W]
+      (dropout's kept neurons, worth `scale`) or None. Returns the output [T*B, C, H//k, W//k]
+      and u~ [T*B, C, H, W] if keep_u_tilde else [0]. Backward needs keep_u_tilde unless static.
+
+    dietsnn::lif_pool_backward(Tensor saved, Tensor grad, Tensor leak, Tensor threshold,
+                               Tensor? keep, float scale, int k, int timesteps, bool static,
+                               float gamma, str surrogate)
+        -> (Tensor grad_x, Tensor grad_leak, Tensor grad_threshold)
+
+Implementations: the function bodies below serve every device and dtype; on float32 CPU tensors
+under the "native" engine they call the C kernels, otherwise the PyTorch loops of `neuron.py`.
+A device's own kernel is added in one place, e.g. for CUDA:
+
+    @torch.library.register_kernel("dietsnn::lif_forward", "cuda")
+    def _(x, leak, threshold, u0, steps, keep_u_tilde, gamma, surrogate): ...
+
+(and the same for `dietsnn::lif_backward`; autograd and the fake implementations stay as here).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import native
+from .engine import compiled, resolve
+from .neuron import _backward_eager, _backward_loop, _forward_loop, _step_eager, _step_traceable
+
+_LIB = torch.library.Library("dietsnn", "DEF")
+
+
+def _op(schema: str, fake: Callable) -> Callable:
+    """Define `dietsnn::` `schema` with the decorated function as its implementation on every
+    device (until a device registers its own kernel) and `fake` as its fake implementation.
+    As with `torch.library.custom_op`, dynamo never traces into the implementation; unlike it,
+    torch._dynamo is not imported for that in a process that compiles nothing (it costs
+    seconds at the start of every command)."""
+    def register(fn: Callable) -> Callable:
+        disabled: list[Callable] = []
+
+        def kernel(*args):
+            if "torch._dynamo" not in sys.modules:  # nothing compiled can be running
+                return fn(*args)
+            if not disabled:
+                disabled.append(torch._dynamo.disable(fn))
+            return disabled[0](*args)
+
+        name = schema.split("(")[0]
+        _LIB.define(schema)
+        _LIB.impl(name, kernel, "CompositeExplicitAutograd")
+        torch.library.register_fake(f"dietsnn::{name}", fake, lib=_LIB)
+        return fn
+    return register
+
+
+def _native(x: Tensor) -> bool:
+    return resolve(None, x.device.type) == "native" and native.supports(x)
+
+
+def _lif_fake(x, leak, threshold, u0, steps, keep_u_tilde, gamma, surrogate):
+    shape = (steps, *x.shape) if steps else x.shape
+    return x.new_empty(shape), x.new_empty(shape if keep_u_tilde else (0,)), x.new_empty(shape[1:])
+
+
+@_op("lif_forward(Tensor x, Tensor leak, Tensor threshold, Tensor? u0, int steps, "
+     "bool keep_u_tilde, float gamma, str surrogate) -> (Tensor, Tensor, Tensor)", _lif_fake)
+def lif_forward(x: Tensor, leak: Tensor, threshold: Tensor, u0: Tensor | None, steps: int,
+                keep_u_tilde: bool, gamma: float, surrogate: str,
+                ) -> tuple[Tensor, Tensor, Tensor]:
+    xs = x.unsqueeze(0).expand(steps, *x.shape) if steps else x
+    if _native(xs):
+        spikes, u_tilde, u = native.lif_forward(xs, leak, threshold, u0, keep_u_tilde)
+    else:
+        step = compiled(_step_traceable) if resolve(None, x.device.type) == "compile" else _step_eager
+        spikes, u_tilde, u = _forward_loop(xs, leak, threshold, u0, keep_u_tilde, step)
+    return spikes, x.new_empty(0) if u_tilde is None else u_tilde, u
+
+
+def _grads_fake(saved, grad, leak, *args):
+    return saved.new_empty(saved.shape), leak.new_empty(()), leak.new_empty(())
+
+
+@_op("lif_backward(Tensor saved, Tensor grad, Tensor leak, Tensor threshold, int steps, "
+     "float gamma, str surrogate) -> (Tensor, Tensor, Tensor)", _grads_fake)
+def lif_backward(saved: Tensor, grad: Tensor, leak: Tensor, threshold: Tensor, steps: int,
+                 gamma: float, surrogate: str) -> tuple[Tensor, Tensor, Tensor]:
+    if _native(saved):  # u~ recomputed when steps
+        return native.lif_backward(saved, grad, leak, threshold, gamma, surrogate, steps)
+    if resolve(None, saved.device.type) == "compile":  # u~ recomputed inside the fused kernel
+        return compiled(_backward_loop)(saved, grad, leak, threshold, gamma, surrogate, steps)
+    u_tilde = _forward_loop(saved.expand(steps, *saved.shape), leak, threshold, None,
+                            True)[1] if steps else saved
+    return _backward_eager(u_tilde, grad, leak, threshold, gamma, surrogate, bool(steps))
+
+
+def _lif_setup(ctx, inputs, output) -> None:
+    x, leak, threshold, _, steps, _, gamma, surrogate = inputs
+    ctx.save_for_backward(x if steps else output[1], leak, threshold)
+    ctx.steps, ctx.gamma, ctx.surrogate = steps, gamma, surrogate
+    ctx.mark_non_differentiable(output[1], output[2])
+
+
+def _lif_grad(ctx, grad_spikes, _grad_u_tilde, _grad_u):
+    saved, leak, threshold = ctx.saved_tensors
+    if not ctx.steps and saved.numel() != grad_spikes.numel():
+        raise RuntimeError("dietsnn::lif_forward ran with keep_u_tilde=False: it has no backward")
+    gx, g_leak, g_v = torch.ops.dietsnn.lif_backward(saved, grad_spikes.contiguous(), leak,
+                                                     threshold, ctx.steps, ctx.gamma,
+                                                     ctx.surrogate)
+    return gx, g_leak, g_v, None, None, None, None, None
+
+
+torch.library.register_autograd("dietsnn::lif_forward", _lif_grad, setup_context=_lif_setup,
+                                lib=_LIB)
+
+
+# ---- LIF -> dropout -> pooling ---------------------------------------------------------------
+
+
+def _currents(x: Tensor, timesteps: int, static: bool) -> Tensor:
+    """[T, B*C*H*W] (a view; stride 0 over time when static)."""
+    return x.reshape(1, -1).expand(timesteps, -1) if static else x.reshape(timesteps, -1)
+
+
+def _pool_fake(x, leak, threshold, keep, scale, k, timesteps, static, keep_u_tilde, gamma,
+               surrogate):
+    n, c, h, w = x.shape
+    n = n * timesteps if static else n
+    return (x.new_empty((n, c, h // k, w // k)),
+            x.new_empty((n, c, h, w) if keep_u_tilde else (0,)))
+
+
+@_op("lif_pool_forward(Tensor x, Tensor leak, Tensor threshold, Tensor? keep, float scale, int k, "
+     "int timesteps, bool static, bool keep_u_tilde, float gamma, str surrogate) -> (Tensor, Tensor)",
+     _pool_fake)
+def lif_pool_forward(x: Tensor, leak: Tensor, threshold: Tensor, keep: Tensor | None,
+                     scale: float, k: int, timesteps: int, static: bool, keep_u_tilde: bool,
+                     gamma: float, surrogate: str) -> tuple[Tensor, Tensor]:
+    if _native(x):
+        out, u_tilde = native.lif_pool_forward(x, timesteps, static, leak, threshold, keep, scale,
+                                               k, keep_u_tilde)
+        return out, x.new_empty(0) if u_tilde is None else u_tilde
+    spikes, u_tilde, _ = _forward_loop(_currents(x, timesteps, static), leak, threshold, None,
+                                       keep_u_tilde)
+    spikes = spikes.view(timesteps, -1, *x.shape[1:])
+    if keep is not None:
+        spikes = spikes * torch.where(keep, scale, 0.0).to(x.dtype)
+    out = F.avg_pool2d(spikes.flatten(0, 1), k, k)
+    return out, u_tilde.view(-1, *x.shape[1:]) if keep_u_tilde else x.new_empty(0)
+
+
+@_op("lif_pool_backward(Tensor saved, Tensor grad, Tensor leak, Tensor threshold, Tensor? keep, "
+     "float scale, int k, int timesteps, bool static, float gamma, str surrogate) "
+     "-> (Tensor, Tensor, Tensor)", _grads_fake)
+def lif_pool_backward(saved: Tensor, grad: Tensor, leak: Tensor, threshold: Tensor,
+                      keep: Tensor | None, scale: float, k: int, timesteps: int, static: bool,
+                      gamma: float, surrogate: str) -> tuple[Tensor, Tensor, Tensor]:
+    if _native(saved):
+        return native.lif_pool_backward(saved, grad, timesteps, static, leak, threshold, gamma,
+                                        surrogate, keep, scale, k)
+    h, w = saved.shape[-2:]
+    g = grad.repeat_interleave(k, -2).repeat_interleave(k, -1) * (1.0 / (k * k))
+    g = F.pad(g, (0, w - g.shape[-1], 0, h - g.shape[-2]))  # rows the floor mode dropped: 0
+    if keep is not None:
+        g = (g.view(timesteps, *keep.shape) * torch.where(keep, scale, 0.0).to(g.dtype))
+    u_tilde = _currents(saved, timesteps, static)
+    if static:
+        u_tilde = _forward_loop(u_tilde, leak, threshold, None, True)[1]
+    gx, g_leak, g_v = _backward_eager(u_tilde, g.reshape(timesteps, -1), leak, threshold, gamma,
+                                      surrogate, static)
+    return gx.view(saved.shape), g_leak, g_v
+
+
+def _pool_setup(ctx, inputs, output) -> None:
+    x, leak, threshold, keep, scale, k, timesteps, static, _, gamma, surrogate = inputs
+    ctx.save_for_backward(x if static else output[1], leak, threshold, keep)
+    ctx.args = (scale, k, timesteps, static, gamma, surrogate)
+    ctx.mark_non_differentiable(output[1])
+
+
+def _pool_grad(ctx, grad_out, _grad_u_tilde):
+    saved, leak, threshold, keep = ctx.saved_tensors
+    gx, g_leak, g_v = torch.ops.dietsnn.lif_pool_backward(saved, grad_out.contiguous(), leak,
+                                                          threshold, keep, *ctx.args)
+    return gx, g_leak, g_v, None, None, None, None, None, None, None, None
+
+
+torch.library.register_autograd("dietsnn::lif_pool_forward", _pool_grad,
+                                setup_context=_pool_setup, lib=_LIB)

@@ -1,0 +1,55 @@
+"""Recording the spikes of a forward without writing hooks."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .layers import LIF
+
+
+class SpikeMonitor:
+    """While active (a `with` block), records what every LIF layer of `model` emits, one entry
+    per forward, in `[T, B, ...]` layout (time first), detached; with `counts`, summed over time,
+    `[B, ...]`. `monitor[name]` joins a layer's records over the batch; `monitor.records[name]`
+    lists them; `names` are the layers' names in `model` ("" for a bare LIF). Works on a converted
+    network and on LIF layers used on their own; while it is active, fused blocks run as their
+    separate layers (the values are the same)."""
+
+    def __init__(self, model: nn.Module, counts: bool = False) -> None:
+        self.layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LIF)]
+        self.counts = counts
+        self.records: dict[str, list[Tensor]] = {n: [] for n, _ in self.layers}
+        self._handles: list = []
+
+    @property
+    def names(self) -> list[str]:
+        return [n for n, _ in self.layers]
+
+    def __enter__(self) -> SpikeMonitor:
+        for name, m in self.layers:
+            self._handles.append(m.register_forward_hook(
+                lambda mod, _inp, out, name=name: self._record(name, mod, out)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def _record(self, name: str, mod: LIF, out: Tensor) -> None:
+        out = out.detach()
+        if mod.timesteps is not None:  # in a network: time folded into the batch, [T*B, ...]
+            out = out.view(mod.timesteps, -1, *out.shape[1:])
+        self.records[name].append(out.sum(0) if self.counts else out)
+
+    def __getitem__(self, name: str) -> Tensor:
+        if name not in self.records:
+            raise KeyError(f"no LIF layer {name!r}; monitored: {', '.join(self.names)}")
+        if not self.records[name]:
+            raise ValueError(f"no forward recorded for {name!r} yet")
+        return torch.cat(self.records[name], dim=0 if self.counts else 1)
+
+    def clear(self) -> None:
+        for r in self.records.values():
+            r.clear()
