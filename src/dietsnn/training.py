@@ -14,7 +14,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,22 +25,15 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed, logs, runtime
+from .analysis.energy import SpikeEnergy
 from .config import DIVERGED_LOSS_FACTOR, OPTIMIZERS, SCHEDULES, TrainConfig
-from .data import Batches, Splits
+from .data import Batches, Splits, eval_batches
 from .errors import TrainingDiverged, UserError
 from .layers import constrain_, lif_layers
 from .memory import check_memory
 from .models import Network
 
 RANK_SEED = 1_000_003  # rank r > 0 seeds its dropout RNG with seed + r * RANK_SEED
-
-
-def eval_batches(x, y: Tensor, batch_size: int):
-    """This rank's batches of (x, y): a contiguous shard of tensors, or the dataset's own."""
-    if isinstance(x, Tensor):
-        x, y = distributed.shard(x, y)
-        return Batches(x, y, batch_size)
-    return x.batches(batch_size)
 
 
 def _train_batches(data: Splits, cfg: TrainConfig):
@@ -177,12 +170,22 @@ def fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume:
     (None without validation).
     Runs with freed memory kept for reuse (`runtime.reusing_freed_memory`) and torch's RNG
     seeded from `cfg.seed` (the caller's RNG state is restored afterwards)."""
-    with runtime.reusing_freed_memory(), seeded(cfg.seed + RANK_SEED * distributed.rank()):
-        return _fit(model, data, cfg, out, resume, progress, log, desc, device)
+    with (runtime.reusing_freed_memory(), seeded(cfg.seed + RANK_SEED * distributed.rank()),
+          _energy_term(model, cfg) as energy):
+        return _fit(model, data, cfg, out, resume, progress, log, desc, device, energy)
+
+
+def _energy_term(model: Network, cfg: TrainConfig):
+    """The differentiable compute energy of each training forward (`SpikeEnergy`), where the
+    loss asks for it (`cfg.spike_penalty`); else a context that observes nothing."""
+    if cfg.spike_penalty and lif_layers(model):
+        return SpikeEnergy(model)
+    return nullcontext()
 
 
 def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume: bool,
-         progress: bool, log, desc: str, device: str | torch.device) -> dict:
+         progress: bool, log, desc: str, device: str | torch.device,
+         energy: SpikeEnergy | None) -> dict:
     check_memory(getattr(model, "config", None), max(1, min(cfg.batch_size, len(data.train_y))),
                  getattr(model, "timesteps", None) or 1, "train", device)
     out = Path(out)
@@ -218,7 +221,7 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
     model.train()
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
-        seen, correct, loss_sum = 0, 0, 0.0
+        seen, correct, loss_sum, cost_sum = 0, 0, 0.0, 0.0
         bar = tqdm(batches, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not progress, dynamic_ncols=True)
         for xb, yb in bar:
@@ -227,6 +230,8 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
                     continue
                 xb, yb = distributed.shard(xb, yb)
             xb, yb = xb.to(device), yb.to(device)
+            if energy is not None:
+                energy.reset()  # count this step's forward alone
             with _autocast(cfg.precision, device):
                 logits = net(xb)
             if world == 1:
@@ -240,6 +245,10 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
                     [len(yb), local.item(), (logits.argmax(1) == yb).sum().item()])
                 _check_finite(torch.tensor(loss_b / n_b), step, model, out)
                 loss = local * (world / n_b)
+            if energy is not None:
+                cost = energy.cost()
+                loss = loss + cfg.spike_penalty * cost
+                cost_sum += cost.item() * n_b
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -262,6 +271,8 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                "val_loss": val["loss"], "val_accuracy": val["accuracy"],
                "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0}
+        if energy is not None:
+            rec["train_energy"] = cost_sum / seen  # SNN/ANN compute energy, per image
         if lif_layers(model):
             rec["neurons"] = neuron_summary(model)
         history.append(rec)

@@ -7,9 +7,9 @@ import torch
 from torch import Tensor
 
 from .. import distributed
+from ..data import eval_batches
 from ..layers import LIF, lif_layers
 from ..models import Network
-from ..training import eval_batches
 
 
 class SpikeCounter:
@@ -50,10 +50,12 @@ class SpikeCounter:
 
 def spike_rates(model: Network, x, batch_size: int = 256,
                 device: str | torch.device = "cpu",
-                y: Tensor | None = None) -> tuple[list[dict], float | None]:
+                y: Tensor | None = None,
+                predictions: list[Tensor] | None = None) -> tuple[list[dict], float | None]:
     """Per LIF layer: spikes per neuron per image summed over all T (the energy model's
     zeta, docs/METHOD.md section 8), as rows
-    {"name", "spike_rate"}; and the accuracy on labels `y` from the same pass (None without)."""
+    {"name", "spike_rate"}; and the accuracy on labels `y` from the same pass (None without);
+    the predicted classes are appended to `predictions` when given."""
     was = model.training
     model.eval()
     correct = 0
@@ -63,7 +65,10 @@ def spike_rates(model: Network, x, batch_size: int = 256,
             for xb, yb in eval_batches(x, labels, batch_size):
                 out = model(xb.to(device))
                 counter.take_per_image(len(yb))
-                correct += (out.argmax(1).cpu() == yb).sum().item()
+                pred = out.argmax(1).cpu()
+                correct += (pred == yb).sum().item()
+                if predictions is not None:
+                    predictions.append(pred)
     finally:
         model.train(was)
     names = list(counter.totals)

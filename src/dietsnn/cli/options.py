@@ -185,6 +185,10 @@ def train_opts(p: argparse.ArgumentParser, d: TrainConfig, prefix: str = "",
                        help="learning rate of the leaks and thresholds (unset: the weights' lr)")
         g.add_argument("--amsgrad", action="store_true", default=d.amsgrad,
                        help="Adam's AMSGrad variant (the authors' SNN optimiser)")
+        g.add_argument("--spike-penalty", type=float_in("--spike-penalty", 0, 1e6, lo_open=False),
+                       default=d.spike_penalty, metavar="W",
+                       help="weight of the compute-energy term of the loss (cross-entropy + W x "
+                       "SNN/ANN energy; docs/METHOD.md section 8.1)")
         g.add_argument("--no-train-leak", dest="train_leak", action="store_false",
                        help="keep leaks fixed")
         g.add_argument("--no-train-threshold", dest="train_threshold", action="store_false",
@@ -301,7 +305,7 @@ def train_config(args: argparse.Namespace, prefix: str = "", snn: bool = False) 
     values.update(seed=args.seed, augment=args.augment)
     if snn:  # unprefixed options of the SNN phase (an ANN parser has none of them)
         values.update({k: getattr(args, k) for k in ("train_leak", "train_threshold", "precision",
-                                                     "amsgrad")})
+                                                     "amsgrad", "spike_penalty")})
     return TrainConfig(**values)
 
 

@@ -9,6 +9,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from .. import distributed
 from ..errors import UserError
 from .catalog import DatasetInfo
 
@@ -107,3 +108,11 @@ class Batches:
             if self.augment and self.info is not None:
                 x = augment(x, self.info.crop_padding, self.info.flip, self.generator)
             yield x, self.y[idx]
+
+
+def eval_batches(x, y: Tensor, batch_size: int):
+    """This rank's batches of (x, y): a contiguous shard of tensors, or the dataset's own."""
+    if isinstance(x, Tensor):
+        x, y = distributed.shard(x, y)
+        return Batches(x, y, batch_size)
+    return x.batches(batch_size)
