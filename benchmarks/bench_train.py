@@ -16,7 +16,16 @@ Contenders (`--contenders`, comma-separated):
   not in the default list).
 - `dietsnn-notune`: the library defaults with `snn.keep_freed_memory = False` (the SNN does not
   hold glibc's keep-freed-memory tuning): the allocator tuning measured both ways.
-- `dietsnn-bf16`: the library defaults, the forward under `torch.autocast(bfloat16)`.
+- `dietsnn-bf16`: the library defaults, the forward under `torch.autocast(bfloat16)` (the same
+  as `dietsnn+bf16`).
+- `dietsnn-triton` (CUDA only): the same with the neurons and the fused "LIF, dropout, pooling"
+  blocks run by the Triton kernels (`dietsnn.functional.triton_lif`, the `[cuda]` extra),
+  served where dietsnn looks up its native kernels; the record counts the kernel calls
+  (`triton_calls`), and a dietsnn whose neurons do not reach them is skipped with a note.
+- Any contender `NAME+bf16`: its forward under bf16 autocast (float32 master weights);
+  `NAME+graph` (CUDA only): warm-up on a side stream, then the whole training step (forward,
+  backward, `Adam(capturable=True)` step) captured once as a CUDA graph and replayed; a
+  capture that fails is reported as skipped with the reason.
 - `spikingjelly`: multi-step `ParametricLIFNode` (learned tau), soft reset, ATan surrogate, its
   PyTorch path. On CUDA also `spikingjelly-triton` (its Triton kernels), `spikingjelly-cupy`
   (the `backend="cupy"` of SpikingJelly < 2.0) and `spikingjelly-cuda` (the native CUDA kernels
@@ -42,12 +51,13 @@ each library leaves it); a MALLOC_* variable set by the caller is reported.
 
 Printed: the CPU model and its flags (AVX2, AVX-512, AVX512-BF16, AMX), torch, threads, device,
 arch, T, B; a table with, per contender, train ms/step and its ratio to the fastest peer and to
-the dense limit, inference images/s and its ratio to the fastest peer's, peak RSS (whole
-process, and above rest) and their ratios to SpikingJelly's, the memory held for backward, the
-first step's seconds (compile); each contender's version and engine (dietsnn's backend and
-whether the allocator tuning was on; SpikingJelly's implementation); the skipped contenders
-and why; the library defaults against the engine's targets (docs/BENCHMARKS.md). `--json PATH` writes the same
-and every raw measurement.
+the dense limit (the ANN at the same precision), inference images/s and its ratio to the
+fastest peer's, peak RSS (whole process, and above rest; on CUDA the peak GPU memory) and their
+ratios to SpikingJelly's, the memory held for backward, the first step's seconds (compile);
+each contender's version and engine (dietsnn's backend and whether the allocator tuning was
+on; SpikingJelly's implementation); the skipped contenders and why; the library defaults
+against the engine's targets (docs/BENCHMARKS.md), and on CUDA dietsnn-triton against the GPU
+targets. `--json PATH` writes the same and every raw measurement.
 
 Commands (peers: `bash benchmarks/setup_peers.sh` first; missing peers are skipped):
 
@@ -65,6 +75,9 @@ Commands (peers: `bash benchmarks/setup_peers.sh` first; missing peers are skipp
     python3 -m pip install --no-deps spikingjelly snntorch norse nir nirtorch loguru
     PYTHONPATH=src python3 benchmarks/bench_train.py --device cuda --steps 20 --rounds 5 \
         --json bench-cuda.json
+    # GPU, the whole matrix (vgg5/vgg9/vgg16, batch 64 and 256, T = 2, 5, 10, fp32 and bf16,
+    # every contender) time-boxed to about 8 minutes, raw output under docs/results/:
+    bash benchmarks/gpu_bench.sh
     # a quick check that everything runs:
     PYTHONPATH=src .venv-bench/bin/python benchmarks/bench_train.py --steps 2 --rounds 1 \
         --batch 8 --infer-batch 16 --infer-batches 1
@@ -103,15 +116,18 @@ import dietsnn  # noqa: E402
 from dietsnn.functional import neuron  # noqa: E402
 
 C = 10
-DIETSNN = ("dietsnn", "dietsnn-eager", "dietsnn-notune", "dietsnn-bf16", "dietsnn-compile")
+DIETSNN = ("dietsnn", "dietsnn-eager", "dietsnn-notune", "dietsnn-bf16", "dietsnn-compile",
+           "dietsnn-triton")
 SJ = ("spikingjelly", "spikingjelly-triton", "spikingjelly-cupy", "spikingjelly-cuda")
 PEERS = (*SJ, "snntorch", "norse")
 DENSE = ("ann-TxB", "ann-BxT")
 KNOWN = (*DIETSNN, *PEERS, *DENSE)
+MODIFIERS = ("bf16", "graph")  # NAME+bf16: forward under bf16 autocast; NAME+graph: CUDA graph
 DEFAULT_CPU = ("dietsnn,dietsnn-eager,dietsnn-notune,dietsnn-bf16,spikingjelly,snntorch,norse,"
                "ann-TxB,ann-BxT")
-DEFAULT_CUDA = ("dietsnn,dietsnn-eager,dietsnn-bf16,spikingjelly,spikingjelly-triton,"
-                "spikingjelly-cupy,spikingjelly-cuda,snntorch,norse,ann-TxB,ann-BxT")
+DEFAULT_CUDA = ("dietsnn,dietsnn-triton,dietsnn-triton+bf16,dietsnn-triton+graph,dietsnn-eager,"
+                "dietsnn-eager+bf16,spikingjelly,spikingjelly-triton,spikingjelly-cupy,"
+                "spikingjelly-cuda,snntorch,norse,ann-TxB,ann-TxB+bf16,ann-BxT,ann-BxT+bf16")
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 WARMUP_MEMORY_STEPS = 3  # peak memory is read after the first 3 training steps (compile included)
 
@@ -135,6 +151,56 @@ class Contender:
 # contenders
 
 
+def split_name(name: str) -> tuple[str, bool, bool]:
+    """`BASE[+bf16][+graph]` -> (BASE, bf16, graph); `dietsnn-bf16` is `dietsnn+bf16`.
+    Raises ValueError for an unknown base or modifier."""
+    base, *mods = name.split("+")
+    if base == "dietsnn-bf16":
+        base, mods = "dietsnn", [*mods, "bf16"]
+    bad = [m for m in mods if m not in MODIFIERS]
+    if base not in KNOWN or bad or len(set(mods)) != len(mods):
+        raise ValueError(f"unknown contender {name!r}")
+    return base, "bf16" in mods, "graph" in mods
+
+
+def _triton_engine(stack: contextlib.ExitStack, info: dict[str, Any]) -> None:
+    """Run dietsnn's neurons on CUDA tensors through the Triton kernels
+    (`dietsnn.functional.triton_lif`) by serving them where the native kernels' functions are
+    looked up (and pooling by PyTorch's CUDA kernel); `info["triton_calls"]` counts the calls,
+    so that a dietsnn whose neuron no longer goes that way is reported, not timed as this."""
+    from unittest import mock
+
+    from dietsnn.functional import native
+    try:
+        from dietsnn.functional import triton_lif
+    except ImportError as e:
+        raise Skip(f"triton not importable: {e}") from e
+    info["triton_calls"] = 0
+
+    def ours(x: Tensor) -> bool:  # CUDA tensors (any tensor under Triton's interpreter)
+        return x.is_cuda or triton_lif.interpreting()
+
+    def route(name: str) -> Callable:
+        orig, fast = getattr(native, name), getattr(triton_lif, name)
+
+        def call(x: Tensor, *a: Any, **k: Any) -> Any:
+            if not ours(x):
+                return orig(x, *a, **k)
+            info["triton_calls"] += 1
+            return fast(x, *a, **k)
+        return call
+
+    for name in ("lif_forward", "lif_backward", "lif_pool_forward", "lif_pool_backward"):
+        stack.enter_context(mock.patch.object(native, name, route(name)))
+    orig_supports, orig_pool = native.supports, native.avg_pool2d
+    stack.enter_context(mock.patch.object(
+        native, "supports", lambda x: triton_lif.supports(x) if ours(x) else orig_supports(x)))
+    stack.enter_context(mock.patch.object(
+        native, "avg_pool2d", lambda x, k: F.avg_pool2d(x, k, k) if ours(x) else orig_pool(x, k)))
+    stack.enter_context(neuron.use_backend("native"))
+    info["implementation"] = f"triton {importlib.import_module('triton').__version__}"
+
+
 def _version(dist: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
     try:
@@ -145,25 +211,23 @@ def _version(dist: str) -> str:
 
 def build_dietsnn(name: str, arch: str, T: int, device: torch.device,
                   stack: contextlib.ExitStack) -> Contender:
+    info: dict[str, Any] = {}
+    if name == "dietsnn-triton":
+        if device.type != "cuda":
+            raise Skip("a GPU engine: only with --device cuda")
+        _triton_engine(stack, info)
     if name == "dietsnn-eager":  # entered before anything runs: the whole process is eager
         stack.enter_context(neuron.use_backend("eager"))
     if name == "dietsnn-compile":  # the torch.compile backend, the CPU default before 0231768
         stack.enter_context(neuron.use_backend("compile"))
     torch.manual_seed(0)
     snn = dietsnn.ann_to_snn(dietsnn.build_ann(arch), T).to(device)  # the library defaults
-    info: dict[str, Any] = {"backend": neuron.get_backend()}
+    info["backend"] = neuron.get_backend(device.type)
     if name == "dietsnn-notune":
         if not hasattr(type(snn), "keep_freed_memory"):
             info["note"] = "this dietsnn has no per-SNN allocator tuning: same as dietsnn"
         snn.keep_freed_memory = False
-    if name != "dietsnn-bf16":
-        return Contender(snn, snn, dietsnn.__version__, info=info)
-
-    def bf16(x: Tensor) -> Tensor:
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            out = snn(x)
-        return out.float()
-    return Contender(snn, bf16, dietsnn.__version__, info=info)
+    return Contender(snn, snn, dietsnn.__version__, info=info)
 
 
 def _sj_implementation(name: str, device: torch.device) -> str | None:
@@ -402,6 +466,16 @@ def _is_tuned() -> bool | None:
 MB = 2**20
 
 
+def _autocast(forward: Callable[[Tensor], Tensor], device: torch.device
+              ) -> Callable[[Tensor], Tensor]:
+    """`forward` under bf16 autocast (float32 master weights), logits back in float32."""
+    def run(x: Tensor) -> Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            out = forward(x)
+        return out.float()
+    return run
+
+
 def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     """One contender in this (fresh) process; the measurements as a dict."""
     name, T, B = args.worker, args.timesteps, args.batch
@@ -415,27 +489,37 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         if cuda:
             torch.cuda.synchronize()
 
+    base, bf16, graph = split_name(name)
+    if graph and not cuda:
+        raise Skip("CUDA graphs: only with --device cuda")
     rec: dict[str, Any] = {"worker": name, "timesteps": T}
     with contextlib.ExitStack() as stack:
-        c = build(name, args.arch, T, device, stack)
+        c = build(base, args.arch, T, device, stack)
         rec["version"] = c.version
         rec.update(c.info)
+        if bf16:
+            c.forward = _autocast(c.forward, device)
         cfg = dietsnn.build_ann(args.arch).config
         ch, size = cfg.get("in_channels", 1), cfg.get("image_size", 28)
         g = torch.Generator().manual_seed(1)
         x = torch.randn(B, ch, size, size, generator=g).to(device)
         y = torch.randint(0, C, (B,), generator=g).to(device)
         xin = c.prepare(x)
-        opt = torch.optim.Adam(c.net.parameters(), lr=1e-4)
+        # capturable: the optimiser's step stays on the GPU (a CUDA graph replays it)
+        opt = torch.optim.Adam(c.net.parameters(), lr=1e-4, **({"capturable": True} if graph
+                                                                else {}))
         c.net.train()
+
+        def body() -> None:
+            loss = F.cross_entropy(c.forward(xin).float(), y)
+            opt.zero_grad(set_to_none=not graph)
+            loss.backward()
+            opt.step()
 
         def step() -> float:
             sync()
             t0 = time.perf_counter()
-            loss = F.cross_entropy(c.forward(xin).float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            body()
             sync()
             return time.perf_counter() - t0
 
@@ -447,7 +531,24 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
             sync()
             cuda_rest = torch.cuda.memory_allocated(device)
             torch.cuda.reset_peak_memory_stats(device)
-        first = [step() for _ in range(WARMUP_MEMORY_STEPS)]
+        if graph:  # warm-up on a side stream, then the whole step captured and replayed
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                first = [step() for _ in range(WARMUP_MEMORY_STEPS)]
+            torch.cuda.current_stream().wait_stream(side)
+            cuda_graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(cuda_graph):
+                    body()
+            except RuntimeError as e:
+                raise Skip(f"CUDA graph capture failed: {str(e).splitlines()[0][:200]}") from e
+            body = cuda_graph.replay  # noqa: F811 -- the timed steps replay the graph
+        else:
+            first = [step() for _ in range(WARMUP_MEMORY_STEPS)]
+        if rec.get("triton_calls") == 0:
+            raise Skip("the neurons did not reach the Triton kernels (this dietsnn routes CUDA "
+                       "tensors elsewhere)")
         hwm = _proc_status("VmHWM:")
         rec["first_steps_s"] = first
         rec["rss_rest_mb"] = rss_rest / MB if rss_rest is not None else None
@@ -463,7 +564,7 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         times = [step() for _ in range(args.steps)]
         rec["step_s"] = times
         rec["train_ms"] = statistics.median(times) * 1000
-        if name in DIETSNN:  # the allocator tuning as it stands while the SNN trains
+        if base in DIETSNN:  # the allocator tuning as it stands while the SNN trains
             rec["allocator_tuned"] = _is_tuned()
 
         if not args.no_held:  # memory kept from the end of forward to the start of backward
@@ -584,7 +685,7 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
     for k in ("infer_ips", "peak_rss_mb", "peak_above_rest_mb", "rss_rest_mb", "held_mb",
               "cuda_peak_mb", "cuda_peak_above_rest_mb"):
         out[k] = _median([r.get(k) for r in records])
-    for k in ("backend", "implementation", "allocator_tuned", "note"):
+    for k in ("backend", "implementation", "allocator_tuned", "note", "triton_calls"):
         if k in records[0]:
             out[k] = records[0][k]
     return out
@@ -597,29 +698,39 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def summarise(results: dict[str, dict[str, Any]], device: str) -> dict[str, Any]:
     """Reference points (fastest peer, dense limit, SpikingJelly's peak) and per-row ratios."""
     ran = {k: v for k, v in results.items() if v.get("train_ms") is not None}
-    peers = [k for k in ran if k in PEERS]
-    fastest = min(peers, key=lambda k: ran[k]["train_ms"]) if peers else None
+
+    def fastest_of(names: list[str]) -> str | None:
+        return min(names, key=lambda k: ran[k]["train_ms"]) if names else None
+
+    peers = [k for k in ran if split_name(k)[0] in PEERS]
+    fastest = fastest_of(peers)
+    fastest_sj = fastest_of([k for k in peers if split_name(k)[0] in SJ])
     inf_peers = [k for k in peers if ran[k].get("infer_ips")]
     fastest_inf = max(inf_peers, key=lambda k: ran[k]["infer_ips"]) if inf_peers else None
-    dense = [k for k in ran if k in DENSE]
-    dense_name = min(dense, key=lambda k: ran[k]["train_ms"]) if dense else None
+    # the dense limit of each precision: the faster ANN form at that precision
+    dense = {bf: fastest_of([k for k in ran if split_name(k)[0] in DENSE
+                             and split_name(k)[1] == bf]) for bf in (False, True)}
+    dense_name = dense[False]
     mem_key = "cuda_peak_mb" if device == "cuda" else "peak_rss_mb"
     above_key = "cuda_peak_above_rest_mb" if device == "cuda" else "peak_above_rest_mb"
     sj = [k for k in SJ if k in ran and ran[k].get(mem_key)]
     sj_ref = sj[0] if sj else None
     ref = {
         "fastest_peer": fastest, "fastest_peer_inference": fastest_inf,
-        "dense_limit": dense_name, "memory_reference": sj_ref, "memory_key": mem_key,
+        "dense_limit": dense_name, "dense_limit_bf16": dense[True],
+        "fastest_spikingjelly": fastest_sj, "memory_reference": sj_ref, "memory_key": mem_key,
         "memory_above_key": above_key,
         "peers_ran": peers,
     }
     rows = []
     for k, v in ran.items():
+        dn = dense[split_name(k)[1]] or dense_name  # the same precision's, where it ran
         rows.append({
             "contender": k, **v,
             "train_vs_fastest_peer": _ratio(v["train_ms"], fastest and ran[fastest]["train_ms"]),
-            "train_vs_dense_limit": _ratio(v["train_ms"],
-                                           dense_name and ran[dense_name]["train_ms"]),
+            "train_vs_fastest_spikingjelly": _ratio(v["train_ms"],
+                                                    fastest_sj and ran[fastest_sj]["train_ms"]),
+            "train_vs_dense_limit": _ratio(v["train_ms"], dn and ran[dn]["train_ms"]),
             "infer_vs_fastest_peer": _ratio(v.get("infer_ips"),
                                             fastest_inf and ran[fastest_inf]["infer_ips"]),
             "peak_vs_spikingjelly": _ratio(v.get(mem_key), sj_ref and ran[sj_ref][mem_key]),
@@ -643,8 +754,8 @@ def print_report(meta: dict[str, Any], summary: dict[str, Any],
     dev = m["device"] + (f" ({m['gpu']}, CUDA {m['cuda']})" if m.get("gpu") else "")
     s = meta["settings"]
     p(f"torch {m['torch']}  threads={m['threads']}  device={dev}  arch={s['arch']}  "
-      f"T={s['timesteps']}  B={s['batch']}  float32  {s['steps']} timed steps x {s['rounds']} "
-      f"rounds, fresh process per contender per round, interleaved  compile cache: "
+      f"T={s['timesteps']}  B={s['batch']}  float32 (+bf16: autocast)  {s['steps']} timed steps "
+      f"x {s['rounds']} rounds, fresh process per contender per round, interleaved  compile cache: "
       f"{s['compile_cache']}", file=out)
     p(f"dietsnn {m['dietsnn']} at commit {m.get('commit') or '? (not a git checkout)'}",
       file=out)
@@ -666,11 +777,13 @@ def print_report(meta: dict[str, Any], summary: dict[str, Any],
           f"{_fmt(r.get('held_mb'), '.1f'):>9}"
           f"{_fmt(_median(r['first_step_s_rounds']), '.1f'):>12}", file=out)
     p(f"fastest peer (training): {ref['fastest_peer']}; fastest peer (inference): "
-      f"{ref['fastest_peer_inference']}; dense limit: {ref['dense_limit']}; memory ratio "
+      f"{ref['fastest_peer_inference']}; dense limit: {ref['dense_limit']}"
+      + (f" (bf16: {ref['dense_limit_bf16']})" if ref.get("dense_limit_bf16") else "")
+      + "; memory ratio "
       f"against: {ref['memory_reference']}; peers that ran: {', '.join(ref['peers_ran']) or '-'}",
       file=out)
     for r in summary["rows"]:
-        extra = [f"{k}={r[k]}" for k in ("version", "backend", "implementation",
+        extra = [f"{k}={r[k]}" for k in ("version", "backend", "implementation", "triton_calls",
                                          "allocator_tuned", "note") if r.get(k) is not None]
         p(f"  {r['contender']}: {', '.join(extra)}", file=out)
     for k, why in skipped.items():
@@ -688,6 +801,17 @@ def print_report(meta: dict[str, Any], summary: dict[str, Any],
             ok = "n/a" if v is None else ("met" if (v <= target if op == "<=" else v >= target)
                                           else "NOT met")
             p(f"  {label:<28}{_fmt(v, '.2f'):>6} {op} {target:.2f}  {ok}", file=out)
+    for name in ("dietsnn-triton", "dietsnn-triton+bf16", "dietsnn-triton+graph"):
+        if name not in rows:
+            continue
+        d = rows[name]
+        p(f"{name} against the GPU engine's targets (dense limit of the same precision):",
+          file=out)
+        for label, v, target in (
+                ("train / dense limit", d["train_vs_dense_limit"], 1.5),
+                ("train / fastest SpikingJelly", d["train_vs_fastest_spikingjelly"], 0.5)):
+            ok = "n/a" if v is None else ("met" if v <= target else "NOT met")
+            p(f"  {label:<28}{_fmt(v, '.2f'):>6} <= {target:.2f}  {ok}", file=out)
 
 
 def run_scaling(args: argparse.Namespace, ts: list[int]) -> dict[int, dict[str, Any]]:
@@ -766,6 +890,14 @@ def _stdout_to_stderr() -> Iterator[None]:
         sys.stdout = saved
 
 
+def _valid(name: str) -> bool:
+    try:
+        split_name(name)
+    except ValueError:
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
@@ -779,10 +911,10 @@ def main(argv: list[str] | None = None) -> int:
 
     names = (args.contenders or (DEFAULT_CUDA if args.device == "cuda" else DEFAULT_CPU))
     names_l = [n.strip() for n in names.split(",") if n.strip()]
-    unknown = [n for n in names_l if n not in KNOWN]
+    unknown = [n for n in names_l if not _valid(n)]
     if unknown:
-        print(f"unknown contenders: {', '.join(unknown)} (known: {', '.join(KNOWN)})",
-              file=sys.stderr)
+        print(f"unknown contenders: {', '.join(unknown)} (known: {', '.join(KNOWN)}, each "
+              f"optionally +{' +'.join(MODIFIERS)})", file=sys.stderr)
         return 2
     meta: dict[str, Any] = {"machine": machine_info(args.device, args.threads),
                             "settings": {k: v for k, v in vars(args).items()

@@ -3,7 +3,8 @@ that multiplies the percentile thresholds (docs/RESULTS.md section 2).
 
 Calibrates once at scale 1 exactly as `dietsnn convert` does (same calibration images and seed),
 then multiplies the thresholds by each scale and evaluates on the first N validation images
-(never on the test set, since the default scale was chosen from this scan).
+(never on the test set, since the default scale was chosen from this scan): the rule of
+`scale="auto"` (`dietsnn.snngraph.choose_scale`).
 
     python benchmarks/scan_scale.py runs/fmnist/ann/model.safetensors --scales 0.2,0.3,0.4,0.5,0.6,0.8,1.0
 """
@@ -17,12 +18,9 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
-from dietsnn.calibration import calibrate_thresholds  # noqa: E402
-from dietsnn.modules import lif_layers  # noqa: E402
-from dietsnn.snn import ann_to_snn  # noqa: E402
-
-from dietsnn import data  # noqa: E402
-from dietsnn.checkpoint import load_model  # noqa: E402
+from dietsnn import ann_to_snn, calibrate_thresholds, data, load_model  # noqa: E402
+from dietsnn.config import SCALES  # noqa: E402
+from dietsnn.snngraph import choose_scale  # noqa: E402
 from dietsnn.training import evaluate  # noqa: E402
 
 
@@ -31,7 +29,7 @@ def main() -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("ann", help="ANN model.safetensors")
     p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--scales", default="0.2,0.3,0.4,0.5,0.6,0.8,1.0")
+    p.add_argument("--scales", default=",".join(map(str, SCALES)))
     p.add_argument("--timesteps", type=int, default=5)
     p.add_argument("--val-images", type=int, default=2000)
     p.add_argument("--calib-size", type=int, default=512)
@@ -52,15 +50,10 @@ def main() -> None:
     base = calibrate_thresholds(snn, splits.train_x[idx], args.percentile, 1.0,
                                 args.calib_timesteps)
     print(f"thresholds at scale 1: {', '.join(f'{v:.3f}' for v in base)}")
-    print("| scale | " + " | ".join(args.scales.split(",")) + " |")
-    accs = []
-    for s in (float(v) for v in args.scales.split(",")):
-        with torch.no_grad():
-            for (_, m), v in zip(lif_layers(snn), base):
-                m.threshold.fill_(v * s)
-        accs.append(evaluate(snn, vx, vy)["accuracy"])
-    print(f"| converted, T={args.timesteps} | " + " | ".join(f"{a:.2%}" for a in accs) + " |")
-
+    best, accs = choose_scale(snn, vx, vy, [float(v) for v in args.scales.split(",")])
+    print("| scale | " + " | ".join(map(str, accs)) + " | chosen |")
+    print(f"| converted, T={args.timesteps} | " + " | ".join(f"{a:.2%}" for a in accs.values())
+          + f" | {best} |")
 
 if __name__ == "__main__":
     main()

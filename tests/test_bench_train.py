@@ -90,3 +90,73 @@ def test_cuda_mode_without_gpu_is_skipped(bench: ModuleType, capsys: pytest.Capt
     assert bench.main(["--device", "cuda", "--contenders", "dietsnn", "--json", str(out)]) == 0
     assert "no CUDA device" in capsys.readouterr().out
     assert "skipped_run" in json.loads(out.read_text())
+
+
+def test_contender_names_and_modifiers(bench: ModuleType) -> None:
+    assert bench.split_name("dietsnn-triton+bf16+graph") == ("dietsnn-triton", True, True)
+    assert bench.split_name("dietsnn-bf16") == ("dietsnn", True, False)  # the older name
+    assert bench.split_name("ann-TxB") == ("ann-TxB", False, False)
+    for bad in ("dietsnn+fp8", "nope", "ann-TxB+bf16+bf16"):
+        with pytest.raises(ValueError):
+            bench.split_name(bad)
+    for default in (bench.DEFAULT_CPU, bench.DEFAULT_CUDA):
+        assert all(bench._valid(n) for n in default.split(","))
+    cuda = bench.DEFAULT_CUDA.split(",")  # the GPU matrix: ours, eager, the peers, dense
+    for name in ("dietsnn-triton", "dietsnn-triton+bf16", "dietsnn-triton+graph",
+                 "dietsnn-eager", "spikingjelly-triton", "spikingjelly-cuda", "snntorch",
+                 "ann-TxB", "ann-TxB+bf16", "ann-BxT", "ann-BxT+bf16"):
+        assert name in cuda
+    assert bench.main(["--contenders", "dietsnn,dietsnn+fp8"]) == 2
+
+
+def test_gpu_contenders_skip_on_the_cpu(bench: ModuleType) -> None:
+    threads = torch.get_num_threads()
+    try:
+        for name in ("dietsnn-triton", "ann-TxB+graph"):
+            args = bench.parse_args(["--worker", name, "--timesteps", "2", "--batch", "2",
+                                     "--steps", "1", "--threads", "1"])
+            with pytest.raises(bench.Skip, match="--device cuda"):
+                bench.run_worker(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_dense_limit_per_precision(bench: ModuleType) -> None:
+    """bf16 rows are held against the bf16 ANN, fp32 rows against the fp32 one; the GPU
+    targets of dietsnn-triton are printed."""
+    results = {"dietsnn-triton": _rec(30, None, 100), "dietsnn-triton+bf16": _rec(20, None, 80),
+               "spikingjelly-triton": _rec(60, None, 300), "ann-TxB": _rec(25, None, 50),
+               "ann-TxB+bf16": _rec(10, None, 40), "ann-BxT": _rec(40, None, 50)}
+    s = bench.summarise(results, "cuda")
+    ref, rows = s["reference"], {r["contender"]: r for r in s["rows"]}
+    assert ref["dense_limit"] == "ann-TxB" and ref["dense_limit_bf16"] == "ann-TxB+bf16"
+    assert ref["fastest_spikingjelly"] == "spikingjelly-triton"
+    assert rows["dietsnn-triton"]["train_vs_dense_limit"] == pytest.approx(30 / 25)
+    assert rows["dietsnn-triton+bf16"]["train_vs_dense_limit"] == pytest.approx(20 / 10)
+    assert rows["dietsnn-triton"]["train_vs_fastest_spikingjelly"] == pytest.approx(0.5)
+    meta = {"machine": {**bench.machine_info("cpu", 2), "device": "cuda"},
+            "settings": {"arch": "vgg9", "timesteps": 5, "batch": 256, "steps": 1,
+                         "rounds": 1, "compile_cache": "shared"}}
+    out = io.StringIO()
+    bench.print_report(meta, s, {}, out)
+    text = out.getvalue()
+    assert "dietsnn-triton against the GPU engine's targets" in text
+    assert "(bf16: ann-TxB+bf16)" in text and "NOT met" in text  # 1.2 > 1.5 is met, 2.0 not
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
+def test_gpu_bench_script_without_gpu(tmp_path: Path) -> None:
+    """benchmarks/gpu_bench.sh: the machine file, the goal configuration's report (here: no
+    CUDA device, nothing run), and the grid configurations the time box left out, listed."""
+    import os
+    import subprocess
+
+    script = SCRIPT.parent / "gpu_bench.sh"
+    env = {**os.environ, "BUDGET": "1", "PY": sys.executable}
+    res = subprocess.run(["bash", str(script), str(tmp_path)], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "torch" in (tmp_path / "machine.txt").read_text()
+    assert "skipped_run" in json.loads((tmp_path / "vgg9-b256-t5.json").read_text())
+    left = (tmp_path / "skipped.txt").read_text().splitlines()
+    assert len(left) == 17 and left[0].startswith("vgg16-b256-t5: left out")

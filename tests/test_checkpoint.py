@@ -34,10 +34,16 @@ def test_crafted_state_is_refused_and_not_run(tmp_path):
 
 
 def test_genuine_state_still_loads(tmp_path):
-    state = {"epoch": 3, "model": {"w": torch.arange(4.0)}, "best": 0.5}
+    state = {"epoch": 3, "model": {"w": torch.arange(4.0)}, "best": 0.5, "optimizer": {},
+             "scheduler": {}, "batch_rng": torch.zeros(2, dtype=torch.uint8),
+             "torch_rng": torch.get_rng_state(), "step": 9, "history": []}
     save_state(tmp_path / "state.pt", state)
     got = load_state(tmp_path / "state.pt")
     assert got["epoch"] == 3 and torch.equal(got["model"]["w"], state["model"]["w"])
+    del state["torch_rng"]  # a file that torch reads but that is no training state
+    save_state(tmp_path / "state.pt", state)
+    with pytest.raises(UserError, match="not a dietsnn training state \\(no torch_rng\\)"):
+        load_state(tmp_path / "state.pt")
 
 
 def test_safetensors_without_dietsnn_metadata(tmp_path):
@@ -62,7 +68,7 @@ def test_random_or_broken_bytes_are_refused(tmp_path, raw):
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     path = tmp_path / "model.safetensors"
-    dietsnn.save_model(path, dietsnn.build_ann("vgg_small"))
+    dietsnn.save_model(dietsnn.build_ann("vgg_small"), path)
     raw = path.read_bytes()
     n = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + n])
@@ -93,7 +99,7 @@ def test_load_model_returns_the_model_in_eval_mode(tmp_path, spiking):
         model = dietsnn.ann_to_snn(model, 2)
     model.train()
     path = tmp_path / "model.safetensors"
-    dietsnn.save_model(path, model)
+    dietsnn.save_model(model, path)
     loaded = load_model(path)
     assert not any(m.training for m in loaded.modules())
     x = torch.randn(2, 1, 28, 28)
@@ -106,7 +112,7 @@ def test_load_model_returns_the_model_in_eval_mode(tmp_path, spiking):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
-    save_model(path, build_ann("vgg_small"))
+    save_model(build_ann("vgg_small"), path)
     return path
 
 

@@ -12,7 +12,7 @@ from helpers import needs_fmnist
 from torch import nn
 
 import dietsnn
-from dietsnn import analysis, conversion
+from dietsnn import analysis, calibration, conversion
 from dietsnn.errors import UserError
 from dietsnn.layers import LIF, MIN_LEAK, MIN_THRESHOLD, lif_layers, set_time
 from dietsnn.snngraph import (
@@ -212,11 +212,11 @@ def test_graph_calibration_matches_the_full_forward(kind, monkeypatch):
     cur = currents_of(snn, x, 7)
     for (name, _), thr in zip(lif_layers(snn), got):
         c = cur[name]
-        want = (conversion.percentile_of(c, 99.0) if c.shape[0] == 12 else
-                max(conversion.percentile_of(s, 99.0) for s in c.view(7, 12, -1)))
+        want = (calibration.percentile_of(c, 99.0) if c.shape[0] == 12 else
+                max(calibration.percentile_of(s, 99.0) for s in c.view(7, 12, -1)))
         assert thr == pytest.approx(want if want > 0 else 1.0, rel=1e-4)
-    monkeypatch.setattr(conversion, "CHUNK_ELEMENTS", 3000)
-    monkeypatch.setattr(conversion, "CACHE_BYTES", 10)
+    monkeypatch.setattr(calibration, "CHUNK_ELEMENTS", 3000)
+    monkeypatch.setattr(calibration, "CACHE_BYTES", 10)
     again = dietsnn.calibrate_thresholds(dietsnn.convert(ann, timesteps=5), x, 99.0, 1.0, 7)
     assert again == pytest.approx(got, rel=1e-5)
 
@@ -281,7 +281,7 @@ def test_save_and_load_a_converted_custom_model(tmp_path):
     snn = dietsnn.convert(randomise_batchnorm(ResNetLike("max")), timesteps=4)
     x = torch.randn(6, 1, 28, 28)
     dietsnn.calibrate_thresholds(snn, x, 99.0, 0.7, 4)
-    dietsnn.save_model(tmp_path / "m.safetensors", snn)
+    dietsnn.save_model(snn, tmp_path / "m.safetensors")
     back = dietsnn.load_model(tmp_path / "m.safetensors")
     assert isinstance(back, GraphSNN) and not back.training
     assert back.timesteps == 4 and back.config["input_shape"] == [1, 28, 28]
@@ -301,7 +301,7 @@ def test_a_damaged_graph_is_refused(tmp_path):
 
     from safetensors.torch import load_file, save_file
     snn = dietsnn.convert(BiasNet().eval(), timesteps=2)
-    dietsnn.save_model(tmp_path / "m.safetensors", snn)
+    dietsnn.save_model(snn, tmp_path / "m.safetensors")
     meta = dietsnn.checkpoint.read_model_file(tmp_path / "m.safetensors")[1]
     graph = json.loads(meta["graph"])
     graph["nodes"][2]["target"] = "os.system"

@@ -8,11 +8,12 @@ import torch
 from helpers import one_line_error, write_idx
 
 from dietsnn import ann_to_snn, build_ann, save_model, training
-from dietsnn.checkpoint import dumps, load_model
+from dietsnn.checkpoint import load_model
 from dietsnn.cli import main
 from dietsnn.config import TrainConfig
 from dietsnn.data import load
 from dietsnn.errors import TrainingDiverged, UserError
+from dietsnn.files import dumps
 from dietsnn.layers import lif_layers
 
 
@@ -20,8 +21,8 @@ from dietsnn.layers import lif_layers
 def tiny(tmp_path):
     write_idx(tmp_path / "data" / "fashion-mnist", n_train=60, n_test=20)
     ann = build_ann("vgg_small")
-    save_model(tmp_path / "ann" / "model.safetensors", ann)
-    save_model(tmp_path / "conv" / "model.safetensors", ann_to_snn(ann, 2))
+    save_model(ann, tmp_path / "ann" / "model.safetensors")
+    save_model(ann_to_snn(ann, 2), tmp_path / "conv" / "model.safetensors")
     return tmp_path
 
 
@@ -88,7 +89,7 @@ def test_checkpoints_with_non_finite_values_are_refused(tmp_path, value):
     name, lif = lif_layers(snn)[0]
     with torch.no_grad():
         lif.threshold.fill_(value)
-    save_model(tmp_path / "bad.safetensors", snn)
+    save_model(snn, tmp_path / "bad.safetensors")
     with pytest.raises(UserError, match=f"non-finite values in {name}.threshold"):
         load_model(tmp_path / "bad.safetensors")
 
@@ -98,7 +99,7 @@ def test_evaluate_json_is_valid_when_the_loss_is_not_finite(tiny, capsys):
     with torch.no_grad():
         ann.classifier[-1].weight.mul_(1e38)  # finite weights, infinite logits
         ann.features[0].weight.mul_(1e10)
-    save_model(tiny / "huge" / "model.safetensors", ann)
+    save_model(ann, tiny / "huge" / "model.safetensors")
     assert main(["evaluate", str(tiny / "huge"), "--data-dir", str(tiny / "data"),
                  "--json"]) == 0
     res = json.loads(capsys.readouterr().out)  # strict: NaN would not parse as null

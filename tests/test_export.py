@@ -83,7 +83,7 @@ def simulate(graph, x: torch.Tensor) -> torch.Tensor:
 def test_roundtrip_types_weights_and_neurons(tmp_path):
     snn = tiny_snn()
     path = tmp_path / "m.nir"
-    export_nir(snn, path)
+    export_nir(snn, path, nonleaky="if", pooling="avg")  # the exact form
     g = nir.read(path)
     types = [type(g.nodes[k]).__name__ for k in chain(g)]
     assert types == ["Input", "Conv2d", "LIF", "AvgPool2d", "Conv2d", "IF", "Conv2d", "LIF",
@@ -116,8 +116,8 @@ def test_roundtrip_types_weights_and_neurons(tmp_path):
     assert md["nonleaky"] == "if" and md["pooling"] == "avg" and "sum over" in md["output"]
 
 
-FORMS = [{}, {"integrator": True}, {"nonleaky": "lif"}, {"pooling": "conv"},
-         {"nonleaky": "lif", "pooling": "conv"}]
+FORMS = [{}, {"integrator": True}, {"nonleaky": "if"}, {"pooling": "avg"},
+         {"nonleaky": "if", "pooling": "avg"}]
 
 
 @pytest.mark.parametrize("form", FORMS, ids=lambda f: "-".join(f"{k}={v}" for k, v in f.items())
@@ -131,7 +131,7 @@ def test_nir_semantics_reproduce_the_logits(form):
         want = snn(x)
     got = simulate(to_nir(snn, dt=1.0, **form), x)
     assert want.abs().sum() > 0  # the network is active, so the check means something
-    tol = 1e-6 if form.get("nonleaky") == "lif" else 1e-9
+    tol = 1e-9 if form.get("nonleaky") == "if" else 1e-6
     torch.testing.assert_close(got, want, rtol=tol, atol=tol)
 
 
@@ -144,8 +144,9 @@ def test_default_dt_reproduces_the_logits_to_float_precision():
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_portable_form_has_no_if_and_no_pooling_nodes():
-    g = to_nir(tiny_snn(), nonleaky="lif", pooling="conv")
+def test_default_form_has_no_if_and_no_pooling_nodes():
+    """The default is the form snnTorch and Norse import: no nir.IF, no nir.AvgPool2d."""
+    g = to_nir(tiny_snn())
     kinds = {type(n).__name__ for n in g.nodes.values()}
     assert kinds == {"Input", "Conv2d", "LIF", "Flatten", "Linear", "Output"}
     pools = [n for n in g.nodes.values() if n.metadata.get("role") == "average pooling"]

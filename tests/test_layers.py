@@ -131,7 +131,7 @@ def test_checkpoint_roundtrip(tmp_path):
     with torch.no_grad():
         snn.features[1].leak.fill_(0.8)
         snn.features[1].threshold.fill_(0.37)
-    save_model(tmp_path / "m.safetensors", snn)
+    save_model(snn, tmp_path / "m.safetensors")
     back = load_model(tmp_path / "m.safetensors")
     assert back.timesteps == 5 and back.features[1].threshold.item() == pytest.approx(0.37)
     for k, v in snn.state_dict().items():

@@ -54,7 +54,7 @@ def _splits(n=8):
 def test_library_entry_points_refuse_before_allocating(small_memory, tmp_path):
     snn = ann_to_snn(build_ann("vgg_small"), 10**5)
     with pytest.raises(UserError, match="threshold calibration"):
-        calibrate_thresholds(snn, torch.zeros(4, 1, 28, 28), timesteps=10**6)
+        calibrate_thresholds(snn, torch.zeros(4, 1, 28, 28), timesteps=10**5)
     with pytest.raises(UserError, match="evaluation of vgg_small"):
         evaluate(snn, torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long))
     with pytest.raises(UserError, match="training of vgg_small"):
@@ -66,9 +66,9 @@ def test_library_entry_points_refuse_before_allocating(small_memory, tmp_path):
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["train-ann", "--batch-size", str(10**9)], "with 1000000000 images x 1 timesteps"),
+    (["train-ann", "--batch-size", str(2**20)], "with 1048576 images x 1 timesteps"),
     (["run", "--timesteps", "100000"], "x 100000 timesteps needs about"),
-    (["run", "--calib-timesteps", str(10**7)], "threshold calibration of vgg_small"),
+    (["run", "--calib-timesteps", str(10**5)], "threshold calibration of vgg_small"),
     (["run", "--sweep-timesteps", "1,90000"], "lower --timesteps or --sweep-timesteps"),
 ])
 def test_cli_refuses_before_loading_data(capsys, tmp_path, argv, match):

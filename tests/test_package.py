@@ -81,7 +81,7 @@ def test_the_graph_sees_real_imports():  # the checker itself must find edges to
     graph = import_graph()
     assert "dietsnn.functional.neuron" in graph["dietsnn.layers"]
     assert "dietsnn.data.catalog" in graph["dietsnn.data.cifar"]
-    assert "dietsnn.training" in graph["dietsnn.analysis.spikes"]
+    assert "dietsnn.evaluation" in graph["dietsnn.analysis.spikes"]
 
 
 def test_library_never_imports_the_cli():

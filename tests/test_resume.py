@@ -44,3 +44,35 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted(tmp_path):
     ma = json.loads((ref / "metrics.json").read_text())["ann"]
     mb = json.loads((out / "metrics.json").read_text())["ann"]
     assert ma["test_accuracy"] == mb["test_accuracy"]
+
+
+def _snapshot(folder) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize("state", ["missing", "empty", "a folder"])
+def test_resume_of_a_finished_run_without_its_state_changes_nothing(tmp_path, capsys, state):
+    """A finished train-ann run whose state.pt is missing used to train again from scratch
+    and replace the model (history 2 epochs -> 1); empty, it was a traceback; a folder, the
+    model and config.json were rewritten before the command failed."""
+    from dietsnn.cli import main
+
+    write_idx(tmp_path / "data" / "fashion-mnist", n_train=60, n_test=10)
+    out = tmp_path / "run"
+    argv = ["train-ann", "--data-dir", str(tmp_path / "data"), "--out", str(out), "--val-size",
+            "10", "--batch-size", "25", "--threads", "1", "--quiet"]
+    assert main([*argv, "--epochs", "2"]) == 0
+    (out / "state.pt").unlink()
+    if state == "empty":
+        (out / "state.pt").write_bytes(b"")
+    elif state == "a folder":
+        (out / "state.pt").mkdir()
+    before = _snapshot(out)
+    capsys.readouterr()
+    assert main([*argv, "--epochs", "1", "--resume"]) == 2
+    err = capsys.readouterr().err
+    want = "exists and is not a regular file" if state == "a folder" else \
+        f"{out / 'state.pt'}: no training state to resume from ({state})"
+    assert want in err and err.count("\n") == 1, err
+    assert _snapshot(out) == before
+    assert len(json.loads((out / "history.json").read_text())) == 2

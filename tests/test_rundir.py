@@ -6,9 +6,11 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from dietsnn.checkpoint import TMP_TAG, atomic_write, write_json
 from dietsnn.errors import UserError
+from dietsnn.files import TMP_TAG, atomic_write, transaction, write_json
 from dietsnn.rundir import CONFIG_FILE, LOCK_FILE, MARKER_FILE, RunDir
 
 
@@ -153,3 +155,80 @@ def test_every_rank_stops_when_rank_0_refuses_the_folder(tmp_path):
     assert r.returncode != 0
     assert "is not empty" in r.stderr and "refused by rank 0" in r.stderr, r.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("how", ["refused", "update", "output not regular"])
+def test_a_command_that_does_not_start_leaves_the_lock_file_as_it_was(tmp_path, how):
+    """The PID in an existing lock file (of an earlier run) is put back when a command is
+    refused or only adds to the run (sweep, energy)."""
+    out = tmp_path / "run"
+    with RunDir(out, "train-ann") as r:
+        r.start({"command": "train-ann"})
+    (out / "model.safetensors").write_bytes(b"trained")
+    (out / LOCK_FILE).write_bytes(b"4242\n")
+    if how == "output not regular":
+        (out / "history.json").mkdir()
+    with pytest.raises(UserError) if how != "update" else _no_error():
+        with RunDir(out, "train-ann", resume=how != "refused", update=how == "update",
+                    outputs=["history.json"]):
+            assert (out / LOCK_FILE).read_text() == f"{os.getpid()}\n"  # while it runs
+    assert (out / LOCK_FILE).read_bytes() == b"4242\n"
+
+
+class _no_error:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 5), fail_at=st.integers(0, 5))
+def test_a_transaction_writes_all_files_or_none(tmp_path_factory, n, fail_at):
+    """Several files written as one (`files.transaction`): a failure while any temporary file
+    is written leaves every earlier file as it was and no temporary file behind; without a
+    failure every file is replaced."""
+    d = tmp_path_factory.mktemp("tx")
+    paths = [d / f"f{i}.json" if i % 2 else d / "sub" / f"f{i}.bin" for i in range(n)]
+    for i, p in enumerate(paths[::2]):
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(b"earlier %d" % i)
+    before = {p: p.read_bytes() for p in d.rglob("*") if p.is_file()}
+    calls = {"n": 0}
+    real_fdopen = os.fdopen
+
+    def fdopen(fd, mode):
+        calls["n"] += 1
+        if calls["n"] == fail_at + 1:
+            os.close(fd)
+            raise OSError(28, "No space left on device")
+        return real_fdopen(fd, mode)
+
+    failing = fail_at < n  # fail_at >= n: no failure
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "fdopen", fdopen)
+        try:
+            with transaction():
+                for i, p in enumerate(paths):
+                    atomic_write(p, b"new %d" % i)
+                assert {p: p.read_bytes() for p in d.rglob("*") if p.is_file()} == before
+        except UserError as e:
+            assert failing and "No space left" in str(e)
+        else:
+            assert not failing
+    after = {p: p.read_bytes() for p in d.rglob("*") if p.is_file()}
+    if failing:
+        assert after == before
+    else:
+        assert after == {p: b"new %d" % i for i, p in enumerate(paths)}
+    assert not [p for p in d.rglob("*") if TMP_TAG in p.name]
+
+
+def test_a_transaction_refuses_a_non_regular_output_before_writing_any(tmp_path):
+    (tmp_path / "a.json").write_bytes(b"earlier")
+    os.mkfifo(tmp_path / "b.png")
+    with pytest.raises(UserError, match="b.png exists and is not a regular file"), transaction():
+        atomic_write(tmp_path / "a.json", b"new")
+        atomic_write(tmp_path / "b.png", b"new")
+    assert (tmp_path / "a.json").read_bytes() == b"earlier"

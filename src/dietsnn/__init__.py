@@ -12,10 +12,12 @@ from .config import ConversionConfig, TrainConfig  # noqa: E402
 from .functional import lif  # noqa: E402
 from .layers import LIF, Dropout, Sequential  # noqa: E402
 from .models import ARCHS, Network, build_ann  # noqa: E402
+from .nir_import import from_nir  # noqa: E402
 from .snngraph import calibrate_thresholds, convert  # noqa: E402
 
 ann_to_snn = convert  # the earlier name of `convert`, kept for existing code
 
 __all__ = ["ARCHS", "LIF", "ConversionConfig", "Dropout", "Network", "Sequential", "TrainConfig",
-           "ann_to_snn", "build_ann", "calibrate_thresholds", "convert", "lif", "load_model",
+           "ann_to_snn", "build_ann", "calibrate_thresholds", "convert", "from_nir", "lif",
+           "load_model",
            "save_model", "__version__"]

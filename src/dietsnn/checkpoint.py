@@ -1,6 +1,6 @@
 """Checkpoints: weights (leaks and thresholds included) as safetensors with the model config in
 its metadata; training state for resume via `torch.save`, read back with `weights_only=True`.
-Every write goes to a temporary file that is renamed into place, so a crash keeps the last one."""
+Every write goes through `dietsnn.files` (atomic, regular files only)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import io
 import json
 import math
 import os
-import stat
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,68 +16,37 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from . import distributed
+from .config import MAX_TIMESTEPS
 from .conversion import ann_to_snn
 from .errors import UserError
+from .files import atomic_write, open_regular
 from .models import Network, build_ann
+from .nir_import import HDF5_SIGNATURE, from_nir, is_nir_file
 from .snngraph import GraphSNN, ModuleSNN
 from .snngraph.store import graph_from_meta, graph_json
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
-TMP_TAG = ".tmp-"  # in the name of every temporary file: `.NAME.tmp-XXXX`
+# what a training state holds (training.fit writes it); a file without them is not one
+STATE_KEYS = ("model", "optimizer", "scheduler", "batch_rng", "torch_rng", "epoch", "best",
+              "step", "history")
 
 
-def file_mode() -> int:
-    """The mode of a new file under the process umask (0644 under the usual 022)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write(path: str | os.PathLike, data: bytes, local: bool = False) -> None:
-    """Write `data` to `path` through a temporary file renamed into place. Under torchrun rank
-    0 writes, between two barriers that every rank reaches; `local=True`: only the calling
-    process writes, with no barrier (for code that runs on rank 0 alone)."""
-    if distributed.is_initialized() and not local:
-        distributed.barrier()
-        try:
-            if distributed.is_writer():
-                _atomic_write(path, data)
-        finally:
-            distributed.barrier()
-        return
-    _atomic_write(path, data)
-
-
-def _atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    path = Path(path)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        st = None
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        raise UserError(f"{path} exists and is not a regular file; dietsnn writes over regular "
-                        "files only, move it away or choose another output")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_TAG}", dir=path.parent)
-    try:
-        os.fchmod(fd, file_mode())  # mkstemp makes 0600; outputs get the usual mode
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {e.strerror or e}; the previous file is intact. "
-                        "Free some space or choose another --out") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def save_model(path: str | os.PathLike, model: Network, extra: dict | None = None) -> None:
+def save_model(model: Network, path: str | os.PathLike, extra: dict | None = None) -> None:
+    """Write `model` (from `build_ann`, `dietsnn.convert` or `load_model`) to the safetensors
+    file `path`, in the argument order of `torch.save` and `safetensors.torch.save_model`;
+    `extra`: JSON-serialisable notes stored in its metadata."""
+    if isinstance(model, (str, os.PathLike)) and isinstance(path, torch.nn.Module):
+        raise TypeError("save_model takes (model, path): the model first, as torch.save; "
+                        "call save_model(model, path)")
+    if not isinstance(model, Network):
+        raise TypeError(f"save_model saves dietsnn models (from dietsnn.build_ann, "
+                        f"dietsnn.convert or dietsnn.load_model), got {type(model).__name__}; "
+                        "convert a plain nn.Module first with dietsnn.convert(model, timesteps), "
+                        "or save it with torch.save(model.state_dict(), path)")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"save_model's path must be a str or os.PathLike, got "
+                        f"{type(path).__name__}")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"config": json.dumps(model.config), "spiking": json.dumps(model.spiking_config()),
             "extra": json.dumps(extra or {}), "format": "dietsnn-1"}
@@ -101,14 +68,17 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
             if cand.is_file():
                 return cand
         raise UserError(f"{p}: no {MODEL_FILE} in this run directory; train a model there first")
-    if not p.is_file():
+    if not os.path.lexists(p):
         raise UserError(f"{p}: no such checkpoint file or run directory")
-    return p
+    return p  # a FIFO, device or dangling link is refused when it is opened (open_regular)
 
 
 def _metadata(header: bytes, size: int, p: Path) -> dict[str, str]:
     """The dietsnn metadata in a safetensors header (the 8-byte length and the JSON after it);
     a UserError for anything else. `size`: the file's length, which bounds the header's."""
+    if header[:8] == HDF5_SIGNATURE:
+        raise UserError(f"{p}: a NIR graph (HDF5), not a dietsnn safetensors checkpoint; load it "
+                        "with dietsnn.from_nir(path, timesteps=T) (docs/NIR.md)")
     n = int.from_bytes(header[:8], "little") if len(header) >= 8 else -1
     if n < 2 or 8 + n > size:
         raise UserError(f"{p}: not a dietsnn safetensors checkpoint (header length "
@@ -144,7 +114,10 @@ def read_config(path: str | os.PathLike) -> tuple[dict, dict]:
     """(model config, spiking config) of a checkpoint, validated, from its header alone (the
     tensors are not read)."""
     p = resolve_model_path(path)
-    with open(p, "rb") as f:
+    if is_nir_file(p):  # a NIR graph: its configs are those of the imported model
+        model = from_nir(p)
+        return model.config, model.spiking_config()
+    with open_regular(p, "checkpoint file") as f:
         size = os.fstat(f.fileno()).st_size
         head = f.read(8)
         n = int.from_bytes(head, "little") if len(head) == 8 else -1
@@ -155,7 +128,8 @@ def read_config(path: str | os.PathLike) -> tuple[dict, dict]:
 
 def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     p = resolve_model_path(path)
-    raw = p.read_bytes()
+    with open_regular(p, "checkpoint file") as f:
+        raw = f.read()
     meta = _metadata(raw, len(raw), p)
     try:
         tensors = st_load(raw)
@@ -166,7 +140,10 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 def load_model(path: str | os.PathLike) -> Network:
     """Rebuild the network described in the checkpoint and load its tensors strictly. The model
-    is returned in evaluation mode (dropout off), ready for inference; call `.train()` to train."""
+    is returned in evaluation mode (dropout off), ready for inference; call `.train()` to train.
+    A NIR graph (`.nir`) that records its timesteps is imported with `dietsnn.from_nir`."""
+    if is_nir_file(resolve_model_path(path)):
+        return from_nir(resolve_model_path(path))
     tensors, meta = read_model_file(path)
     if "graph" in meta:  # a converted custom model (docs/CONVERSION.md)
         model = graph_from_meta(meta, str(path))
@@ -192,7 +169,7 @@ def load_model(path: str | os.PathLike) -> Network:
 
 
 # bounds of the model metadata a checkpoint may carry (far beyond any real model)
-MAX_CLASSES, MAX_CHANNELS, MAX_IMAGE_SIZE, MAX_TIMESTEPS = 1_000_000, 1024, 8192, 100_000
+MAX_CLASSES, MAX_CHANNELS, MAX_IMAGE_SIZE = 1_000_000, 1024, 8192
 
 
 def _is_int(v: Any) -> bool:
@@ -255,22 +232,6 @@ def check_finite_tensors(tensors: dict[str, torch.Tensor], source: str) -> None:
                         "diverged training and is not used")
 
 
-def json_safe(obj: Any) -> Any:
-    """`obj` with NaN and infinities as None, so that it prints as valid JSON (null)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
-
-
-def dumps(obj: Any, indent: int | None = 2) -> str:
-    """Strict JSON of `obj` (NaN and infinities as null)."""
-    return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
-
-
 def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
                       allow_missing: tuple[str, ...] = ()) -> None:
     """Load `state` into `model`; any missing, unexpected or mis-shaped key is a UserError that
@@ -303,12 +264,22 @@ def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
 
 
 def load_state(path: str | os.PathLike) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure to read is the same user problem
-        raise UserError(f"{path}: cannot load training state safely ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:200]})") from None
-
-
-def write_json(path: str | os.PathLike, obj: Any, local: bool = False) -> None:
-    atomic_write(path, (dumps(obj) + "\n").encode(), local)
+    """The training state in `path` (written by `training.fit`), read without running code; a
+    UserError for anything else: a missing or empty file (no state to resume from), a folder,
+    FIFO or device, a damaged file, a file that is not a training state."""
+    missing = not os.path.lexists(path)
+    if missing or (os.path.isfile(path) and os.path.getsize(path) == 0):
+        raise UserError(f"{path}: no training state to resume from ({'missing' if missing else 'empty'}"
+                        "); --resume continues only a run that saved one, pass --overwrite to "
+                        "train again from the start or choose another --out")
+    with open_regular(path) as f:
+        try:
+            st = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any failure to read is the same user problem
+            raise UserError(f"{path}: cannot load training state safely ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+    missing = [k for k in STATE_KEYS if k not in st] if isinstance(st, dict) else list(STATE_KEYS)
+    if missing:
+        raise UserError(f"{path}: not a dietsnn training state (no {', '.join(missing[:4])}); "
+                        "pass --overwrite to train again from the start or choose another --out")
+    return st

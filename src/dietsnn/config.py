@@ -19,6 +19,13 @@ DIVERGED_LOSS_FACTOR = 100.0
 # docs/CONVERSION.md) or "avg" (average pooling, with a warning); measured in CONVERSION.md
 MAXPOOL = "spiking"
 
+# bounds of every integer option and argument (far beyond any real use: a larger value is a
+# mistake, refused before any work by the command line and the Python API alike)
+MAX_TIMESTEPS = 100_000
+MAX_EPOCHS = 100_000
+MAX_BATCH = 1 << 20
+MAX_SAMPLES = 1 << 31  # counts of images: --limit-train, --val-size, --calib-size, ...
+
 # the values an option takes, read by the library's checks and the command line's choices
 ENCODINGS = ("direct", "rate")
 OPTIMIZERS = ("sgd", "adam")
@@ -34,12 +41,18 @@ class ConversionConfig:
     timesteps: int = 3  # chosen on validation (docs/RESULTS.md section 2)
     encoding: str = "direct"  # direct | rate
     percentile: float = 99.7
-    scale: float = 0.5  # thresholds x scale after calibration (chosen on validation for T)
+    # thresholds x scale after calibration (chosen on validation for T); "auto": the one of
+    # SCALES with the best validation accuracy of the converted SNN
+    scale: float | str = 0.5
     calib_size: int = 512  # training images used for calibration
     calib_timesteps: int = 100
     gamma: float = GAMMA
     surrogate: str = SURROGATE
     leak: float = 1.0  # initial leak of every layer (1 = IF)
+
+
+# the threshold scales that scale="auto" (and the ablation, for each T) chooses from on validation
+SCALES = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 
 
 @dataclass
@@ -74,9 +87,10 @@ SNN_TRAIN = TrainConfig(epochs=1, lr=1e-4, optimizer="adam", weight_decay=0.0, b
 # NIR export (docs/NIR.md): the step written into the graph, in seconds. 1e-4 s is the step that
 # snnTorch's importer assumes and SpikingJelly's defaults to; Norse's `from_nir(dt=...)` takes it.
 NIR_DT = 1e-4
-# how a layer with leak 1 is written: "if" (nir.IF, exact) or "lif" (nir.LIF whose one-step decay
-# 1 - 2**-30 rounds to 1 in float32, for importers without a usable nir.IF, e.g. snnTorch)
-NIR_NONLEAKY = "if"
-# how average pooling is written: "avg" (nir.AvgPool2d) or "conv" (nir.Conv2d with fixed weights,
-# for importers without nir.AvgPool2d, e.g. Norse)
-NIR_POOLING = "avg"
+# how a layer with leak 1 is written: "lif" (nir.LIF whose one-step decay 1 - 2**-30 rounds to 1
+# in float32: the same spikes, and the form every importer takes, snnTorch's included) or "if"
+# (nir.IF, the form closest to the model)
+NIR_NONLEAKY = "lif"
+# how average pooling is written: "conv" (nir.Conv2d with fixed weights 1/k^2, which every
+# importer takes, Norse's included) or "avg" (nir.AvgPool2d, the form closest to the model)
+NIR_POOLING = "conv"

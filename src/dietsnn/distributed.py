@@ -2,7 +2,7 @@
 
 Every rank runs the same program. Under `torchrun` (WORLD_SIZE > 1) `setup` joins the process
 group (gloo on CPU, nccl on CUDA) and gives each rank its own GPU. Rank 0 alone writes files
-(`is_writer`); `checkpoint.atomic_write` waits at a barrier before and after each write, so no rank
+(`is_writer`); `files.atomic_write` waits at a barrier before and after each write, so no rank
 reads a file before it is complete and no rank checks a folder while rank 0 is writing into it.
 Everything here is a no-op in a single process.
 """

@@ -15,8 +15,10 @@ NIR's LIF `tau dv/dt = (v_leak - v) + r I`, Euler-stepped with dt, gives
 `v <- (1 - dt/tau) v + (dt/tau) r I`, i.e. `v' <- lam v' + (1 - lam) I` with the values above:
 DIET-SNN's `u <- lam u + I` for the membrane scaled by `1 - lam`, hence the scaled threshold.
 Per-layer scalar leak and threshold are broadcast to the layer's neuron shape. NIR has no
-soft (subtractive) reset; `v_reset = 0` is written and the graph metadata says `reset:
-subtract`, with dt, timesteps, encoding and the surrogate.
+soft (subtractive) reset; `v_reset = 0` is written and the graph and node metadata say `reset:
+subtract` (`zero` for a `HardResetLIF`), with dt, timesteps, encoding and the surrogate. The
+defaults (`nonleaky="lif"`, `pooling="conv"`) are the form snnTorch, SpikingJelly, Norse and
+`dietsnn.from_nir` all import; `nonleaky="if"`, `pooling="avg"` is the form closest to the model.
 """
 
 from __future__ import annotations
@@ -30,23 +32,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import TMP_TAG, file_mode
 from .config import GAMMA, NIR_DT, NIR_NONLEAKY, NIR_POOLING, SURROGATE
 from .errors import UserError
+from .files import TMP_TAG, file_mode
 from .layers import LIF, Dropout
 from .models import Network
+from .nir_import import HardResetLIF, nir_module
 
 NONLEAKY = ("if", "lif")
 POOLING = ("avg", "conv")
 LIF_EPS = 2.0**-30  # dt / tau of a leak-1 layer written as nir.LIF (nonleaky="lif")
-
-
-def _nir():
-    try:
-        import nir
-    except ImportError:
-        raise UserError("NIR export needs the `nir` package: pip install nir") from None
-    return nir
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -61,9 +56,13 @@ def _full(shape: tuple[int, ...], value: float) -> np.ndarray:
     return np.full(shape, value, dtype=np.float32)
 
 
+def _reset(m: LIF) -> str:
+    return "zero" if isinstance(m, HardResetLIF) else "subtract"
+
+
 def _neuron(nir, m: LIF, shape: tuple[int, ...], dt: float, nonleaky: str):
     lam, v = m.leak.detach().item(), m.threshold.detach().item()
-    meta = {"leak": lam, "threshold": v, "reset": "subtract"}
+    meta = {"leak": lam, "threshold": v, "reset": _reset(m)}
     zero = _full(shape, 0.0)
     if lam >= 1.0 and nonleaky == "if":  # dv/dt = r I: v <- v + dt r I = v + I
         return nir.IF(r=_full(shape, 1.0 / dt), v_threshold=_full(shape, v), v_reset=zero,
@@ -84,7 +83,7 @@ def to_nir(model: Network, dt: float = NIR_DT, integrator: bool = False,
     decay that rounds to 1 ("lif"). `pooling`: average pooling as `nir.AvgPool2d` ("avg") or as a
     `nir.Conv2d` with fixed weights 1/k^2 from each channel to itself ("conv"). docs/NIR.md says
     which importer needs what."""
-    nir = _nir()
+    nir = nir_module()
     if not model.is_spiking:
         raise UserError("NIR export needs an SNN checkpoint; this one is an ANN (convert it first)")
     if not 0 < dt < math.inf:
@@ -94,7 +93,8 @@ def to_nir(model: Network, dt: float = NIR_DT, integrator: bool = False,
     if pooling not in POOLING:
         raise UserError(f"pooling must be one of {', '.join(POOLING)}, got {pooling!r}")
     c = model.config
-    shape: tuple[int, ...] = (c["in_channels"], c["image_size"], c["image_size"])
+    shape: tuple[int, ...] = (tuple(c["input_shape"]) if "input_shape" in c else
+                              (c["in_channels"], c["image_size"], c["image_size"]))
     nodes: dict[str, Any] = {"input": nir.Input(input_type=np.array(shape))}
     units = [u for u in model.units() if not isinstance(u, (Dropout, nn.Dropout, nn.Identity))]
     last_linear = max((i for i, u in enumerate(units) if isinstance(u, nn.Linear)), default=-1)
@@ -148,11 +148,13 @@ def to_nir(model: Network, dt: float = NIR_DT, integrator: bool = False,
     names = list(nodes)
     edges = [(a, b) for a, b in zip(names[:-1], names[1:])]
     sc = model.spiking_config()
+    resets = {_reset(u) for u in units if isinstance(u, LIF)} or {"subtract"}
     output = ("logits = state of the integrator node after timesteps steps" if integrator else
               "logits = sum over the timesteps steps of the output node's value")
-    meta = {"producer": "dietsnn", "arch": c["arch"], "num_classes": c["num_classes"],
+    meta = {"producer": "dietsnn", "arch": c["arch"], "num_classes": c.get("num_classes", 0),
             "dt": float(dt), "timesteps": int(model.timesteps), "encoding": model.encoding,
-            "reset": "subtract", "spike_condition": "v > v_threshold, integrate then fire",
+            "reset": resets.pop() if len(resets) == 1 else "per node (node metadata)",
+            "spike_condition": "v > v_threshold, integrate then fire",
             "output": output, "nonleaky": nonleaky, "pooling": pooling,
             "surrogate": sc.get("surrogate", SURROGATE),
             "gamma": float(sc.get("gamma", GAMMA))}
@@ -167,7 +169,7 @@ def export_nir(model: Network, path: str | os.PathLike, dt: float = NIR_DT,
                pooling: str = NIR_POOLING) -> Any:
     """Write `to_nir(model, dt, integrator, nonleaky, pooling)` to `path` (HDF5, via
     `nir.write`); returns the graph."""
-    nir = _nir()
+    nir = nir_module()
     graph = to_nir(model, dt=dt, integrator=integrator, nonleaky=nonleaky, pooling=pooling)
     path = os.fspath(path)
     folder, name = os.path.split(os.path.abspath(path))

@@ -12,9 +12,10 @@ sum `S` (what training keeps for backward, per image and timestep) and the large
   gradients and two Adam moments);
 - evaluation (no gradients): `batch x T x M` float32, three times (a layer's input, its output
   and a temporary), plus the parameters;
-- threshold calibration: the spike trains of two consecutive layers, `images x T x M` int8
-  each, plus the currents kept between a layer's two passes (up to `conversion.CACHE_BYTES`)
-  and three of its time chunks; rate-coded input adds the encoded images
+- threshold calibration: the spike trains of two consecutive layers, `images x T x M` bits
+  each, plus the currents kept between a layer's two passes (up to `calibration.CACHE_BYTES`),
+  a constant current and its membrane (`images x M` float32 each) and three time chunks (at
+  least one step, `images x M` float32, each); rate-coded input adds the encoded images
   (`images x T x C x H x W`, float32 and int8).
 
 For `vgg_small` on 28x28 images the training estimate (64 x 5 images: 210 MB) is close to the
@@ -86,7 +87,9 @@ def estimate_bytes(config: dict, batch: int, timesteps: int = 1, mode: str = "tr
         return images * S * FLOAT + 4 * P * FLOAT
     if mode == "eval":
         return 3 * images * M * FLOAT + P * FLOAT
-    need = 2 * images * M + min(cache_bytes, images * M * FLOAT) + 3 * chunk_bytes
+    step = batch * M * FLOAT
+    need = (2 * (images * M + 7) // 8 + min(cache_bytes, images * M * FLOAT) + 2 * step
+            + 3 * max(chunk_bytes, step))
     if encoding == "rate":
         pixels = config["in_channels"] * config["image_size"] ** 2
         need += images * pixels * (FLOAT + 1)

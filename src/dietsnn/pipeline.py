@@ -7,14 +7,14 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from . import checkpoint as ckpt
-from . import logs, snngraph
+from . import files, logs, snngraph
 from .analysis.spikes import spike_rates
 from .config import DROPOUT, EVAL_BATCH, MAXPOOL, ConversionConfig, TrainConfig
 from .conversion import ann_to_snn
@@ -92,7 +92,7 @@ def train_ann(arch: str, cfg: TrainConfig, ctx: Context, out: Path, resume: bool
     metrics = {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
                "val_accuracy": res["best_val_accuracy"], "epochs": cfg.epochs,
                "seconds": time.time() - t0}
-    ckpt.write_json(out / "metrics.json", {"ann": metrics})
+    files.write_json(out / "metrics.json", {"ann": metrics})
     ctx.log(f"ANN test accuracy {metrics['test_accuracy']:.4f}")
     return metrics
 
@@ -157,7 +157,7 @@ def convert_module(model: nn.Module, source: str, opts: ConversionConfig, ctx: C
                            gamma=opts.gamma, surrogate=opts.surrogate, maxpool=maxpool)
     metrics = _calibrate_and_save(snn, opts, ctx, out, seed)
     metrics.update(source=source, ann_test_accuracy=ann_acc)
-    ckpt.write_json(out / "metrics.json", {"converted": metrics})
+    files.write_json(out / "metrics.json", {"converted": metrics})
     return metrics
 
 
@@ -167,7 +167,7 @@ def convert(ann_path: Path, opts: ConversionConfig, ctx: Context, out: Path, see
     snn = ann_to_snn(ann, opts.timesteps, opts.encoding, leak=opts.leak, gamma=opts.gamma,
                      surrogate=opts.surrogate)
     metrics = _calibrate_and_save(snn, opts, ctx, out, seed)
-    ckpt.write_json(out / "metrics.json", {"converted": metrics})
+    files.write_json(out / "metrics.json", {"converted": metrics})
     return metrics
 
 
@@ -176,18 +176,31 @@ def _calibrate_and_save(snn: Network, opts: ConversionConfig, ctx: Context, out:
     snn = snn.to(ctx.device)
     t0 = time.time()
     images = calibration_images(ctx, opts.calib_size, seed).to(ctx.device)
+    auto = opts.scale == "auto"
+    if auto and len(ctx.data.val_y) == 0:
+        raise UserError("--scale auto chooses the scale on the validation split; give "
+                        "--val-size >= 1 or a number")
     with seeded(seed):
-        snngraph.calibrate_thresholds(snn, images, opts.percentile, opts.scale,
-                                      opts.calib_timesteps)
+        snngraph.calibrate_thresholds(snn, images, opts.percentile, 1.0 if auto else opts.scale,
+                                      opts.calib_timesteps, progress=ctx.progress)
+    scan = None
+    if auto:
+        scale, scan = snngraph.choose_scale(snn, ctx.data.val_x, ctx.data.val_y,
+                                            device=ctx.device)
+        ctx.log(f"scale {scale} (validation accuracy {scan[scale]:.4f}; scanned "
+                f"{', '.join(map(str, scan))})")
+        opts = replace(opts, scale=scale)
     seconds = time.time() - t0
     ctx.log(f"calibrated {len(lif_layers(snn))} thresholds in {seconds:.1f}s")
     logs.debug("thresholds: " + ", ".join(f"{name} {m.threshold.item():.4g}"
                                           for name, m in lif_layers(snn)))
-    ckpt.save_model(out / ckpt.MODEL_FILE, snn, {"calibration": asdict(opts)})
+    ckpt.save_model(snn, out / ckpt.MODEL_FILE, {"calibration": asdict(opts)})
     layers, accuracy = layer_report(snn, ctx)
     metrics = {"test_accuracy": accuracy, "timesteps": opts.timesteps,
                "encoding": opts.encoding, "calibration_seconds": seconds,
                "calibration": asdict(opts), "layers": layers}
+    if scan is not None:
+        metrics["scale_validation_accuracy"] = {str(s): a for s, a in scan.items()}
     ctx.log(f"converted SNN (T={opts.timesteps}) test accuracy {metrics['test_accuracy']:.4f}")
     return metrics
 
@@ -207,7 +220,7 @@ def train_snn(snn_path: Path, cfg: TrainConfig, ctx: Context, out: Path, resume:
                "val_accuracy": res["best_val_accuracy"], "timesteps": best.timesteps,
                "encoding": best.encoding, "epochs": cfg.epochs, "seconds": time.time() - t0,
                "layers": layers}
-    ckpt.write_json(out / "metrics.json", {"snn": metrics})
+    files.write_json(out / "metrics.json", {"snn": metrics})
     ctx.log(f"DIET-SNN (T={best.timesteps}) test accuracy {metrics['test_accuracy']:.4f}")
     for d in layers:
         ctx.log(f"  {d['name']:<16} leak {d['leak_init']:.3f} -> {d['leak']:.3f}   threshold "

@@ -12,6 +12,7 @@ from torch import Tensor
 from .analysis.spikes import SpikeCounter
 from .data import DatasetInfo, normalize
 from .errors import UserError
+from .files import open_regular
 from .memory import check_memory
 from .models import Network
 
@@ -32,14 +33,12 @@ def load_image(path: str | os.PathLike, channels: int, size: int) -> Tensor:
     if channels not in (1, 3):
         raise UserError(f"the model takes {channels}-channel images; only 1 or 3 are supported")
     try:
-        with Image.open(path) as im:
+        with open_regular(path, "image file") as f, Image.open(f) as im:  # a FIFO or device: refused
             a = _to_uint8(im, channels)
         if a.shape[:2] != (size, size):
             mode = "L" if a.ndim == 2 else "RGB"
             a = np.asarray(Image.fromarray(a, mode).resize((size, size),
                                                            Image.Resampling.BILINEAR))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such image file") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise UserError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
     t = torch.from_numpy(np.array(a, dtype=np.uint8))

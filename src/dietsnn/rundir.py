@@ -9,12 +9,15 @@ it did not create (docs/RELIABILITY.md).
    released when the process exits, so a crash leaves no stale lock); a second process gets
    "in use by PID n";
 3. removes temporary files that a killed write left behind;
-4. refuses a folder that holds anything but this command's own unfinished, empty run, unless
+4. refuses an output of the command (`outputs`, config.json, the marker) that exists and is not
+   a regular file, or lies in something that is not a folder (unless `overwrite`);
+5. refuses a folder that holds anything but this command's own unfinished, empty run, unless
    `resume` (only a run of the same command) or `overwrite` (only a dietsnn run) is given;
-5. `start(config)`, called once the inputs are read and validated, clears the folder on
+6. `start(config)`, called once the inputs are read and validated, clears the folder on
    `overwrite` and only then writes `config.json`;
-6. on leaving, marks the run finished (or, if the folder was created for it and still holds
-   nothing, removes the folder again) and releases the lock.
+7. on leaving, marks the run finished (or, if the folder was created for it and still holds
+   nothing, removes the folder again) and releases the lock; a command that did not start
+   leaves an earlier lock file as it was (its content too).
 
 `update=True` opens an existing run that a command adds to (sweep, energy): lock and clean-up
 only. `check_output_file` is the same refusal for a single output file (export).
@@ -32,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from . import distributed
-from .checkpoint import TMP_TAG, write_json
 from .errors import UserError
+from .files import TMP_TAG, check_writable, open_regular, transaction, write_json
 
 LOCK_FILE = ".dietsnn.lock"
 MARKER_FILE = ".dietsnn-run.json"
@@ -82,8 +85,7 @@ def check_output_file(path: str | os.PathLike, overwrite: bool,
         st = None
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise UserError(f"{path} is a directory; give the output file name, e.g. model.nir")
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        raise UserError(f"{path} exists and is not a regular file; choose another output file")
+    check_writable(p)
     if st is not None and not overwrite:
         raise UserError(f"{path} exists; pass --overwrite to replace it or choose another name")
     if not p.parent.is_dir():
@@ -92,8 +94,9 @@ def check_output_file(path: str | os.PathLike, overwrite: bool,
 
 def _read_json(path: Path) -> dict | None:
     try:
-        d = json.loads(path.read_text())
-    except (OSError, ValueError):
+        with open_regular(path) as f:  # a FIFO there would block
+            d = json.loads(f.read())
+    except (UserError, ValueError):
         return None
     return d if isinstance(d, dict) else None
 
@@ -103,14 +106,17 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike, command: str, *, resume: bool = False,
                  overwrite: bool = False, inputs: Iterable[str | os.PathLike | None] = (),
-                 update: bool = False) -> None:
+                 update: bool = False, outputs: Iterable[str] = ()) -> None:
         if resume and overwrite:
             raise UserError("--resume and --overwrite exclude each other; choose one")
         self.path = Path(path)
         self.command = command
         self.resume, self.overwrite, self.update = resume, overwrite, update
         self.inputs = list(inputs)
+        # the files (relative paths) the command may write besides config.json and the marker
+        self.outputs = list(outputs) + ([] if update else [CONFIG_FILE, MARKER_FILE])
         self._lock_fd: int | None = None
+        self._lock_before: bytes | None = None  # an existing lock file's content, restored
         self._lock_created = False
         self._created = False
         self._started = False
@@ -148,6 +154,9 @@ class RunDir:
         try:
             self._lock()
             self._remove_tmp()
+            if not self.overwrite:  # --overwrite removes them all before writing
+                for name in self.outputs:
+                    check_writable(self.path / name)
             if not self.update:
                 self._check_contents()
         except BaseException:
@@ -177,9 +186,13 @@ class RunDir:
         lock = self.path / LOCK_FILE
         created = not lock.exists()
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         except OSError as e:
             raise UserError(f"cannot lock {self.path}: {e.strerror or e}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UserError(f"cannot lock {self.path}: {lock} is not a regular file; move it "
+                            "away")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -189,9 +202,11 @@ class RunDir:
                 os.close(fd)
             raise UserError(f"{self.path} is in use by PID {pid}; wait for it to finish or "
                             "choose another --out") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd, self._lock_created = fd, created
+        if not created:  # a command that does not start puts the earlier content back
+            self._lock_before = os.pread(fd, 4096, 0)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
     def _remove_tmp(self) -> None:
         """Temporary files of a write that was killed (here and one folder down)."""
@@ -259,10 +274,10 @@ class RunDir:
                     shutil.rmtree(e)
                 else:
                     e.unlink()
-        # rank 0 alone runs this: no barrier
-        write_json(self.path / MARKER_FILE, {"command": self.command, "finished": False,
-                                             "pid": os.getpid()}, local=True)
-        write_json(self.path / CONFIG_FILE, config, local=True)
+        with transaction(local=True):  # rank 0 alone runs this: no barrier
+            write_json(self.path / MARKER_FILE, {"command": self.command, "finished": False,
+                                                 "pid": os.getpid()})
+            write_json(self.path / CONFIG_FILE, config)
         self._started = True
 
     # -- closing ----------------------------------------------------------------------------
@@ -276,8 +291,12 @@ class RunDir:
             if self._started and not failed and not self.update:
                 write_json(self.path / MARKER_FILE, {"command": self.command, "finished": True},
                            local=True)
-            if self._lock_fd is not None and not self._started and self._lock_created:
-                (self.path / LOCK_FILE).unlink(missing_ok=True)  # a refused folder: as it was
+            if self._lock_fd is not None and not self._started:  # refused or added to: as it was
+                if self._lock_created:
+                    (self.path / LOCK_FILE).unlink(missing_ok=True)
+                elif self._lock_before is not None:
+                    os.ftruncate(self._lock_fd, 0)
+                    os.pwrite(self._lock_fd, self._lock_before, 0)
             if self._created and self._lock_fd is not None and not any(self.path.iterdir()):
                 self.path.rmdir()
         finally:

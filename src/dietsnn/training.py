@@ -24,11 +24,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from . import distributed, logs, runtime
+from . import distributed, files, logs, runtime
 from .analysis.energy import SpikeEnergy
 from .config import DIVERGED_LOSS_FACTOR, OPTIMIZERS, SCHEDULES, TrainConfig
-from .data import Batches, Splits, eval_batches
+from .data import Batches, Splits
 from .errors import TrainingDiverged, UserError
+from .evaluation import autocast as _autocast
+from .evaluation import eval_batches, evaluate  # noqa: F401  (part of this module's API)
 from .layers import constrain_, lif_layers
 from .memory import check_memory
 from .models import Network
@@ -85,42 +87,6 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps: int):
     if cfg.schedule == "none":
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     raise UserError(f"unknown schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-
-
-def _autocast(precision: str, device: str | torch.device = "cpu"):
-    kind = torch.device(device).type
-    if precision == "bf16":
-        return torch.autocast(kind, dtype=torch.bfloat16)
-    if precision != "fp32":
-        raise UserError(f"unknown precision {precision!r}; choose fp32 or bf16")
-    return torch.autocast(kind, enabled=False)
-
-
-@torch.no_grad()
-def evaluate(model: Network, x, y: Tensor, batch_size: int = 256,
-             precision: str = "fp32", progress: bool = False, desc: str = "eval",
-             device: str | torch.device = "cpu") -> dict:
-    """Accuracy (fraction) and mean cross-entropy of `model` on (x, y) (x: a tensor or a folder
-    dataset; in a process group each rank evaluates a shard and the sums are all-reduced)."""
-    check_memory(getattr(model, "config", None), max(1, min(batch_size, len(y))),
-                 getattr(model, "timesteps", None) or 1, "eval", device,
-                 hint="lower the timesteps or the evaluation batch size")
-    was = model.training
-    model.eval()
-    correct, loss_sum, n = 0, 0.0, 0
-    bar = tqdm(eval_batches(x, y, batch_size), desc=desc, leave=False, disable=not progress)
-    for xb, yb in bar:
-        xb, yb = xb.to(device), yb.to(device)
-        with _autocast(precision, device):
-            out = model(xb)
-        out = out.float()
-        loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
-        correct += (out.argmax(1) == yb).sum().item()
-        n += len(yb)
-    model.train(was)
-    correct, loss_sum, n = distributed.all_reduce_sum([correct, loss_sum, n])
-    n = max(1, n)
-    return {"accuracy": correct / n, "loss": loss_sum / n}
 
 
 def neuron_summary(model: nn.Module) -> list[dict]:
@@ -212,7 +178,7 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
         log(f"resuming {desc} at epoch {start + 1}/{cfg.epochs} from {state_path}")
     if start == 0 and getattr(model, "is_spiking", True) and not (out / ckpt.MODEL_FILE).exists():
         # a converted SNN is a good model before training; an untrained ANN is not kept
-        ckpt.save_model(out / ckpt.MODEL_FILE, model, {"epoch": 0})
+        ckpt.save_model(model, out / ckpt.MODEL_FILE, {"epoch": 0})
     validating = len(data.val_y) > 0
     if not validating:
         log(f"{desc}: no validation split (--val-size 0): every epoch is saved and the model "
@@ -280,15 +246,17 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
             f"train {rec['train_accuracy']:.4f} "
             + (f"val {rec['val_accuracy']:.4f} " if validating else "")
             + f"({rec['seconds']:.0f}s)")
-        if not validating:
-            ckpt.save_model(out / ckpt.MODEL_FILE, model, {"epoch": epoch + 1})
-        elif val["accuracy"] > best:
-            best = val["accuracy"]
-            ckpt.save_model(out / ckpt.MODEL_FILE, model, {"epoch": epoch + 1, "val_accuracy": best})
-        ckpt.save_state(state_path, {
-            "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(), "batch_rng": batches.generator.get_state(),
-            "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "best": best, "step": step,
-            "history": history, "config": asdict(cfg)})
-        ckpt.write_json(out / "history.json", history)
+        with files.transaction():  # the epoch's model, state and history: all or none
+            if not validating:
+                ckpt.save_model(model, out / ckpt.MODEL_FILE, {"epoch": epoch + 1})
+            elif val["accuracy"] > best:
+                best = val["accuracy"]
+                ckpt.save_model(model, out / ckpt.MODEL_FILE,
+                                {"epoch": epoch + 1, "val_accuracy": best})
+            ckpt.save_state(state_path, {
+                "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "batch_rng": batches.generator.get_state(),
+                "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "best": best,
+                "step": step, "history": history, "config": asdict(cfg)})
+            files.write_json(out / "history.json", history)
     return {"history": history, "best_val_accuracy": best if validating else None}

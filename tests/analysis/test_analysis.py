@@ -51,7 +51,7 @@ def tiny_run(tmp_path):
     write_idx(tmp_path / "data" / "fashion-mnist", n_train=120, n_test=40)
     torch.manual_seed(0)
     ann = build_ann("vgg_small")
-    save_model(tmp_path / "ann" / "model.safetensors", ann)
+    save_model(ann, tmp_path / "ann" / "model.safetensors")
     return tmp_path
 
 
@@ -98,7 +98,7 @@ def test_ablation_grid_cells_and_resume(tmp_path):
     for m in ann.modules():
         if isinstance(m, torch.nn.Linear):
             torch.nn.init.normal_(m.weight, 0.0, (2.0 / m.in_features) ** 0.5)
-    save_model(d / "ann" / "model.safetensors", ann)
+    save_model(ann, d / "ann" / "model.safetensors")
     out = d / "abl"
     args = ["ablation", str(d / "ann"), "--out", str(out), "--data-dir", str(d / "data"),
             "--quiet", "--val-size", "20", "--timesteps", "1,2", "--rate-timesteps", "3",

@@ -24,7 +24,7 @@ def test_help_lists_subcommands():
 
 @pytest.mark.parametrize("args,msg", [
     (["run", "--timesteps", "0"], "--timesteps must be >= 1"),
-    (["run", "--percentile", "120"], "--percentile must be in (0, 100]"),
+    (["run", "--percentile", "120"], "--percentile must be in (1, 100]"),
     (["run", "--scale", "-1"], "--scale must be in (0, inf]"),
     (["run", "--arch", "nope"], "invalid choice"),
 ])

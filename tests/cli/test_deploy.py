@@ -30,7 +30,7 @@ def tiny(T=3, threshold=0.05):
 @pytest.fixture
 def run_dir(tmp_path):
     run = tmp_path / "run"
-    dietsnn.save_model(run / "snn" / "model.safetensors", tiny())
+    dietsnn.save_model(tiny(), run / "snn" / "model.safetensors")
     (run / "config.json").write_text(json.dumps({"dataset": "fashion-mnist"}))
     return run
 
@@ -156,19 +156,22 @@ def test_cli_export_nir(tmp_path, run_dir, capsys):
 def test_cli_export_options(tmp_path, run_dir):
     nir = pytest.importorskip("nir")
     out = tmp_path / "model.nir"
-    assert main(["export", str(run_dir), str(out), "--portable", "--integrator", "--dt", "0.001"]) == 0
+    assert main(["export", str(run_dir), str(out), "--integrator", "--dt", "0.001"]) == 0
     g = nir.read(out)
     kinds = {type(n).__name__ for n in g.nodes.values()}
     assert "I" in kinds and not kinds & {"IF", "AvgPool2d"}
     md = g.metadata
     assert (md["dt"], md["nonleaky"], md["pooling"]) == (0.001, "lif", "conv")
-    assert main(["export", str(run_dir), str(out), "--overwrite", "--pooling", "conv"]) == 0
-    assert nir.read(out).metadata["nonleaky"] == "if"
+    assert main(["export", str(run_dir), str(out), "--overwrite", "--nonleaky", "if"]) == 0
+    assert (nir.read(out).metadata["nonleaky"], nir.read(out).metadata["pooling"]) == ("if", "conv")
+    assert main(["export", str(run_dir), str(out), "--overwrite", "--exact"]) == 0
+    kinds = {type(n).__name__ for n in nir.read(out).nodes.values()}
+    assert {"IF", "AvgPool2d"} <= kinds
 
 
 def test_cli_export_errors(tmp_path, run_dir, capsys):
     ann = tmp_path / "ann" / "model.safetensors"
-    dietsnn.save_model(ann, dietsnn.build_ann("vgg_small"))
+    dietsnn.save_model(dietsnn.build_ann("vgg_small"), ann)
     cases = [(["export", str(tmp_path / "ann"), str(tmp_path / "a.nir")], "ANN"),
              (["export", str(run_dir), str(tmp_path / "no" / "dir" / "a.nir")], "no such directory"),
              (["export", str(run_dir), str(tmp_path)], "is a directory"),

@@ -7,10 +7,10 @@ import torch
 from helpers import one_line_error, simulate_full_disk, write_idx
 
 from dietsnn import build_ann, save_model
-from dietsnn.checkpoint import atomic_write
 from dietsnn.cli import main
 from dietsnn.config import TrainConfig
 from dietsnn.errors import UserError
+from dietsnn.files import atomic_write
 from dietsnn.training import fit
 
 
@@ -78,7 +78,7 @@ def test_an_explicit_data_dir_is_the_only_place_looked_in(tiny, capsys, monkeypa
 
 
 def test_model_of_another_image_size_or_channels(tiny, capsys):
-    save_model(tiny / "c10" / "model.safetensors", build_ann("vgg_small", 10, 3, 32))
+    save_model(build_ann("vgg_small", 10, 3, 32), tiny / "c10" / "model.safetensors")
     one_line_error(capsys, ["evaluate", str(tiny / "c10"), "--data-dir", str(tiny / "data")],
                    "expects 3x32x32 images")
 
@@ -87,7 +87,8 @@ def test_model_of_another_image_size_or_channels(tiny, capsys):
     (["convert", "X", "--leak", "1.5"], "--leak must be in (0, 1]"),
     (["convert", "X", "--leak", "0"], "--leak must be in (0, 1]"),
     (["run", "--timesteps", "-3"], "--timesteps must be >= 1"),
-    (["run", "--percentile", "0"], "--percentile must be in (0, 100]"),
+    (["run", "--percentile", "0"], "--percentile must be in (1, 100]"),
+    (["run", "--percentile", "0.997"], "--percentile must be in (1, 100]"),
     (["run", "--scale", "0"], "--scale must be in (0, inf]"),
     (["run", "--dataset", "imagenet-x"], "choose from"),
     (["run", "--arch", "resnet1000"], "choose from"),
@@ -124,13 +125,13 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 
 def test_convert_refuses_to_write_into_the_ann_folder(tiny, capsys):
-    save_model(tiny / "ann" / "model.safetensors", build_ann("vgg_small"))
+    save_model(build_ann("vgg_small"), tiny / "ann" / "model.safetensors")
     one_line_error(capsys, ["convert", str(tiny / "ann"), "--out", str(tiny / "ann"),
                             "--data-dir", str(tiny / "data")], "never modified")
 
 
 def test_ann_given_to_train_snn_and_missing_cuda(tiny, capsys):
-    save_model(tiny / "ann" / "model.safetensors", build_ann("vgg_small"))
+    save_model(build_ann("vgg_small"), tiny / "ann" / "model.safetensors")
     one_line_error(capsys, ["train-snn", str(tiny / "ann"), "--data-dir", str(tiny / "data"),
                             "--val-size", "10", "--out", str(tiny / "s"), "--quiet"],
                    "run `dietsnn convert` first")

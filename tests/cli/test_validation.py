@@ -23,8 +23,8 @@ from dietsnn.errors import UserError
 def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("models")
     ann = build_ann("vgg_small")
-    save_model(d / "ann" / "model.safetensors", ann)
-    save_model(d / "snn" / "model.safetensors", ann_to_snn(ann, 2))
+    save_model(ann, d / "ann" / "model.safetensors")
+    save_model(ann_to_snn(ann, 2), d / "snn" / "model.safetensors")
     return d
 
 
@@ -89,6 +89,41 @@ def test_every_numeric_option_passes_or_is_one_line(models, tmp_path_factory, ca
     else:
         assert captured.err == ""
     assert not (models / "none").exists()  # validation writes nothing
+
+
+def _integer_options() -> list[tuple[str, str]]:
+    """(command, option) for every option whose value is an integer or a list of them."""
+    found = []
+    for name, p in _subcommands().items():
+        for a in p._actions:
+            if not a.option_strings or a.type is None:
+                continue
+            try:
+                v = a.type("1")
+            except (argparse.ArgumentTypeError, ValueError):
+                continue
+            if isinstance(v, int) or (isinstance(v, list) and v and isinstance(v[0], int)):
+                found.append((name, max(a.option_strings, key=len)))
+    return found
+
+
+def test_every_integer_option_has_an_upper_bound(models, capsys):
+    """--epochs 99999999999999999999 and the like: every integer option of every command
+    refuses a huge value (and one just above its bound) in one line, before any work."""
+    options = _integer_options()
+    assert ("train-ann", "--epochs") in options and ("run", "--sweep-limit") in options
+    assert len(options) > 40
+    for command, option in options:
+        pos = [str(models / p) if p in ("ann", "snn") else str(models / "none" / p)
+               for p in POSITIONALS.get(command, [])]
+        for value in ("99999999999999999999", str(2**63), str(10**400)):
+            capsys.readouterr()
+            with pytest.raises(SystemExit) as e:
+                main([command, *pos, f"{option}={value}"], validate_only=True)
+            err = capsys.readouterr().err
+            assert e.value.code == 2 and err.count("\n") == 1, (command, option, err)
+            assert f"{option} must be" in err and "<=" in err, (command, option, err)
+    assert not (models / "none").exists()
 
 
 @pytest.mark.parametrize("env,match", [

@@ -170,16 +170,3 @@ def test_no_writable_folder_at_all_falls_back(monkeypatch, tmp_path):
         PermissionError("read-only file system")))
     with pytest.warns(RuntimeWarning, match="no writable folder"):
         assert native.library() is None
-
-
-def test_a_library_others_can_write_is_not_loaded(monkeypatch, tmp_path):
-    _fresh_state(monkeypatch, tmp_path)
-    assert native.library() is not None
-    cache = tmp_path / "cache"
-    cache.chmod(0o777)  # a shared folder: anyone could have put the file there
-    monkeypatch.setattr(native, "_STATE", {})
-    loaded = []
-    real = native.ctypes.CDLL
-    monkeypatch.setattr(native.ctypes, "CDLL", lambda p: loaded.append(p) or real(p))
-    assert native.library() is not None
-    assert loaded and not loaded[0].startswith(str(cache))  # a private build was loaded

@@ -109,7 +109,7 @@ def test_residual_calibration_matches_naive_prefix_rerun():
 
 
 def test_residual_calibration_time_chunks_and_recompute(monkeypatch):
-    import dietsnn.conversion as cal
+    import dietsnn.calibration as cal
 
     ann = tiny()
     x = torch.randn(12, 1, 8, 8)
@@ -124,7 +124,7 @@ def test_resnet_checkpoint_roundtrip_and_energy_order(tmp_path):
 
     snn = ann_to_snn(build_ann("resnet20", 10, 1, 8, 0.2), 5)
     calibrate_thresholds(snn, torch.randn(4, 1, 8, 8), 99.7, 0.3, 3)
-    save_model(tmp_path / "m.safetensors", snn)
+    save_model(snn, tmp_path / "m.safetensors")
     back = load_model(tmp_path / "m.safetensors")
     assert all(torch.equal(a, b) for a, b in zip(snn.state_dict().values(),
                                                  back.state_dict().values()))

@@ -25,14 +25,15 @@ import torch
 from torch import Tensor
 
 from .. import checkpoint as ckpt
-from .. import logs
-from ..config import SNN_TRAIN, ConversionConfig, TrainConfig
+from .. import files, logs
+from ..config import SCALES, SNN_TRAIN, ConversionConfig, TrainConfig
 from ..conversion import ann_to_snn, calibrate_thresholds
 from ..data import Splits
 from ..errors import UserError
 from ..layers import lif_layers
 from ..models import Network
 from ..rundir import RunDir
+from ..snngraph import choose_scale
 from ..training import evaluate, fit, seeded
 from .energy import measure, write_predictions
 from .report import plot_ablation_if_possible
@@ -57,7 +58,7 @@ class AblationConfig:
     neuron_lr: float = SNN_TRAIN.neuron_lr
     amsgrad: bool = False
     batch_size: int = SNN_TRAIN.batch_size
-    scales: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+    scales: tuple[float, ...] = SCALES
     percentile: float = ConversionConfig.percentile
     calib_size: int = ConversionConfig.calib_size
     calib_timesteps: int = ConversionConfig.calib_timesteps
@@ -97,6 +98,19 @@ def cell_key(variant: str, T: int, seed: int, penalty: float = 0.0) -> str:
     return f"{variant}-T{T}-s{seed}" + (f"-p{penalty:g}" if penalty else "")
 
 
+def ablation_outputs(cfg: AblationConfig) -> list[str]:
+    """Every file the grid of `cfg` may write into its folder (checked before it starts)."""
+    runs = [f"runs/{cell_key(*c)}/{f}" for c in cfg.cells()
+            for f in (ckpt.MODEL_FILE, ckpt.STATE_FILE, "history.json")]
+    preds = [f"predictions/{cell_key(*c)}.txt" for c in cfg.cells()]
+    preds += [f"predictions/converted-{e}-T{T}.txt" for e in ("direct", "rate")
+              for T in {*cfg.timesteps, *cfg.rate_timesteps}]
+    return ["ann.json", "converted.json", "setup-direct.json", "setup-rate.json",
+            "ablation.json", "ablation.md", "ablation.png", "test_labels.txt",
+            "front.json", "front.md", "front.png",
+            *(f"cells/{cell_key(*c)}.json" for c in cfg.cells()), *runs, *preds]
+
+
 class Ablation:
     """The ablation grid over one ANN, writing into `out`."""
 
@@ -131,18 +145,15 @@ class Ablation:
         chosen: dict[str, float] = {}
         for T in Ts:
             snn.timesteps = T
-            accs = {}
-            for s in cfg.scales:
-                _set_thresholds(snn, raw, s)
-                accs[str(s)] = evaluate(snn, d.val_x, d.val_y, device=self.device)["accuracy"]
-            scan[str(T)] = accs
-            best = max(cfg.scales, key=lambda s: (accs[str(s)], -abs(s - 0.5)))
+            _set_thresholds(snn, raw, 1.0)
+            best, accs = choose_scale(snn, d.val_x, d.val_y, cfg.scales, self.device)
+            scan[str(T)] = {str(s): a for s, a in accs.items()}
             chosen[str(T)] = best
             self.log(f"{encoding} T={T}: scale {best} (validation accuracy "
-                     f"{accs[str(best)]:.4f}; scanned {', '.join(map(str, cfg.scales))})")
+                     f"{accs[best]:.4f}; scanned {', '.join(map(str, cfg.scales))})")
         res = {"encoding": encoding, "raw_thresholds": raw, "scale": chosen,
                "validation_scan": scan}
-        ckpt.write_json(path, res)
+        files.write_json(path, res)
         return res
 
     def converted(self, encoding: str, T: int) -> Network:
@@ -189,7 +200,7 @@ class Ablation:
                 "leaks_init": [a for a, _ in initial], "thresholds_init": [b for _, b in initial],
                 "seconds": time.time() - t0}
         write_predictions(self.out / "predictions" / f"{key}.txt", torch.cat(preds))
-        ckpt.write_json(path, cell)
+        files.write_json(path, cell)
         (run_dir / ckpt.STATE_FILE).unlink(missing_ok=True)  # finished: no resume state needed
         self.log(f"{key}: test accuracy {cell['accuracy']:.4f}, spikes/neuron "
                  f"{cell['mean_spike_rate']:.3f}, {cell['seconds']:.0f}s")
@@ -199,7 +210,8 @@ class Ablation:
         """Run the grid into `out`, opened as a `RunDir`: a folder that holds other work is
         refused unless `resume` (continue an ablation there) or `overwrite` (replace a dietsnn
         run) says so, and it stays locked while the grid runs."""
-        with RunDir(self.out, "ablation", resume=resume, overwrite=overwrite) as rd:
+        with RunDir(self.out, "ablation", resume=resume, overwrite=overwrite,
+                    outputs=ablation_outputs(self.cfg)) as rd:
             rd.start({"command": "ablation", "ablation": asdict(self.cfg)})
             return self.run_grid()
 
@@ -213,7 +225,7 @@ class Ablation:
             acc = evaluate(self.ann, self.data.test_x, self.data.test_y,
                            device=self.device)["accuracy"]
             n = min(self.cfg.train_subset or len(self.data.train_x), len(self.data.train_x))
-            ckpt.write_json(info, {"ann_accuracy": acc, "config": asdict(self.cfg),
+            files.write_json(info, {"ann_accuracy": acc, "config": asdict(self.cfg),
                                    "train_images": n})
         if not (out / "test_labels.txt").is_file():  # for paired tests on the predictions
             write_predictions(out / "test_labels.txt", self.data.test_y)
@@ -247,7 +259,7 @@ class Ablation:
                                "energy_ratio": m["energy"]["ratio"]}
                     write_predictions(self.out / "predictions" / f"converted-{k}.txt",
                                       torch.cat(preds))
-                    ckpt.write_json(path, done)
+                    files.write_json(path, done)
         return done
 
 
@@ -295,10 +307,11 @@ def summarize(out: str | Path, log=None) -> dict:
            "train_images": ann["train_images"], "variants": table,
            "converted": converted, "d_minus_b": paired, "cells": len(cells),
            "cpu_seconds": sum(c["seconds"] for c in cells)}
-    ckpt.write_json(out / "ablation.json", res)
     md = ablation_markdown(res)
-    ckpt.atomic_write(out / "ablation.md", md.encode())
-    plot_ablation_if_possible(res, out / "ablation.png", log or (lambda *a, **k: None))
+    with files.transaction():  # the summary's three files: all or none
+        files.write_json(out / "ablation.json", res)
+        files.atomic_write(out / "ablation.md", md.encode())
+        plot_ablation_if_possible(res, out / "ablation.png", log or (lambda *a, **k: None))
     if len(every) > len(cells):
         from .front import load_labels, summarize_front
 

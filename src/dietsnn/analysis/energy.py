@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from .. import checkpoint as ckpt
+from .. import files
 from ..conversion import replace_modules
 from ..functional import encoding as _encoding
 from ..functional import energy as E
@@ -170,7 +170,7 @@ def write_predictions(path, predictions: Tensor) -> None:
     p = predictions.tolist()
     text = ("".join("0123456789abcdefghijklmnopqrstuvwxyz"[c] for c in p) + "\n"
             if max(p, default=0) < 36 else "\n".join(map(str, p)) + "\n")
-    ckpt.atomic_write(path, text.encode())
+    files.atomic_write(path, text.encode())
 
 
 def read_predictions(path) -> list[int]:

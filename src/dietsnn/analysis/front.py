@@ -13,7 +13,7 @@ from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
-from .. import checkpoint as ckpt
+from .. import files
 from .energy import read_predictions
 
 # two-sided 95% quantiles of Student's t for 1..30 degrees of freedom
@@ -94,8 +94,8 @@ def summarize_front(out: str | Path, cells: list[dict], converted: dict, ann_acc
     conv = {c["timesteps"]: c for c in converted.values() if c["encoding"] == "direct"}
     res = {"ann_accuracy": ann_accuracy, "rows": rows, "pairs": pairs,
            "converted": {str(T): c for T, c in sorted(conv.items())}}
-    ckpt.write_json(out / "front.json", res)
-    ckpt.atomic_write(out / "front.md", front_markdown(res).encode())
+    files.write_json(out / "front.json", res)
+    files.atomic_write(out / "front.md", front_markdown(res).encode())
     try:
         plot_front(res, out / "front.png")
     except ImportError:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import logs
-from ..checkpoint import atomic_write
+from ..files import atomic_write
 from .energy import format_energy_table
 
 

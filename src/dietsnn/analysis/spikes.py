@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from .. import distributed
-from ..data import eval_batches
+from ..evaluation import eval_batches
 from ..layers import LIF, lif_layers
 from ..models import Network
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 from ..analysis import format_energy_table, measure, sweep
-from ..analysis.ablation import Ablation, AblationConfig
+from ..analysis.ablation import Ablation, AblationConfig, ablation_outputs
 from ..analysis.report import plot_sweep_if_possible
-from ..checkpoint import MAX_TIMESTEPS, dumps, load_model, write_json
+from ..checkpoint import load_model
+from ..config import MAX_BATCH, MAX_EPOCHS, MAX_SAMPLES, MAX_TIMESTEPS
 from ..errors import UserError
+from ..files import dumps, transaction, write_json
 from ..functional.energy import E_AC_PJ, E_MAC_PJ
 from ..pipeline import check_fits, load_checked
 from ..rundir import RunDir
@@ -43,7 +46,7 @@ def add_commands(sub) -> dict:
     s = sub.add_parser("sweep", help="accuracy, spike rate and energy of an SNN at several T")
     s.add_argument("run", help="run directory (its snn/ and converted/ are swept) or checkpoint")
     common(s, None)
-    s.add_argument("--timesteps", type=int_list("--timesteps", maximum=MAX_TIMESTEPS),
+    s.add_argument("--timesteps", type=int_list("--timesteps", MAX_TIMESTEPS),
                    default=list(SWEEP_TIMESTEPS))
     s.add_argument("--overwrite", action="store_true",
                    help="replace an earlier sweep of this run (metrics.json's sweep, sweep.json, "
@@ -54,18 +57,18 @@ def add_commands(sub) -> dict:
                        "each trained at each T over several seeds")
     a.add_argument("ann", help="trained ANN run directory or model.safetensors")
     common(a, "runs/ablation")
-    a.add_argument("--timesteps", type=int_list("--timesteps", maximum=MAX_TIMESTEPS),
+    a.add_argument("--timesteps", type=int_list("--timesteps", MAX_TIMESTEPS),
                    default=list(d.timesteps),
                    help="T values at which every variant is trained and tested")
-    a.add_argument("--rate-timesteps", type=int_list("--rate-timesteps", maximum=MAX_TIMESTEPS),
+    a.add_argument("--rate-timesteps", type=int_list("--rate-timesteps", MAX_TIMESTEPS),
                    default=list(d.rate_timesteps),
                    help="further T values for (a), rate coding")
-    a.add_argument("--seeds", type=int_list("--seeds", 0, maximum=MAX_SEED),
+    a.add_argument("--seeds", type=int_list("--seeds", MAX_SEED, minimum=0),
                    default=list(d.seeds),
                    help="training seeds (dropout masks, batch order, rate-coded input)")
     a.add_argument("--variants", default=d.variants, help="which of a, b, c, d to run")
-    a.add_argument("--snn-epochs", type=positive_int("--snn-epochs"), default=d.epochs)
-    a.add_argument("--train-subset", type=positive_int("--train-subset"), default=d.train_subset,
+    a.add_argument("--snn-epochs", type=positive_int("--snn-epochs", MAX_EPOCHS), default=d.epochs)
+    a.add_argument("--train-subset", type=positive_int("--train-subset", MAX_SAMPLES), default=d.train_subset,
                    metavar="N", help="training images per epoch")
     a.add_argument("--snn-lr", type=positive_float("--snn-lr"), default=d.lr)
     a.add_argument("--neuron-lr", type=positive_float("--neuron-lr"), default=d.neuron_lr,
@@ -76,12 +79,12 @@ def add_commands(sub) -> dict:
                    default=list(d.penalties), metavar="W,...",
                    help="spike penalties at which (b)-(d) are trained (more than 0: the "
                    "accuracy-energy front)")
-    a.add_argument("--batch-size", type=positive_int("--batch-size"), default=d.batch_size)
+    a.add_argument("--batch-size", type=positive_int("--batch-size", MAX_BATCH), default=d.batch_size)
     a.add_argument("--scales", type=float_list("--scales"), default=list(d.scales),
                    help="threshold scales from which each T's is chosen on validation")
-    a.add_argument("--percentile", type=float_in("--percentile", 0, 100), default=d.percentile)
-    a.add_argument("--calib-size", type=positive_int("--calib-size"), default=d.calib_size)
-    a.add_argument("--calib-timesteps", type=positive_int("--calib-timesteps"),
+    a.add_argument("--percentile", type=float_in("--percentile", 1, 100), default=d.percentile)
+    a.add_argument("--calib-size", type=positive_int("--calib-size", MAX_SAMPLES), default=d.calib_size)
+    a.add_argument("--calib-timesteps", type=positive_int("--calib-timesteps", MAX_TIMESTEPS),
                    default=d.calib_timesteps)
     a.add_argument("--resume", action="store_true", help="skip the finished cells in --out")
     return {"energy": cmd_energy, "sweep": cmd_sweep, "ablation": cmd_ablation}
@@ -95,13 +98,8 @@ def _refuse_earlier(folder: Path, metrics_key: str, files: tuple[str, ...],
         return
     found = [folder / f for f in files if (folder / f).exists()]
     mf = folder / "metrics.json"
-    if mf.is_file():
-        try:
-            stored = json.loads(mf.read_text())
-        except (OSError, ValueError) as e:
-            raise UserError(f"{mf}: not readable JSON ({e}); fix or move it away") from None
-        if isinstance(stored, dict) and metrics_key in stored:
-            found.insert(0, mf)
+    if mf.is_file() and metrics_key in _read_metrics(mf):
+        found.insert(0, mf)
     if found:
         what = f"{found[0]}" + (f"'s {metrics_key}" if found[0].name == "metrics.json" else "")
         raise UserError(f"{what} holds an earlier {command} result; pass --overwrite to replace "
@@ -120,24 +118,25 @@ def _sweep_targets(root: Path) -> tuple[dict[str, Path], Path]:
 
 def cmd_energy(args) -> dict:
     mf = metrics_file(args.model)
-    if mf is not None:
-        _refuse_earlier(mf.parent, "energy", (), args.overwrite, "energy")
-    model = load_model(args.model)
-    if not model.is_spiking:
-        raise UserError(f"{args.model} is an ANN; energy compares an SNN with its ANN, give the "
-                        "converted or trained SNN")
-    args.quiet = args.quiet or args.json
-    ctx = setup(args)
-    check_fits(model, ctx, args.model)
-    m = measure(model, ctx.data.test_x, ctx.data.test_y, device=ctx.device,
-                         e_mac=args.e_mac, e_ac=args.e_ac)
-    en = m["energy"]
-    result = {"energy": {k: en[k] for k in ("ann_pj", "snn_pj", "ratio", "layers", "e_mac_pj",
-                                             "e_ac_pj", "flops")},
-              "accuracy": m["accuracy"], "timesteps": model.timesteps}
-    if mf is not None:
-        with RunDir(mf.parent, "energy", update=True):  # locked: no other command writes it now
-            data = json.loads(mf.read_text())
+    # the run it adds to: locked, its metrics.json checked, before any computation
+    with RunDir(mf.parent, "energy", update=True, outputs=(mf.name,)) if mf else nullcontext():
+        if mf is not None:
+            _refuse_earlier(mf.parent, "energy", (), args.overwrite, "energy")
+        model = load_model(args.model)
+        if not model.is_spiking:
+            raise UserError(f"{args.model} is an ANN; energy compares an SNN with its ANN, give "
+                            "the converted or trained SNN")
+        args.quiet = args.quiet or args.json
+        ctx = setup(args)
+        check_fits(model, ctx, args.model)
+        m = measure(model, ctx.data.test_x, ctx.data.test_y, device=ctx.device,
+                    e_mac=args.e_mac, e_ac=args.e_ac)
+        en = m["energy"]
+        result = {"energy": {k: en[k] for k in ("ann_pj", "snn_pj", "ratio", "layers",
+                                                 "e_mac_pj", "e_ac_pj", "flops")},
+                  "accuracy": m["accuracy"], "timesteps": model.timesteps}
+        if mf is not None:
+            data = _read_metrics(mf)
             data["energy"] = result["energy"]
             write_json(mf, data)
     if args.json:
@@ -148,31 +147,44 @@ def cmd_energy(args) -> dict:
     return result
 
 
+def _read_metrics(mf: Path) -> dict:
+    try:
+        data = json.loads(mf.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{mf}: not readable JSON ({e}); fix or move it away") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{mf}: not a JSON object; fix or move it away")
+    return data
+
+
 def cmd_sweep(args) -> dict:
     targets, out_dir = _sweep_targets(Path(args.run))
-    _refuse_earlier(out_dir, "sweep", ("sweep.json", "sweep.png"), args.overwrite, "sweep")
-    ctx = setup(args)
-    result = {}
-    for name, path in targets.items():
-        model = check_fits(load_model(path), ctx, str(path))
-        if not model.is_spiking:
-            raise UserError(f"{path} is an ANN; sweep needs an SNN")
-        ctx.log(f"{name}:")
-        result[name] = sweep(model, args.timesteps, ctx.data.test_x, ctx.data.test_y,
-                                      device=ctx.device, log=ctx.log)
-    with RunDir(out_dir, "sweep", update=True):  # locked: no other command writes it now
+    outputs = ("metrics.json", "sweep.json", "sweep.png")
+    # locked and every output checked before any computation; written all or none
+    with RunDir(out_dir, "sweep", update=True, outputs=outputs):
+        _refuse_earlier(out_dir, "sweep", outputs[1:], args.overwrite, "sweep")
         mf = out_dir / "metrics.json"
-        ann_acc = None
-        if mf.is_file():
-            data = json.loads(mf.read_text())
-            ann_acc = data.get("ann", {}).get("test_accuracy")
-            data["sweep"] = result
-            write_json(mf, data)
-        else:
-            write_json(out_dir / "sweep.json", result)
-        if plot_sweep_if_possible(result, ann_acc, out_dir / "sweep.png", "Accuracy against T",
-                                  ctx.log):
-            ctx.log(f"wrote {out_dir / 'sweep.png'}")
+        data = _read_metrics(mf) if mf.is_file() else None
+        ctx = setup(args)
+        result = {}
+        for name, path in targets.items():
+            model = check_fits(load_model(path), ctx, str(path))
+            if not model.is_spiking:
+                raise UserError(f"{path} is an ANN; sweep needs an SNN")
+            ctx.log(f"{name}:")
+            result[name] = sweep(model, args.timesteps, ctx.data.test_x, ctx.data.test_y,
+                                 device=ctx.device, log=ctx.log)
+        with transaction():
+            if data is not None:
+                data["sweep"] = result
+                write_json(mf, data)
+            else:
+                write_json(out_dir / "sweep.json", result)
+            ann_acc = (data or {}).get("ann", {}).get("test_accuracy")
+            plotted = plot_sweep_if_possible(result, ann_acc, out_dir / "sweep.png",
+                                             "Accuracy against T", ctx.log)
+    if plotted:
+        ctx.log(f"wrote {out_dir / 'sweep.png'}")
     return result
 
 
@@ -189,7 +201,7 @@ def ablation_config(args) -> AblationConfig:
 
 def cmd_ablation(args) -> dict:
     cfg = ablation_config(args)
-    with open_out(args, (args.ann,)) as run:
+    with open_out(args, (args.ann,), ablation_outputs(cfg)) as run:
         ctx = setup(args)
         ablation = Ablation(load_checked(args.ann, ctx), ctx.data, cfg, args.out, ctx.device,
                             ctx.log, ctx.progress, args.seed)

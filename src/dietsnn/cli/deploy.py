@@ -7,12 +7,13 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from ..checkpoint import dumps, load_model, resolve_model_path
+from ..checkpoint import load_model, resolve_model_path
 from ..config import DATASET as DEFAULT_DATASET
 from ..config import NIR_DT, NIR_NONLEAKY, NIR_POOLING
 from ..data import DATASETS, dataset_info
 from ..errors import UserError
 from ..export import NONLEAKY, POOLING, export_nir
+from ..files import dumps
 from ..predict import predict_images
 from ..rundir import check_output_file
 from .options import float_in, no_compile
@@ -51,7 +52,7 @@ def cmd_export(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     check_output_file(out, args.overwrite, (resolve_model_path(args.run),))
     model = load_model(args.run)
-    nonleaky, pooling = ("lif", "conv") if args.portable else (args.nonleaky, args.pooling)
+    nonleaky, pooling = ("if", "avg") if args.exact else (args.nonleaky, args.pooling)
     graph = export_nir(model, out, dt=args.dt, integrator=args.integrator, nonleaky=nonleaky,
                        pooling=pooling)
     print(f"wrote {out} ({args.format}, {len(graph.nodes)} nodes, T={model.timesteps}, "
@@ -63,7 +64,8 @@ def cmd_export(args: argparse.Namespace) -> dict:
 def add_commands(sub) -> dict[str, Callable]:
     """Add `predict` and `export` to the subparsers `sub`; return {name: function}."""
     p = sub.add_parser("predict", help="classify image files (PNG/JPEG) with a trained model")
-    p.add_argument("run", metavar="RUN_DIR", help="run directory or model.safetensors")
+    p.add_argument("run", metavar="RUN_DIR", help="run directory, model.safetensors or a NIR graph "
+                   "(.nir) that records its timesteps")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
     p.add_argument("--dataset", default=None, choices=sorted(DATASETS),
                    help="normalisation and class names (default: from RUN_DIR/config.json, "
@@ -83,11 +85,14 @@ def add_commands(sub) -> dict[str, Callable]:
                    help="end with a nir.I node summing the output over time (default: the output "
                         "is the last layer's value at each step, to be summed)")
     e.add_argument("--nonleaky", choices=NONLEAKY, default=NIR_NONLEAKY,
-                   help="write layers with leak 1 as nir.IF or as nir.LIF (default: %(default)s)")
+                   help="write layers with leak 1 as nir.IF or as nir.LIF, the same spikes "
+                        "(default: %(default)s)")
     e.add_argument("--pooling", choices=POOLING, default=NIR_POOLING,
                    help="write average pooling as nir.AvgPool2d (avg) or as a fixed nir.Conv2d "
                         "(conv) (default: %(default)s)")
-    e.add_argument("--portable", action="store_true",
-                   help="--nonleaky lif --pooling conv: the form snnTorch, SpikingJelly and Norse "
-                        "all import (docs/NIR.md)")
+    e.add_argument("--exact", action="store_true",
+                   help="--nonleaky if --pooling avg: the form closest to the model, which "
+                        "SpikingJelly and dietsnn import but snnTorch and Norse do not (default: "
+                        "the form all of them import; docs/NIR.md)")
+    e.add_argument("--portable", action="store_true", help=argparse.SUPPRESS)  # the default
     return {"predict": cmd_predict, "export": cmd_export}

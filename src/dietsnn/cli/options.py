@@ -7,8 +7,9 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import fields
 from pathlib import Path
@@ -32,8 +33,8 @@ MAX_THREADS = 4096
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
-def int_in(name: str, lo: int, hi: int | None = None) -> Callable[[str], int]:
-    """An integer in [lo, hi] (no upper bound if hi is None)."""
+def int_in(name: str, lo: int, hi: int) -> Callable[[str], int]:
+    """An integer in [lo, hi]: every integer option has an upper bound (`config.MAX_*`)."""
     def parse(s: str) -> int:
         try:
             v = int(s)
@@ -41,13 +42,13 @@ def int_in(name: str, lo: int, hi: int | None = None) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{name} must be an integer, got {s!r}") from None
         if v < lo:
             raise argparse.ArgumentTypeError(f"{name} must be >= {lo}, got {v}")
-        if hi is not None and v > hi:
+        if v > hi:
             raise argparse.ArgumentTypeError(f"{name} must be <= {hi}, got {v}")
         return v
     return parse
 
 
-def positive_int(name: str, maximum: int | None = None) -> Callable[[str], int]:
+def positive_int(name: str, maximum: int) -> Callable[[str], int]:
     return int_in(name, 1, maximum)
 
 
@@ -73,8 +74,13 @@ def positive_float(name: str) -> Callable[[str], float]:
     return float_in(name, 0, float("inf"))
 
 
-def int_list(name: str, minimum: int = 1, allow_empty: bool = False,
-             maximum: int | None = None) -> Callable[[str], list[int]]:
+def scale_option(s: str) -> float | str:
+    """--scale: a number > 0 or "auto"."""
+    return "auto" if s == "auto" else positive_float("--scale")(s)
+
+
+def int_list(name: str, maximum: int, minimum: int = 1,
+             allow_empty: bool = False) -> Callable[[str], list[int]]:
     def parse(s: str) -> list[int]:
         try:
             vs = [int(v) for v in s.split(",") if v.strip()]
@@ -85,7 +91,7 @@ def int_list(name: str, minimum: int = 1, allow_empty: bool = False,
             return vs
         if not vs or min(vs) < minimum:
             raise argparse.ArgumentTypeError(f"{name} must be integers >= {minimum}, got {s!r}")
-        if maximum is not None and max(vs) > maximum:
+        if max(vs) > maximum:
             raise argparse.ArgumentTypeError(f"{name} must be integers <= {maximum}, got {s!r}")
         return vs
     return parse
@@ -113,11 +119,14 @@ def common(p: argparse.ArgumentParser, out_default: str | None = "runs/dietsnn")
     g.add_argument("--data-dir", default=None,
                    help="folder with the dataset files (default: $DIETSNN_DATA, then "
                         "/usr/share/datasets/NAME, then the download cache)")
-    g.add_argument("--limit-train", type=positive_int("--limit-train"), default=None,
+    g.add_argument("--limit-train", type=positive_int("--limit-train", config.MAX_SAMPLES),
+                   default=None,
                    metavar="N", help="use the first N training samples (smoke runs; default: all)")
-    g.add_argument("--limit-test", type=positive_int("--limit-test"), default=None, metavar="N",
+    g.add_argument("--limit-test", type=positive_int("--limit-test", config.MAX_SAMPLES),
+                   default=None, metavar="N",
                    help="use the first N test samples (default: all)")
-    g.add_argument("--val-size", type=int_in("--val-size", 0), default=config.VAL_SIZE,
+    g.add_argument("--val-size", type=int_in("--val-size", 0, config.MAX_SAMPLES),
+                   default=config.VAL_SIZE,
                    help="validation samples carved from the training set (checkpoints are "
                         "chosen on them; 0: no validation, the last epoch is kept)")
     g.add_argument("--seed", type=int_in("--seed", 0, MAX_SEED), default=TrainConfig.seed)
@@ -145,16 +154,21 @@ def no_compile(g) -> None:
 def snn_opts(p: argparse.ArgumentParser) -> None:
     d = ConversionConfig()
     g = p.add_argument_group("spiking network")
-    g.add_argument("--timesteps", "-T", type=positive_int("--timesteps", ckpt.MAX_TIMESTEPS),
+    g.add_argument("--timesteps", "-T", type=positive_int("--timesteps", config.MAX_TIMESTEPS),
                    default=d.timesteps)
     g.add_argument("--encoding", choices=config.ENCODINGS, default=d.encoding)
-    g.add_argument("--percentile", type=float_in("--percentile", 0, 100), default=d.percentile)
-    g.add_argument("--scale", type=positive_float("--scale"), default=d.scale,
-                   help="threshold scaling factor after calibration")
+    g.add_argument("--percentile", type=float_in("--percentile", 1, 100), default=d.percentile,
+                   help="in percent")
+    g.add_argument("--scale", type=scale_option, default=d.scale,
+                   help="threshold scaling factor after calibration, or auto: the one of "
+                        f"{', '.join(map(str, config.SCALES))} with the best converted accuracy "
+                        "on the validation split")
     g.add_argument("--leak", type=float_in("--leak", 0, 1), default=d.leak,
                    help="initial membrane leak of every layer (1 = IF, as converted)")
-    g.add_argument("--calib-size", type=positive_int("--calib-size"), default=d.calib_size)
-    g.add_argument("--calib-timesteps", type=positive_int("--calib-timesteps"),
+    g.add_argument("--calib-size", type=positive_int("--calib-size", config.MAX_SAMPLES),
+                   default=d.calib_size)
+    g.add_argument("--calib-timesteps",
+                   type=positive_int("--calib-timesteps", config.MAX_TIMESTEPS),
                    default=d.calib_timesteps)
     g.add_argument("--surrogate", default=d.surrogate, choices=sorted(SURROGATES))
     g.add_argument("--gamma", type=positive_float("--gamma"), default=d.gamma,
@@ -167,11 +181,11 @@ def train_opts(p: argparse.ArgumentParser, d: TrainConfig, prefix: str = "",
     g = p.add_argument_group(f"{prefix or 'training'}".strip())
     pre = f"--{prefix}-" if prefix else "--"
     dest = f"{prefix}_" if prefix else ""
-    g.add_argument(f"{pre}epochs", dest=f"{dest}epochs", type=positive_int(f"{pre}epochs"),
+    g.add_argument(f"{pre}epochs", dest=f"{dest}epochs", type=positive_int(f"{pre}epochs", config.MAX_EPOCHS),
                    default=d.epochs)
     g.add_argument(f"{pre}lr", dest=f"{dest}lr", type=positive_float(f"{pre}lr"), default=d.lr)
     g.add_argument(f"{pre}batch-size", dest=f"{dest}batch_size",
-                   type=positive_int(f"{pre}batch-size"), default=d.batch_size)
+                   type=positive_int(f"{pre}batch-size", config.MAX_BATCH), default=d.batch_size)
     g.add_argument(f"{pre}optimizer", dest=f"{dest}optimizer", choices=config.OPTIMIZERS,
                    default=d.optimizer)
     g.add_argument(f"{pre}weight-decay", dest=f"{dest}weight_decay",
@@ -324,26 +338,48 @@ def run_config(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if k != "func"}
 
 
-def open_out(args: argparse.Namespace, inputs: tuple = ()) -> RunDir:
-    """The command's --out as a `RunDir`: refused if it would replace earlier work, locked
-    while the command runs. The data folder counts as an input."""
+STEP_FILES = (ckpt.MODEL_FILE, ckpt.STATE_FILE, "history.json", "metrics.json")
+REPORT_FILES = ("metrics.json", "report.md", "training.png", "sweep.png", "layers.png",
+                "energy.png")
+# what each command writes into its --out besides config.json and the run marker (checked
+# before any work by RunDir: each must be absent or a regular file)
+OUTPUTS: dict[str, tuple[str, ...]] = {
+    "train-ann": STEP_FILES,
+    "train-snn": STEP_FILES,
+    "convert": (ckpt.MODEL_FILE, "metrics.json"),
+    "run": (*(f"{d}/{f}" for d in ("ann", "snn") for f in STEP_FILES),
+            f"converted/{ckpt.MODEL_FILE}", "converted/metrics.json", *REPORT_FILES),
+}
+
+
+def open_out(args: argparse.Namespace, inputs: tuple = (),
+             outputs: Iterable[str] | None = None) -> RunDir:
+    """The command's --out as a `RunDir`: refused if it would replace earlier work or if one of
+    its outputs is not a regular file, locked while the command runs. The data folder counts as
+    an input."""
     return RunDir(args.out, args.command, resume=getattr(args, "resume", False),
-                  overwrite=args.overwrite, inputs=(*inputs, args.data_dir))
+                  overwrite=args.overwrite, inputs=(*inputs, args.data_dir),
+                  outputs=OUTPUTS.get(args.command, ()) if outputs is None else outputs)
 
 
-def check_resumable(*folders: Path) -> None:
-    """On --resume, read each folder's training state now, so that a damaged one is refused
-    before anything is written."""
-    for f in folders:
-        if (f / ckpt.STATE_FILE).is_file():
-            ckpt.load_state(f / ckpt.STATE_FILE)
+def check_resumable(folder: Path, done_if: str | None = None) -> None:
+    """On --resume, read the folder's training state now, so that a damaged one is refused
+    before anything is written. A folder that holds a model, history or metrics but no
+    usable state.pt is refused too: training would start again and replace them. `done_if`:
+    a file whose presence means the step is finished and is reused (`run`'s ANN step)."""
+    state = folder / ckpt.STATE_FILE
+    if done_if and (folder / done_if).is_file():
+        return
+    if os.path.lexists(state) or any(os.path.lexists(folder / f) for f in STEP_FILES):
+        ckpt.load_state(state)
 
 
 def metrics_file(model_arg: str) -> Path | None:
-    """The metrics.json beside a run directory or checkpoint argument, if any."""
+    """The metrics.json beside a run directory or checkpoint argument, if any (whatever it is:
+    a folder there is refused later as an output that is not a regular file)."""
     p = Path(model_arg)
     for cand in (p / "metrics.json", p.parent / "metrics.json"):
-        if cand.is_file():
+        if os.path.lexists(cand):
             return cand
     return None
 

@@ -10,9 +10,21 @@ from pathlib import Path
 
 from .. import analysis, distributed, pipeline
 from ..analysis.report import write_report
-from ..checkpoint import MAX_TIMESTEPS, dumps, load_model, resolve_model_path, write_json
-from ..config import ANN_TRAIN, ARCH, DROPOUT, EVAL_BATCH, MAXPOOL, MAXPOOL_MODES, SNN_TRAIN
+from ..checkpoint import load_model, resolve_model_path
+from ..config import (
+    ANN_TRAIN,
+    ARCH,
+    DROPOUT,
+    EVAL_BATCH,
+    MAX_BATCH,
+    MAX_SAMPLES,
+    MAX_TIMESTEPS,
+    MAXPOOL,
+    MAXPOOL_MODES,
+    SNN_TRAIN,
+)
 from ..errors import UserError
+from ..files import dumps, transaction, write_json
 from ..functional.energy import E_AC_PJ, E_MAC_PJ
 from ..models import ARCHS
 from .options import (
@@ -49,11 +61,11 @@ def add_commands(sub) -> dict:
     train_opts(r, SNN_TRAIN, "snn", snn=True)
     r.add_argument("--no-augment", dest="augment", action="store_false",
                    help="train without the dataset's augmentation")
-    r.add_argument("--sweep-timesteps", type=int_list("--sweep-timesteps", allow_empty=True,
-                                                      maximum=MAX_TIMESTEPS),
+    r.add_argument("--sweep-timesteps", type=int_list("--sweep-timesteps", MAX_TIMESTEPS,
+                                                      allow_empty=True),
                    default=list(SWEEP_TIMESTEPS), help="T values for the latency sweep in the "
                    "report ('' to skip)")
-    r.add_argument("--sweep-limit", type=positive_int("--sweep-limit"), default=2000,
+    r.add_argument("--sweep-limit", type=positive_int("--sweep-limit", MAX_SAMPLES), default=2000,
                    metavar="N", help="test images used by the sweep")
 
     a = sub.add_parser("train-ann", help="step 1: train the ANN")
@@ -91,7 +103,7 @@ def add_commands(sub) -> dict:
     common(e, None)
     e.add_argument("--timesteps", "-T", type=positive_int("--timesteps", MAX_TIMESTEPS),
                    default=None, help="timesteps T to evaluate an SNN at (default: the checkpoint's)")
-    e.add_argument("--batch-size", type=positive_int("--batch-size"), default=EVAL_BATCH)
+    e.add_argument("--batch-size", type=positive_int("--batch-size", MAX_BATCH), default=EVAL_BATCH)
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     return {"run": cmd_run, "train-ann": cmd_train_ann, "convert": cmd_convert,
             "train-snn": cmd_train_snn, "evaluate": cmd_evaluate}
@@ -99,10 +111,11 @@ def add_commands(sub) -> dict:
 
 def cmd_run(args) -> dict:
     with open_out(args) as run:
-        ctx = setup(args)
         out = Path(args.out)
         if args.resume:
-            check_resumable(out / "ann", out / "snn")
+            check_resumable(out / "ann", done_if="metrics.json")  # a finished step is reused
+            check_resumable(out / "snn")
+        ctx = setup(args)
         run.start(run_config(args))
         return _run(out, ctx, args)
 
@@ -123,9 +136,10 @@ def _run(out: Path, ctx, args) -> dict:
                                         out / "snn", args.resume)
     _analyse(out, metrics, ctx, args)
     metrics["seconds"] = time.time() - t0
-    write_json(out / "metrics.json", metrics)
-    if distributed.is_writer():
-        write_report(out, metrics)
+    with transaction():  # metrics.json, report.md and the plots: all or none
+        write_json(out / "metrics.json", metrics)
+        if distributed.is_writer():
+            write_report(out, metrics)
     ctx.log(f"ANN {metrics['ann']['test_accuracy']:.4f} | converted SNN T={args.timesteps} "
             f"{metrics['converted']['test_accuracy']:.4f} | DIET-SNN T={args.timesteps} "
             f"{metrics['snn']['test_accuracy']:.4f} | {metrics['seconds'] / 60:.1f} min -> {out}")
@@ -162,10 +176,10 @@ def _step_cached(out: Path, resume: bool, key: str, fn):
 def cmd_train_ann(args) -> dict:
     out = Path(args.out)
     with open_out(args) as run:
-        ctx = setup(args)
-        cfg = train_config(args)
         if args.resume:
             check_resumable(out)
+        ctx = setup(args)
+        cfg = train_config(args)
         run.start(run_config(args))
         return pipeline.train_ann(args.arch, cfg, ctx, out, args.resume, args.dropout)
 
@@ -195,11 +209,11 @@ def cmd_train_snn(args) -> dict:
     src = resolve_model_path(args.snn)
     out = Path(args.out)
     with open_out(args, (src,)) as run:
+        if args.resume:
+            check_resumable(out)
         ctx = setup(args)
         pipeline.check_trainable(src, ctx)
         cfg = train_config(args, snn=True)
-        if args.resume:
-            check_resumable(out)
         run.start(run_config(args))
         return pipeline.train_snn(src, cfg, ctx, out, args.resume, args.timesteps)
 

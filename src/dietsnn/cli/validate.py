@@ -117,5 +117,8 @@ def validate(args: argparse.Namespace) -> None:
         if args.val_size == 0:
             raise UserError("the ablation chooses each T's threshold scale on the validation "
                             "split; give --val-size >= 1")
+    if getattr(args, "scale", None) == "auto" and val_size(args) == 0:
+        raise UserError("--scale auto chooses the scale on the validation split; give "
+                        "--val-size >= 1 or a number")
     device = _device(args) if hasattr(args, "device") else "cpu"
     check_memory_bounds(args, device)

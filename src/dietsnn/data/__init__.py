@@ -14,7 +14,7 @@ from .catalog import DATASETS, DatasetInfo, cache_dir, dataset_info, search_dirs
 from .cifar import load_cifar
 from .idx import load_idx_dataset, read_idx
 from .imagenet import load_imagenet
-from .splits import Batches, BatchSource, Splits, augment, eval_batches, normalize, validation_size
+from .splits import Batches, BatchSource, Splits, augment, normalize, validation_size
 
 
 def load(name: str, data_dir=None, val_size: int = 5000, seed: int = 0,
@@ -40,5 +40,5 @@ def load(name: str, data_dir=None, val_size: int = 5000, seed: int = 0,
 
 
 __all__ = ["DATASETS", "BatchSource", "Batches", "DatasetInfo", "Splits", "augment", "cache_dir",
-           "dataset_info", "eval_batches", "load", "load_cifar", "load_idx_dataset",
+           "dataset_info", "load", "load_cifar", "load_idx_dataset",
            "load_imagenet", "normalize", "read_idx", "search_dirs", "validation_size"]

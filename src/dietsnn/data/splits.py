@@ -9,7 +9,6 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from .. import distributed
 from ..errors import UserError
 from .catalog import DatasetInfo
 
@@ -109,10 +108,3 @@ class Batches:
                 x = augment(x, self.info.crop_padding, self.info.flip, self.generator)
             yield x, self.y[idx]
 
-
-def eval_batches(x, y: Tensor, batch_size: int):
-    """This rank's batches of (x, y): a contiguous shard of tensors, or the dataset's own."""
-    if isinstance(x, Tensor):
-        x, y = distributed.shard(x, y)
-        return Batches(x, y, batch_size)
-    return x.batches(batch_size)

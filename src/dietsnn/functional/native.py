@@ -5,10 +5,12 @@ The library is built on first use into a cache folder (`$DIETSNN_CACHE_DIR`, els
 `$XDG_CACHE_HOME/dietsnn`, else `~/.cache/dietsnn`) under a name that hashes the source, the
 compiler, its flags and the CPU, so that an edited source, another compiler or another machine
 (a home folder shared over a cluster) builds its own; later processes only load it. Building
-takes about a second and needs no PyTorch headers; loading imports nothing. A library
-file or folder that is not this user's, or that others can write, is never loaded (a private
-copy is built in a temporary folder instead). Where no C compiler is found or the build fails,
-`library()` returns None and the eager backend runs (neuron.py); a failed build warns once.
+takes about a second and needs no PyTorch headers; loading imports nothing. A library is
+built in a private folder and renamed into place, and loaded only from a folder that only this
+user (and root) can write, as this user's regular file, through the very descriptor checked;
+for a cache folder others control a private copy is built in a temporary folder (docs/
+RELIABILITY.md). Where no C compiler is found or the build fails, `library()` returns None and
+the eager backend runs (neuron.py); a failed build warns once.
 
 Only float32 CPU tensors take this path; `lif` routes every other case to the eager loops.
 """
@@ -21,6 +23,7 @@ import logging
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -37,6 +40,7 @@ SURROGATE_KINDS = {"linear": 0, "exponential": 1, "sigmoid": 2, "atan": 3}
 _log = logging.getLogger("dietsnn")
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}  # "lib": CDLL or None once tried; "why": reason it is None
+_FD_DIR = "/proc/self/fd"  # a descriptor's file by name (Linux)
 
 
 def compiler() -> str | None:
@@ -73,41 +77,141 @@ def _version(cc: str) -> str:
         return ""
 
 
-def _trusted(path: Path) -> bool:
-    """Whether `path` and its folder belong to this user and nobody else can write them (a
-    library found in a shared cache folder is never loaded otherwise)."""
-    if not hasattr(os, "getuid"):
-        return True
-    for p in (path, path.parent):
-        st = p.stat()
-        if st.st_uid != os.getuid() or st.st_mode & 0o022:
-            return False
-    return True
+def _uid() -> int | None:
+    return os.geteuid() if hasattr(os, "geteuid") else None
+
+
+def _checked(folder: str | Path) -> tuple[Path, str | None]:
+    """`folder` resolved, and why another user could have put or could replace a file in it, or
+    None. As OpenSSH checks key paths: every folder from it up to the root belongs to this user
+    or root and nobody else can write it, except a sticky folder above it (such as /tmp:
+    others cannot rename what is not theirs); no symbolic link on the way is another user's."""
+    path = Path(os.path.abspath(folder))
+    real = Path(os.path.realpath(path))
+    me = _uid()
+    if me is None:
+        return real, None
+    for p in (path, *path.parents):
+        st = os.lstat(p)
+        if stat.S_ISLNK(st.st_mode) and st.st_uid not in (me, 0):
+            return real, f"{p} is a symbolic link of user {st.st_uid}"
+    for p in (real, *real.parents):
+        st = os.stat(p)
+        if st.st_uid not in (me, 0):
+            return real, f"{p} belongs to user {st.st_uid}"
+        if st.st_mode & 0o022 and (p == real or not st.st_mode & stat.S_ISVTX):
+            return real, f"others can write {p}"
+    return real, None
+
+
+def _cache_folder() -> tuple[Path | None, str]:
+    """The cache folder, resolved, its missing folders created private (0700); or None and
+    why (logged, or for a folder others control, warned once)."""
+    folder = Path(os.path.abspath(cache_dir()))
+    try:
+        for p in reversed([p for p in (folder, *folder.parents) if not os.path.lexists(p)]):
+            os.makedirs(p, 0o700, exist_ok=True)
+        real, bad = _checked(folder)
+    except OSError as e:
+        _log.debug("cannot use %s (%s); building in a temporary folder", folder, e)
+        return None, str(e)
+    if bad:
+        warnings.warn(f"dietsnn: the native kernel cache is not private ({bad}); a private copy "
+                      "is built for this process", RuntimeWarning, stacklevel=6)
+        return None, bad
+    return real, ""
 
 
 def _build(cc: str, out: Path) -> str | None:
-    """Compile into `out` (atomically). Returns None, or why it failed."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-    os.close(fd)
+    """Compile into a private temporary folder beside `out` (0700, so nobody else can swap
+    the file while it is built) and rename it to `out`. Returns None, or why it failed."""
+    tmp = tempfile.mkdtemp(prefix=".build-", dir=out.parent)
     why = "unknown"
     try:
+        lib = os.path.join(tmp, out.name)
         # without -march=native or OpenMP where the compiler lacks them (one thread then)
         for extra in (["-march=native", "-fopenmp"], ["-fopenmp"], ["-march=native"], []):
-            cmd = [cc, *FLAGS, *extra, str(SOURCE), "-o", tmp, "-lm"]
+            cmd = [cc, *FLAGS, *extra, str(SOURCE), "-o", lib, "-lm"]
             try:
                 r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             except (OSError, subprocess.SubprocessError) as e:
                 why = f"{type(e).__name__}: {e}"
                 continue
             if r.returncode == 0:
-                os.replace(tmp, out)
+                os.chmod(lib, 0o755)  # whatever the umask: only this user may write it
+                os.replace(lib, out)
                 return None
             why = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1][:200]
         return why
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _open_checked(path: Path) -> int | None:
+    """A descriptor of `path` if it is, not through a symbolic link, a regular file of this
+    user that nobody else can write; else None (logged)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) |
+                     getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        _log.info("not loading %s: %s", path, e)
+        return None
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode) and not st.st_mode & 0o022 and st.st_uid == (_uid() or 0):
+        return fd
+    os.close(fd)
+    _log.info("not loading %s: not a regular file that only this user can write", path)
+    return None
+
+
+def _load_from(cc: str, folder: Path, name: str) -> tuple[ctypes.CDLL | None, str | None]:
+    """Load `folder/name`, building it first where it is missing or not acceptable. The very
+    file checked is loaded, through its descriptor (`/proc/self/fd/N`): a file renamed into its
+    place meanwhile is not. Where /proc is absent the checked path is loaded: `folder` passed
+    `_checked`, so only this user or root could have replaced it. The descriptor stays open,
+    as the dynamic loader takes a name it loaded before for the library loaded then."""
+    path = folder / name
+    fd = _open_checked(path)
+    if fd is None:
+        start = time.perf_counter()
+        why = _build(cc, path)
+        if why is not None:
+            return None, f"building the native kernels failed: {why}"
+        _log.info("built dietsnn's native neuron kernels in %.1f s: %s",
+                  time.perf_counter() - start, path)
+        fd = _open_checked(path)
+        if fd is None:
+            return None, f"loading {path} refused: replaced after it was built"
+    try:
+        return ctypes.CDLL(f"{_FD_DIR}/{fd}" if os.path.isdir(_FD_DIR) else str(path)), None
+    except OSError as e:
+        os.close(fd)
+        return None, f"loading {path} failed: {e}"
+
+
+def _find(cc: str, name: str) -> tuple[ctypes.CDLL | None, str | None]:
+    """`name` loaded from the cache folder where only this user controls it, else built and
+    loaded in a private temporary folder (removed again; the library stays mapped)."""
+    folder, why = _cache_folder()
+    if folder is not None:
+        try:
+            return _load_from(cc, folder, name)
+        except OSError as e:  # cache folder not writable: build in a private temporary one
+            _log.debug("cannot build in %s (%s); building in a temporary folder", folder, e)
+            why = str(e)
+    try:
+        tmp, bad = _checked(tempfile.mkdtemp(prefix="dietsnn-native-"))
+    except OSError as e:
+        return None, f"building the native kernels failed: no writable folder ({why}; {e})"
+    try:
+        return (None, f"loading the native kernels refused: {bad}") if bad else \
+            _load_from(cc, tmp, name)
+    except OSError as e:
+        return None, f"building the native kernels failed: {e}"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def library() -> ctypes.CDLL | None:
@@ -141,30 +245,9 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
         return None, f"cannot read {SOURCE.name}: {e}"
     key = hashlib.sha256(b"\0".join([source, _version(cc).encode(), " ".join(FLAGS).encode(),
                                      _cpu_identity().encode(), platform.machine().encode()]))
-    name = f"dietsnn_native_{key.hexdigest()[:20]}.so"
-    path = cache_dir() / name
-    if path.exists() and not _trusted(path):  # someone else's file: build a private copy
-        _log.debug("not loading %s: not owned by this user or writable by others", path)
-        path = Path(tempfile.mkdtemp(prefix="dietsnn-native-")) / name
-    if not path.exists():
-        start = time.perf_counter()
-        try:
-            why = _build(cc, path)
-        except OSError as e:  # cache folder not writable: build into a private temporary one
-            _log.debug("cannot build in %s (%s); building in a temporary folder", path.parent, e)
-            try:
-                path = Path(tempfile.mkdtemp(prefix="dietsnn-native-")) / name
-                why = _build(cc, path)
-            except OSError as e2:
-                why = f"no writable folder ({e}; {e2})"
-        if why is not None:
-            return None, f"building the native kernels failed: {why}"
-        _log.info("built dietsnn's native neuron kernels in %.1f s: %s",
-                  time.perf_counter() - start, path)
-    try:
-        lib = ctypes.CDLL(str(path))
-    except OSError as e:
-        return None, f"loading {path} failed: {e}"
+    lib, why = _find(cc, f"dietsnn_native_{key.hexdigest()[:20]}.so")
+    if lib is None:
+        return None, why
     f, d, i, L, p = ctypes.c_float, ctypes.c_double, ctypes.c_int, ctypes.c_long, ctypes.c_void_p
     lib.dietsnn_lif_forward.argtypes = [p, L, L, L, f, f, p, i, p, p, i]
     lib.dietsnn_lif_backward.argtypes = [p, p, L, L, i, f, f, f, i, p, ctypes.POINTER(d), i]

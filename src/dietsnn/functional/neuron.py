@@ -25,6 +25,7 @@ for tests.
 from __future__ import annotations
 
 import functools
+import math
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from contextvars import ContextVar
 import torch
 from torch import Tensor
 
+from ..errors import check_number
 from . import native
 from . import surrogate as _surrogate
 
@@ -284,6 +286,16 @@ def _repeat(x: Tensor, steps: int) -> Tensor:
     return x.unsqueeze(0).expand(steps, *x.shape)  # a view: no copy
 
 
+def _check_scalar(name: str, v: Tensor | float, hi: float) -> None:
+    """A ValueError/TypeError for a leak or threshold out of range, checked where that costs no
+    device sync: Python numbers and 0-dim CPU tensors."""
+    if isinstance(v, Tensor):
+        if v.dim() or v.device.type != "cpu":
+            return
+        v = float(v.detach())
+    check_number(name, v, 0.0, hi)
+
+
 def lif(
     x: Tensor,
     leak: Tensor | float,
@@ -303,6 +315,8 @@ def lif(
     under autocast) is integrated in float32, with float32 leak and threshold; the spikes come
     back in `x`'s dtype, exactly.
     """
+    _check_scalar("leak", leak, 1.0)  # leak in (0, 1], threshold > 0, both finite
+    _check_scalar("threshold", threshold, math.inf)
     backend = resolve_backend(backend, x.device.type)
     if x.dim() < 1:
         raise ValueError("lif expects x with time first, shape [T, ...]")

@@ -43,6 +43,8 @@ class Network(nn.Module):
     keep_freed_memory: bool = True
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.input_dims is not None and x.dim() == self.input_dims - 1:
+            raise ValueError(self._one_sample(x))
         if self.timesteps is None:
             return self.body(x)
         if self.keep_freed_memory and x.device.type == "cpu":
@@ -64,6 +66,14 @@ class Network(nn.Module):
         if out.shape[0] == B and T > 1:  # never driven by spikes: constant over time
             return out * T
         return out.view(T, B, *out.shape[1:]).sum(0)
+
+    def _one_sample(self, x: Tensor) -> str:
+        c = self.config
+        shape = (c["input_shape"] if "input_shape" in c else [c["in_channels"], c["image_size"],
+                 c["image_size"]] if "in_channels" in c else ["..."])
+        return (f"{type(self).__name__} takes a batch of shape [B, {', '.join(map(str, shape))}]"
+                f" (B samples), got one sample of shape {list(x.shape)} without the batch "
+                "dimension; pass x.unsqueeze(0) for a batch of one")
 
     def spiking_config(self) -> dict:
         if not self.is_spiking:

@@ -11,7 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from .. import conversion as _conv
-from ..config import GAMMA, MAXPOOL, SURROGATE, ConversionConfig
+from ..config import GAMMA, MAX_SAMPLES, MAXPOOL, SCALES, SURROGATE, ConversionConfig
+from ..errors import check_int
+from ..evaluation import evaluate
+from ..layers import lif_layers
 from ..models import Network, ResNet
 from ..models.vgg import VGG
 from .build import ConversionError, ModuleSNN, fold_batchnorm, graph_to_snn, trace
@@ -39,11 +42,15 @@ def convert(
     pooling instead). `input_dims`: dims of one input batch (4 for images), needed only for
     time-varying input `[T, B, ...]` when the first layer does not tell. The result is a
     `Network`: `snn(x)` runs all steps and returns the output accumulated over time."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"convert takes a trained ANN (an nn.Module), got {type(model).__name__}")
     if isinstance(model, Network) and model.is_spiking:
         raise ValueError("the model is already spiking; convert takes the trained ANN")
     if type(model) in NATIVE:
         return _conv.ann_to_snn(model, timesteps, encoding, leak, threshold, gamma, surrogate)
-    _conv.check_options(timesteps, encoding, leak, threshold, surrogate)
+    _conv.check_options(timesteps, encoding, leak, threshold, surrogate, gamma)
+    if input_dims is not None:
+        check_int("input_dims", input_dims, 1, 16)
     snn = graph_to_snn(model, timesteps, encoding, leak, threshold, gamma, surrogate, maxpool)
     if input_dims is not None:
         snn.input_dims = input_dims
@@ -51,8 +58,13 @@ def convert(
 
 
 def as_inputs(data: Tensor | Iterable, limit: int | None = ConversionConfig.calib_size) -> Tensor:
-    """Calibration inputs from a tensor (used whole) or an iterable of batches (a DataLoader,
-    a list of `(x, y)` pairs or of `x`): the first `limit` samples (all if None)."""
+    """Calibration inputs from a tensor (used whole), one labelled batch `(x, y)` (x used
+    whole) or an iterable of batches (a DataLoader, a list of `(x, y)` pairs or of `x`): the
+    first `limit` samples (all if None)."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(
+            isinstance(t, Tensor) for t in data) and data[1].dim() < data[0].dim() and len(
+            data[0]) == len(data[1]):  # a labelled batch: labels have fewer dims than images
+        data = data[0]
     if isinstance(data, Tensor):
         return data
     xs, n = [], 0
@@ -74,27 +86,96 @@ def calibrate_thresholds(
     snn: Network,
     data: Tensor | Iterable,
     percentile: float = ConversionConfig.percentile,
-    scale: float = ConversionConfig.scale,
+    scale: float | str = ConversionConfig.scale,
     timesteps: int = ConversionConfig.calib_timesteps,
     limit: int | None = ConversionConfig.calib_size,
+    validation: tuple[Tensor, Tensor] | Iterable | None = None,
+    progress: bool = False,
 ) -> list[float]:
     """Set every LIF threshold of `snn` (from `convert`) in place, layer by layer, from
     calibration inputs `data` normalised like training (a tensor, used whole, or an iterable of
     batches, of which the first `limit` samples are used): each threshold is the maximum over
     `timesteps` steps of the `percentile` of its input current, all finally times `scale`
-    (docs/METHOD.md section 7.2). Returns the thresholds set."""
+    (docs/METHOD.md section 7.2). `scale="auto"`: the scale of `config.SCALES` with the best
+    accuracy of the SNN, run at its own timesteps, on `validation` (an `(x, y)` pair of tensors
+    or an iterable of `(x, y)` batches; `choose_scale`). Each layer is logged when calibrated
+    (INFO on the "dietsnn" logger), with a bar over its steps if `progress`. Returns the
+    thresholds set."""
     if not isinstance(snn, Network) or not snn.is_spiking:
         raise TypeError(f"calibrate_thresholds takes the SNN returned by dietsnn.convert, got "
                         f"{type(snn).__name__}")
-    _conv.check_calibration(percentile, scale, timesteps)
-    x = as_inputs(data, limit).to(next(snn.parameters()).device)
+    auto = isinstance(scale, str)
+    if auto and scale != "auto":
+        raise ValueError(f"scale must be a number > 0 or 'auto', got {scale!r}")
+    if auto and validation is None:
+        raise ValueError('scale="auto" chooses the scale on validation data: pass '
+                         "validation=(x, y)")
+    _conv.check_calibration(percentile, 1.0 if auto else scale, timesteps)
+    if limit is not None:
+        check_int("limit", limit, 1, MAX_SAMPLES)
+    x = as_inputs(data, limit)
+    if not x.is_floating_point():
+        raise TypeError(f"calibration data must be floating-point inputs normalised like "
+                        f"training, got {x.dtype}")
+    bad = int((~x.isfinite()).sum())
+    if bad:
+        raise ValueError(f"calibration data holds {bad} NaN or infinite values of {x.numel()}; "
+                         "give finite inputs normalised like training")
+    x = x.to(next(snn.parameters()).device)
+    s = 1.0 if auto else scale
     if isinstance(snn, GraphSNN):
-        return calibrate_graph(snn, x, percentile, scale, timesteps)
-    if isinstance(snn, ModuleSNN):
-        return calibrate_modules(snn, x, percentile, scale, timesteps)
-    return _conv.calibrate_thresholds(snn, x, percentile, scale, timesteps)
+        thresholds = calibrate_graph(snn, x, percentile, s, timesteps, progress)
+    elif isinstance(snn, ModuleSNN):
+        thresholds = calibrate_modules(snn, x, percentile, s, timesteps)
+    else:
+        thresholds = _conv.calibrate_thresholds(snn, x, percentile, s, timesteps,
+                                                progress=progress)
+    if not auto:
+        return thresholds
+    best, _ = choose_scale(snn, *labelled(validation))
+    return [torch.tensor(best * r, dtype=torch.float32).item() for r in thresholds]
+
+
+def labelled(data: tuple[Tensor, Tensor] | Iterable) -> tuple[Tensor, Tensor]:
+    """Inputs and labels from an `(x, y)` pair of tensors or an iterable of `(x, y)` batches."""
+    if (isinstance(data, (tuple, list)) and len(data) == 2
+            and all(isinstance(t, Tensor) for t in data)):
+        return data[0], data[1]
+    xs, ys = [], []
+    for batch in data:
+        if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
+            raise TypeError("validation data must be an (x, y) pair of tensors or an iterable "
+                            f"of (x, y) batches, got a batch of type {type(batch).__name__}")
+        xs.append(batch[0])
+        ys.append(batch[1])
+    if not xs:
+        raise ValueError("no validation data: the iterable yielded no batch")
+    return torch.cat(xs), torch.cat(ys)
+
+
+@torch.no_grad()
+def choose_scale(snn: Network, x: Tensor, y: Tensor, scales: Iterable[float] = SCALES,
+                 device: str | torch.device | None = None) -> tuple[float, dict[float, float]]:
+    """Scale the SNN's present thresholds (calibrated with scale 1) by each of `scales`, measure
+    the accuracy on `(x, y)` at the SNN's own timesteps and keep the best scale (a tie goes to
+    the one closest to `ConversionConfig.scale`). Returns it and the accuracy of each scale."""
+    device = device if device is not None else next(snn.parameters()).device
+    raw = [m.threshold.item() for _, m in lif_layers(snn)]
+    accs: dict[float, float] = {}
+    for s in [*scales, None]:
+        best = s is None
+        if best:
+            s = max(accs, key=lambda k: (accs[k], -abs(k - ConversionConfig.scale)))
+        for (_, m), r in zip(lif_layers(snn), raw):
+            m.threshold.fill_(s * r)
+        if isinstance(snn, GraphSNN):
+            apply_scales(snn)
+        if best:
+            return s, accs
+        accs[s] = evaluate(snn, x, y, device=device)["accuracy"]
+    raise AssertionError("unreachable")
 
 
 __all__ = ["ConversionError", "GraphSNN", "Merge", "ModuleSNN", "SpikingMaxPool2d",
-           "apply_scales", "as_inputs", "calibrate_thresholds", "convert", "fold_batchnorm",
-           "trace"]
+           "apply_scales", "as_inputs", "calibrate_thresholds", "choose_scale", "convert",
+           "fold_batchnorm", "labelled", "trace"]

@@ -2,17 +2,20 @@
 the same rule as for dietsnn's own networks, layer by layer in the graph's order, residual
 branches and concatenations included.
 
-Each LIF's input current is computed, time chunk by time chunk, from the kept int8 spike trains
-of the LIFs before it (and the values that are constant over time) through the layers between
+Each LIF's input current is computed, time chunk by time chunk, from the spike trains of the
+LIFs before it (`calibration.Bits`, or `calibration.Refire` for a LIF driven by a constant
+current) (and the values that are constant over time) through the layers between
 them; a spike train is dropped once every LIF that reads it is calibrated. Before each layer the
 biases and merge gains are set from the thresholds fixed so far (`apply_scales`)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, fx
 
-from .. import conversion as _conv
+from .. import calibration as cal
 from .. import distributed
 from ..functional import encoding as _encoding
 from ..layers import LIF, set_time
@@ -72,7 +75,7 @@ class _Runner:
     def __init__(self, snn: GraphSNN, B: int) -> None:
         self.gm, self.B = snn.net, B
         self.static: dict[fx.Node, Tensor] = {}  # [B, ...], the same at every step
-        self.kept: dict[fx.Node, Tensor] = {}  # [T, B, ...] (int8 spikes or input series)
+        self.kept: dict[fx.Node, cal.Source] = {}  # [T, B, ...] spike trains or input series
 
     def op(self, n: fx.Node, env: dict) -> object:
         args = fx.node.map_arg(n.args, env.__getitem__)
@@ -119,13 +122,13 @@ class _Runner:
         for m in pools:
             m.stream = {}
         srcs = self.sources(node)
-        per_step = max([self.kept[k][0].numel() for k in srcs] + [1])
-        step = _conv._chunk_steps(per_step * 4, T)
+        per_step = max([math.prod(self.kept[k].step_shape) for k in srcs] + [1])
+        step = cal.chunk_steps(per_step * 4, T)
         try:
             for t0 in range(0, T, step):
                 t = min(step, T - t0)
                 env = dict(self.static)
-                env.update({k: self.kept[k][t0 : t0 + t].flatten(0, 1).float() for k in srcs})
+                env.update({k: self.kept[k].read(t0, t).flatten(0, 1) for k in srcs})
                 set_time(self.gm, t, self.B)
                 for n in order:
                     env[n] = self.op(n, env)
@@ -136,9 +139,11 @@ class _Runner:
 
 
 @torch.no_grad()
-def calibrate_graph(snn: GraphSNN, x: Tensor, p: float, scale: float, T: int) -> list[float]:
+def calibrate_graph(snn: GraphSNN, x: Tensor, p: float, scale: float, T: int,
+                    progress: bool = False) -> list[float]:
     """Set every LIF threshold of the converted graph `snn` in place from the inputs `x`
-    (`[N, ...]`, or `[T, N, ...]` time-varying input); returns the thresholds set."""
+    (`[N, ...]`, or `[T, N, ...]` time-varying input); returns the thresholds set. Each layer
+    is logged when done (INFO), with a bar over its steps if `progress`."""
     was = snn.training
     snn.eval()
     gm = snn.net
@@ -156,9 +161,10 @@ def calibrate_graph(snn: GraphSNN, x: Tensor, p: float, scale: float, T: int) ->
     run = _Runner(snn, B)
     placeholder = next(n for n in nodes if n.op == "placeholder")
     if series:
-        run.kept[placeholder] = x
+        run.kept[placeholder] = cal.Kept(x)
     elif snn.encoding == "rate":
-        run.kept[placeholder] = _encoding.poisson(x, T).view(T, B, *x.shape[1:]).to(torch.int8)
+        run.kept[placeholder] = cal.Kept(
+            _encoding.poisson(x, T).view(T, B, *x.shape[1:]).to(torch.int8))
     else:
         run.static[placeholder] = x
     set_time(gm, T, B)
@@ -167,21 +173,26 @@ def calibrate_graph(snn: GraphSNN, x: Tensor, p: float, scale: float, T: int) ->
             if (n.op in ("call_module", "call_function", "call_method") and n.all_input_nodes
                     and all(a in run.static for a in n.all_input_nodes) and n not in lifs):
                 run.static[n] = run.op(n, run.static)
+        prog = cal.Progress([str(n.target) for n in lifs], T, progress)
         for k, ln in enumerate(lifs):
             apply_scales(snn)
             lif: LIF = gm.get_submodule(ln.target)
             src = ln.args[0]
             if src in run.static:
-                thr = _conv.percentile_of(run.static[src], p)
-                chunks = _conv._static_chunks(run.static[src], T)
+                thr = cal.percentile_of(run.static[src], p)
             else:
-                thr, chunks = _conv._percentile_pass(run.chunks(src, T), p)
+                with prog.bar() as bar:
+                    thr, chunks = cal.max_percentile(run.chunks(src, T), p, bar)
             # a layer whose current never gets above 0 cannot fire at any threshold
             lif.threshold.fill_(thr if thr > 0 else 1.0)
-            if not chunks.cached:
-                chunks = run.chunks(src, T)
-            set_time(gm, T, B)
-            run.kept[ln] = _conv._fire(lif, chunks)
+            prog.done(lif.threshold.item())
+            if src in run.static:
+                run.kept[ln] = cal.Refire(lif, run.static[src])
+            else:
+                if not chunks.cached:
+                    chunks = run.chunks(src, T)
+                set_time(gm, T, B)
+                run.kept[ln] = cal.fire(lif, chunks, T)
             needed = set().union(*(run.sources(m.args[0]) for m in lifs[k + 1 :]))
             for kept in [v for v in run.kept if v not in needed]:
                 del run.kept[kept]  # no later layer reads these spikes
@@ -238,10 +249,10 @@ def calibrate_modules(snn, x: Tensor, p: float, scale: float, T: int) -> list[fl
             cur = seen[0]
             B = x.shape[0]
             if cur.shape[0] == B and T > 1:
-                thr = _conv.percentile_of(cur, p)
+                thr = cal.percentile_of(cur, p)
             else:
                 cur = cur.view(T, B, *cur.shape[1:])
-                thr = max(_conv.percentile_of(cur[t], p) for t in range(T))
+                thr = max(cal.percentile_of(cur[t], p) for t in range(T))
             lif.threshold.fill_(thr if thr > 0 else 1.0)
         for lif in calls:
             lif.threshold.mul_(scale)

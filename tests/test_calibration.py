@@ -1,0 +1,158 @@
+"""The calibration machinery (`dietsnn.calibration`): the skipped percentiles, the spike trains
+kept as bits or re-run, the progress lines, and the validation-chosen scale (`scale="auto"`)."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from helpers import write_idx
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import dietsnn
+from dietsnn import ann_to_snn, build_ann, calibration
+from dietsnn.cli import main
+from dietsnn.config import SCALES
+from dietsnn.functional import lif_forward
+from dietsnn.layers import LIF, lif_layers
+from dietsnn.snngraph import choose_scale
+from dietsnn.training import evaluate
+
+finite = st.floats(-4, 4, width=32, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrays(np.float32, st.integers(1, 300), elements=finite),
+       st.floats(0.0, 100.0), finite)
+def test_a_skipped_percentile_is_never_above_the_bound(x, p, m):
+    x = torch.from_numpy(x)
+    if calibration.cannot_exceed(x, p, m):
+        assert calibration.percentile_of(x, p) <= m
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 40), st.integers(1, 4), st.integers(0, 2**31 - 1),
+       st.sampled_from([50.0, 90.0, 99.0, 99.7, 100.0]))
+def test_max_percentile_is_the_max_of_every_steps_percentile(t, n, chunks, seed, p):
+    """Exactly (==) the maximum of the per-step percentiles, steps skipped or not; steps of
+    equal values and steps that repeat an earlier maximum included."""
+    g = torch.Generator().manual_seed(seed)
+    cs = [torch.randn(t, 3, n, generator=g).round(decimals=1) for _ in range(chunks)]
+    cs[-1][-1] = cs[0][0]
+    want = max(calibration.percentile_of(c[i], p) for c in cs for i in range(t))
+    got, kept = calibration.max_percentile(iter(cs), p)
+    assert got == want
+    assert kept.cached and len(kept) == chunks
+
+
+def test_skipped_steps_are_counted_not_sorted(monkeypatch):
+    """A step whose current cannot raise the maximum gets no percentile of its own."""
+    calls = []
+    real = calibration.percentile_of
+    monkeypatch.setattr(calibration, "percentile_of", lambda x, p: calls.append(1) or real(x, p))
+    steps = torch.rand(10, 1000) * torch.linspace(1.0, 0.1, 10)[:, None]  # decreasing
+    thr, _ = calibration.max_percentile(iter([steps]), 99.0)
+    assert thr == real(steps[0], 99.0) and len(calls) == 1
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("n", [1, 7, 8, 13, 64])
+def test_bits_round_trip(n, native):
+    s = torch.rand(3, 5, n) > 0.5
+    b = calibration.pack(s, native)
+    assert b.dtype == torch.uint8 and b.shape == (3, 5, (n + 7) // 8)
+    assert torch.equal(calibration.unpack(b, n, native).bool(), s)
+    assert torch.equal(b, calibration.pack(s, not native))  # one layout for every device
+
+
+def test_spike_trains_are_kept_as_bits_and_refired_trains_match():
+    torch.manual_seed(0)
+    lif = LIF(1.0, 0.7)
+    cur = torch.rand(4, 3, 5, 5)
+    T = 9
+    want, _, _ = lif_forward(cur.unsqueeze(0).expand(T, *cur.shape), lif.leak, lif.threshold,
+                             None)
+    kept = calibration.fire(lif, [cur.unsqueeze(0).expand(4, *cur.shape),
+                                  cur.unsqueeze(0).expand(5, *cur.shape)], T)
+    assert kept.bits.numel() == T * 4 * 10  # 75 neurons: 10 bytes per image and step
+    assert torch.equal(kept.read(0, T), want)
+    again = calibration.Refire(lif, cur)
+    assert torch.equal(torch.cat([again.read(0, 4), again.read(4, 5)]), want)
+    assert torch.equal(again.read(0, 2), want[:2])  # a read of step 0 starts over
+    with pytest.raises(RuntimeError, match="expected 2"):
+        again.read(5, 1)
+
+
+def test_each_layer_is_reported(caplog):
+    snn = ann_to_snn(build_ann("vgg_small", image_size=8), 3)
+    with caplog.at_level(logging.INFO, logger="dietsnn"):
+        dietsnn.calibrate_thresholds(snn, torch.rand(4, 1, 8, 8), timesteps=5)
+    lines = [r.getMessage() for r in caplog.records if "calibrated layer" in r.getMessage()]
+    names = [n for n, _ in lif_layers(snn)]
+    assert [ln.split(" (")[0] for ln in lines] == [f"calibrated layer {i + 1}/4"
+                                                  for i in range(4)]
+    assert all(f"({n})" in ln for n, ln in zip(names, lines))
+
+
+def _tiny_problem():
+    torch.manual_seed(0)
+    ann = build_ann("vgg_small", image_size=8).eval()
+    x, vx = torch.randn(32, 1, 8, 8), torch.randn(40, 1, 8, 8)
+    with torch.no_grad():
+        vy = ann(vx).argmax(1)  # labels the ANN gets right: scales differ in accuracy
+    return ann, x, vx, vy
+
+
+def test_auto_scale_is_the_best_on_validation():
+    ann, x, vx, vy = _tiny_problem()
+    accs = {}
+    for s in SCALES:  # independent reference: a fresh conversion per scale
+        snn = dietsnn.convert(ann, 3)
+        dietsnn.calibrate_thresholds(snn, x, 99.0, s, 6)
+        accs[s] = evaluate(snn, vx, vy)["accuracy"]
+    best = max(SCALES, key=lambda s: (accs[s], -abs(s - 0.5)))
+    snn = dietsnn.convert(ann, 3)
+    raw = dietsnn.calibrate_thresholds(dietsnn.convert(ann, 3), x, 99.0, 1.0, 6)
+    got = dietsnn.calibrate_thresholds(snn, x, 99.0, "auto", 6, validation=(vx, vy))
+    assert got == pytest.approx([best * r for r in raw], rel=1e-6)
+    assert evaluate(snn, vx, vy)["accuracy"] == accs[best]
+    batches = [(vx[:25], vy[:25]), (vx[25:], vy[25:])]  # a DataLoader's (x, y) batches
+    snn2 = dietsnn.convert(ann, 3)
+    assert dietsnn.calibrate_thresholds(snn2, x, 99.0, "auto", 6, validation=batches) == got
+
+
+def test_choose_scale_reports_every_scale_and_keeps_the_best():
+    ann, x, vx, vy = _tiny_problem()
+    snn = ann_to_snn(ann, 3)
+    raw = dietsnn.calibrate_thresholds(snn, x, 99.0, 1.0, 6)
+    best, accs = choose_scale(snn, vx, vy, (0.3, 0.5, 0.9))
+    assert list(accs) == [0.3, 0.5, 0.9] and accs[best] == max(accs.values())
+    assert [m.threshold.item() for _, m in lif_layers(snn)] == pytest.approx(
+        [best * r for r in raw], rel=1e-6)
+
+
+def test_auto_scale_needs_validation_data():
+    snn = dietsnn.convert(build_ann("vgg_small", image_size=8), 3)
+    with pytest.raises(ValueError, match="validation"):
+        dietsnn.calibrate_thresholds(snn, torch.rand(4, 1, 8, 8), scale="auto")
+    with pytest.raises(ValueError, match="'auto'"):
+        dietsnn.calibrate_thresholds(snn, torch.rand(4, 1, 8, 8), scale="best")
+
+
+def test_cli_scale_auto(tmp_path, capsys):
+    write_idx(tmp_path / "data" / "fashion-mnist", n_train=60, n_test=20)
+    data = ["--data-dir", str(tmp_path / "data"), "--quiet"]
+    assert main(["train-ann", "--epochs", "1", "--val-size", "10", "--out", str(tmp_path / "a"),
+                 *data]) == 0
+    out = str(tmp_path / "c")
+    assert main(["convert", str(tmp_path / "a"), "--scale", "auto", "--calib-size", "8",
+                 "--calib-timesteps", "4", "--val-size", "10", "--out", out, *data]) == 0
+    m = json.loads((tmp_path / "c" / "metrics.json").read_text())["converted"]
+    assert list(m["scale_validation_accuracy"]) == [str(s) for s in SCALES]
+    assert m["calibration"]["scale"] in SCALES
+    assert main(["convert", str(tmp_path / "a"), "--scale", "auto", "--val-size", "0",
+                 "--out", str(tmp_path / "d"), *data]) == 2
+    assert "--scale auto chooses the scale on the validation split" in capsys.readouterr().err
