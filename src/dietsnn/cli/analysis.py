@@ -75,7 +75,7 @@ def add_commands(sub) -> dict:
                    help="learning rate of the leaks and thresholds")
     a.add_argument("--amsgrad", action="store_true", default=d.amsgrad,
                    help="Adam's AMSGrad variant")
-    a.add_argument("--spike-penalties", type=float_list("--spike-penalties"),
+    a.add_argument("--spike-penalties", type=float_list("--spike-penalties", zero=True),
                    default=list(d.penalties), metavar="W,...",
                    help="spike penalties at which (b)-(d) are trained (more than 0: the "
                    "accuracy-energy front)")

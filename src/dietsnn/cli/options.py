@@ -97,15 +97,19 @@ def int_list(name: str, maximum: int, minimum: int = 1,
     return parse
 
 
-def float_list(name: str) -> Callable[[str], list[float]]:
+def float_list(name: str, zero: bool = False) -> Callable[[str], list[float]]:
+    """Comma-separated numbers > 0 (`zero`: >= 0)."""
     def parse(s: str) -> list[float]:
         try:
             vs = [float(v) for v in s.split(",") if v.strip()]
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"{name} takes numbers like 0.3,0.5, got {s!r}") from None
-        if not vs or min(vs) <= 0 or not all(math.isfinite(v) and v <= FLOAT32_MAX for v in vs):
-            raise argparse.ArgumentTypeError(f"{name} must be numbers > 0, got {s!r}")
+        low = min(vs, default=0.0)
+        if (not vs or low < 0 or (low == 0 and not zero)
+                or not all(math.isfinite(v) and v <= FLOAT32_MAX for v in vs)):
+            raise argparse.ArgumentTypeError(
+                f"{name} must be numbers {'>=' if zero else '>'} 0, got {s!r}")
         return vs
     return parse
 
