@@ -8,6 +8,8 @@ import io
 import json
 import math
 import os
+import reprlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,13 @@ from safetensors.torch import save as st_save
 
 from .config import MAX_TIMESTEPS
 from .conversion import ann_to_snn
-from .errors import UserError
+from .errors import CheckpointError, UserError
 from .files import atomic_write, open_regular
+from .layers import lif_layers
 from .models import Network, build_ann
 from .nir_import import HDF5_SIGNATURE, from_nir, is_nir_file
 from .snngraph import GraphSNN, ModuleSNN
-from .snngraph.store import graph_from_meta, graph_json
+from .snngraph.store import graph_from_json, graph_json
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
@@ -81,33 +84,58 @@ def _metadata(header: bytes, size: int, p: Path) -> dict[str, str]:
                         "with dietsnn.from_nir(path, timesteps=T) (docs/NIR.md)")
     n = int.from_bytes(header[:8], "little") if len(header) >= 8 else -1
     if n < 2 or 8 + n > size:
-        raise UserError(f"{p}: not a dietsnn safetensors checkpoint (header length "
+        raise CheckpointError(f"{p}: not a dietsnn safetensors checkpoint (header length "
                         f"{n if n >= 0 else 'missing'} in a file of {size} bytes; truncated or "
                         "damaged)")
     try:
         head = json.loads(header[8 : 8 + n])
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{p}: not a dietsnn safetensors checkpoint ({e})") from None
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise CheckpointError(f"{p}: not a dietsnn safetensors checkpoint ({e})") from None
     meta = head.get("__metadata__") if isinstance(head, dict) else None
     if not isinstance(meta, dict) or meta.get("format") != "dietsnn-1" or not isinstance(
-            meta.get("config"), str) or not isinstance(meta.get("spiking", ""), str):
-        raise UserError(f"{p}: not a dietsnn safetensors checkpoint (a safetensors file "
+            meta.get("config"), str) or not all(isinstance(v, str) for v in meta.values()):
+        raise CheckpointError(f"{p}: not a dietsnn safetensors checkpoint (a safetensors file "
                         "without dietsnn metadata); save models with dietsnn")
     return meta
 
 
-def _configs(meta: dict[str, str], source: str) -> tuple[dict, dict]:
+def _json(text: str, source: str, field: str) -> Any:
     try:
-        cfg = json.loads(meta["config"])
-        spiking = json.loads(meta.get("spiking", "{}"))
-    except ValueError as e:  # JSONDecodeError is a ValueError
-        raise UserError(f"{source}: invalid dietsnn metadata ({e}); the file is damaged or was "
-                        "written by an incompatible tool") from None
-    if "graph" in meta:  # a converted custom model: its graph validates its metadata
-        graph_from_meta(meta, source)
-        return cfg, spiking
-    check_metadata(cfg, spiking, source)
-    return cfg, spiking
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{source}: invalid dietsnn metadata ({field}: {e}); the file is "
+                              "damaged or was written by an incompatible tool") from None
+
+
+def _configs(meta: dict[str, str], source: str) -> tuple[dict, dict, Callable[[], Network],
+                                                          dict[str, torch.Tensor]]:
+    """(model config, spiking config, a function that builds the model, the model's state on
+    the meta device) of a checkpoint's metadata, each validated: the model is built once on
+    the meta device (shapes only, no memory), so every fault of the metadata shows here."""
+    cfg = _json(meta["config"], source, "config")
+    spiking = _json(meta.get("spiking", "{}"), source, "spiking")
+    graph = "graph" in meta  # a converted custom model (docs/CONVERSION.md)
+    check_metadata(cfg, spiking, source, graph)
+    if graph:
+        arch = _json(meta["graph"], source, "graph")
+
+        def build() -> Network:
+            snn = graph_from_json(arch, spiking["timesteps"], spiking.get("encoding", "direct"),
+                                  source)
+            snn.config.update({k: v for k, v in cfg.items() if k != "arch"})
+            return snn
+    else:
+        def build() -> Network:
+            try:
+                model = build_ann(**cfg)
+                return ann_to_snn(model, **spiking) if spiking else model
+            except (TypeError, ValueError) as e:
+                raise CheckpointError(f"{source}: invalid dietsnn metadata ({e}); the file is "
+                                      "damaged or was written by an incompatible tool") from None
+
+    with torch.device("meta"):
+        shapes = build().state_dict()
+    return cfg, spiking, build, shapes
 
 
 def read_config(path: str | os.PathLike) -> tuple[dict, dict]:
@@ -123,7 +151,7 @@ def read_config(path: str | os.PathLike) -> tuple[dict, dict]:
         n = int.from_bytes(head, "little") if len(head) == 8 else -1
         if 0 <= n <= size - 8:
             head += f.read(n)
-    return _configs(_metadata(head, size, p), str(path))
+    return _configs(_metadata(head, size, p), str(path))[:2]
 
 
 def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -134,42 +162,32 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     try:
         tensors = st_load(raw)
     except (SafetensorError, ValueError) as e:
-        raise UserError(f"{p}: not a dietsnn safetensors checkpoint ({e})") from None
+        raise CheckpointError(f"{p}: not a dietsnn safetensors checkpoint ({e})") from None
     return tensors, meta
 
 
 def load_model(path: str | os.PathLike) -> Network:
     """Rebuild the network described in the checkpoint and load its tensors strictly. The model
     is returned in evaluation mode (dropout off), ready for inference; call `.train()` to train.
-    A NIR graph (`.nir`) that records its timesteps is imported with `dietsnn.from_nir`."""
+    A NIR graph (`.nir`) that records its timesteps is imported with `dietsnn.from_nir`.
+    A file that is damaged, not dietsnn's or outside its schema is a `ValueError`
+    (`dietsnn.errors.CheckpointError`) with a one-line message; nothing in the file runs as
+    code (docs/RELIABILITY.md)."""
     if is_nir_file(resolve_model_path(path)):
         return from_nir(resolve_model_path(path))
     tensors, meta = read_model_file(path)
-    if "graph" in meta:  # a converted custom model (docs/CONVERSION.md)
-        model = graph_from_meta(meta, str(path))
-        check_finite_tensors(tensors, str(path))
-        load_state_strict(model, tensors, str(path))
-        return model.eval()
-    cfg, spiking = _configs(meta, str(path))
-
-    def build() -> Network:
-        try:
-            model = build_ann(**cfg)
-            return ann_to_snn(model, **spiking) if spiking else model
-        except (TypeError, ValueError) as e:
-            raise UserError(f"{path}: invalid dietsnn metadata ({e}); the file is damaged or "
-                            "was written by an incompatible tool") from None
-
-    with torch.device("meta"):  # shapes first, without memory: the metadata may be damaged
-        _check_keys(build().state_dict(), tensors, str(path))
+    _, _, build, shapes = _configs(meta, str(path))
+    _check_keys(shapes, tensors, str(path))  # before any memory is allocated for the model
     check_finite_tensors(tensors, str(path))
     model = build()
     load_state_strict(model, tensors, str(path))
+    check_neurons(model, str(path))
     return model.eval()
 
 
 # bounds of the model metadata a checkpoint may carry (far beyond any real model)
 MAX_CLASSES, MAX_CHANNELS, MAX_IMAGE_SIZE = 1_000_000, 1024, 8192
+MAX_INPUT = 1 << 26  # values in one input sample (256 MB as float32)
 
 
 def _is_int(v: Any) -> bool:
@@ -180,40 +198,53 @@ def _is_number(v: Any) -> bool:
     return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
 
 
-def check_metadata(cfg: Any, spiking: Any, source: str) -> None:
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxstring = 2, 3, 8, 40
+
+
+def check_metadata(cfg: Any, spiking: Any, source: str, graph: bool = False) -> None:
     """Validate the model metadata of a checkpoint field by field (type, range, known names);
-    a UserError names the first bad field."""
+    `graph`: of a converted custom model, whose graph is stored beside it. A CheckpointError
+    names the first bad field."""
     from .functional.encoding import ENCODINGS
     from .functional.surrogate import SURROGATES
     from .models import ARCHS
 
     def need(ok: bool, field: str, value: Any, rule: str) -> None:
         if not ok:
-            raise UserError(f"{source}: invalid dietsnn metadata: {field} = {value!r}, expected "
-                            f"{rule}; the file is damaged or was written by an incompatible tool")
+            raise CheckpointError(f"{source}: invalid dietsnn metadata: {field} = "
+                                  f"{_SHORT.repr(value)}, expected {rule}; the file is damaged "
+                                  "or was written by an incompatible tool")
+
+    def size(lo: int, hi: int) -> tuple[Callable[[Any], bool], str]:
+        return (lambda v: _is_int(v) and lo <= v <= hi), f"an integer in [{lo}, {hi}]"
 
     need(isinstance(cfg, dict), "config", cfg, "an object")
     need(isinstance(spiking, dict), "spiking", spiking, "an object")
     rules = {
-        "arch": (lambda v: v in ARCHS, f"one of {', '.join(ARCHS)}"),
-        "num_classes": (lambda v: _is_int(v) and 1 <= v <= MAX_CLASSES,
-                        f"an integer in [1, {MAX_CLASSES}]"),
-        "in_channels": (lambda v: _is_int(v) and 1 <= v <= MAX_CHANNELS,
-                        f"an integer in [1, {MAX_CHANNELS}]"),
-        "image_size": (lambda v: _is_int(v) and 1 <= v <= MAX_IMAGE_SIZE,
-                       f"an integer in [1, {MAX_IMAGE_SIZE}]"),
-        "dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+        "arch": ((lambda v: v == "graph"), "graph") if graph else (
+            (lambda v: isinstance(v, str) and v in ARCHS), f"one of {', '.join(ARCHS)}"),
+        "num_classes": size(1, MAX_CLASSES),
+        "in_channels": size(1, MAX_CHANNELS),
+        "image_size": size(1, MAX_IMAGE_SIZE),
+        **({"source": ((lambda v: isinstance(v, str) and len(v) <= 4096), "a string"),
+            "input_shape": ((lambda v: isinstance(v, list) and 1 <= len(v) <= 8 and all(
+                _is_int(d) and 1 <= d <= MAX_INPUT for d in v) and math.prod(v) <= MAX_INPUT),
+                f"a list of 1 to 8 sizes of at most {MAX_INPUT} values in all")}
+           if graph else {"dropout": (lambda v: _is_number(v) and 0 <= v < 1,
+                                      "a number in [0, 1)")}),
     }
     srules = {
-        "timesteps": (lambda v: _is_int(v) and 1 <= v <= MAX_TIMESTEPS,
-                      f"an integer in [1, {MAX_TIMESTEPS}]"),
-        "encoding": (lambda v: v in ENCODINGS, f"one of {', '.join(ENCODINGS)}"),
+        "timesteps": size(1, MAX_TIMESTEPS),
+        "encoding": ((lambda v: isinstance(v, str) and v in ENCODINGS),
+                     f"one of {', '.join(ENCODINGS)}"),
         "gamma": (lambda v: _is_number(v) and v > 0, "a finite number > 0"),
-        "surrogate": (lambda v: v in SURROGATES, f"one of {', '.join(sorted(SURROGATES))}"),
+        "surrogate": ((lambda v: isinstance(v, str) and v in SURROGATES),
+                      f"one of {', '.join(sorted(SURROGATES))}"),
     }
     for obj, table, name, required in ((cfg, rules, "config", ("arch",)),
                                        (spiking, srules, "spiking", ("timesteps",) if spiking
-                                        else ())):
+                                        or graph else ())):
         for k in obj:
             need(k in table, f"{name}.{k}", obj[k], f"only the fields {', '.join(table)}")
         for k in required:
@@ -221,13 +252,28 @@ def check_metadata(cfg: Any, spiking: Any, source: str) -> None:
         for k, v in obj.items():
             ok, rule = table[k]
             need(ok(v), f"{name}.{k}", v, rule)
+    pixels = cfg.get("in_channels", 1) * cfg.get("image_size", 1) ** 2
+    need(pixels <= MAX_INPUT, "config.in_channels x image_size^2", pixels,
+         f"at most {MAX_INPUT} values in one input")
+
+
+def check_neurons(model: torch.nn.Module, source: str) -> None:
+    """Refuse a loaded model whose LIF layers leave the neuron's range: a leak in (0, 1] and a
+    finite threshold > 0 (what `convert` and training keep)."""
+    for name, m in lif_layers(model):
+        leak, th = m.leak.detach(), m.threshold.detach()
+        if not (bool(((leak > 0) & (leak <= 1)).all()) and bool(
+                (th.isfinite() & (th > 0)).all())):
+            raise CheckpointError(f"{source}: layer {name} has leak {leak.flatten()[:1].item():g}"
+                                  f" and threshold {th.flatten()[:1].item():g}; a checkpoint "
+                                  "needs every leak in (0, 1] and every threshold > 0")
 
 
 def check_finite_tensors(tensors: dict[str, torch.Tensor], source: str) -> None:
     """Refuse weights, leaks or thresholds that are NaN or infinite (a diverged training)."""
     bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(t.isfinite().all())]
     if bad:
-        raise UserError(f"{source}: non-finite values in {', '.join(bad[:6])}"
+        raise CheckpointError(f"{source}: non-finite values in {', '.join(bad[:6])}"
                         f"{' and more' if len(bad) > 6 else ''}; the checkpoint comes from a "
                         "diverged training and is not used")
 
@@ -254,7 +300,7 @@ def _check_keys(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], so
             parts.append(f"unexpected {', '.join(unexpected[:6])}")
         if shape:
             parts.append(f"shape mismatch {', '.join(shape[:6])}")
-        raise UserError(f"{source} does not fit this architecture: {'; '.join(parts)}")
+        raise CheckpointError(f"{source} does not fit this architecture: {'; '.join(parts)}")
 
 
 def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:

@@ -53,3 +53,8 @@ def check_number(name: str, v: Any, lo: float = -math.inf, hi: float = math.inf,
     if not ok:
         raise ValueError(f"{name} must be {rule}, got {v}")
     return f
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint file that is damaged, not dietsnn's or outside its schema: a ValueError for
+    Python callers of `dietsnn.load_model`, exit 2 in the CLI."""
