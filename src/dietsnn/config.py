@@ -78,6 +78,9 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16
     neuron_lr: float | None = None  # leaks and thresholds; None: the weights' lr
     amsgrad: bool = False  # Adam's AMSGrad variant (the authors' SNN optimiser)
+    # weight of the compute-energy term of an SNN's loss: cross-entropy + spike_penalty x
+    # (SNN energy / ANN energy), docs/METHOD.md section 8.1; 0 = cross-entropy alone
+    spike_penalty: float = 0.0
 
 
 ANN_TRAIN = TrainConfig()

@@ -14,7 +14,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed, files, logs, runtime
+from .analysis.energy import SpikeEnergy
 from .config import DIVERGED_LOSS_FACTOR, OPTIMIZERS, SCHEDULES, TrainConfig
 from .data import Batches, Splits
 from .errors import TrainingDiverged, UserError
@@ -135,12 +136,22 @@ def fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume:
     (None without validation).
     Runs inside `runtime.use_engine()` (the engine in effect, freed memory kept for reuse) with
     torch's RNG seeded from `cfg.seed` (the caller's RNG state is restored afterwards)."""
-    with runtime.use_engine(), seeded(cfg.seed + RANK_SEED * distributed.rank()):
-        return _fit(model, data, cfg, out, resume, progress, log, desc, device)
+    with (runtime.use_engine(), seeded(cfg.seed + RANK_SEED * distributed.rank()),
+          _energy_term(model, cfg) as energy):
+        return _fit(model, data, cfg, out, resume, progress, log, desc, device, energy)
+
+
+def _energy_term(model: Network, cfg: TrainConfig):
+    """The differentiable compute energy of each training forward (`SpikeEnergy`), where the
+    loss asks for it (`cfg.spike_penalty`); else a context that observes nothing."""
+    if cfg.spike_penalty and lif_layers(model):
+        return SpikeEnergy(model)
+    return nullcontext()
 
 
 def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume: bool,
-         progress: bool, log, desc: str, device: str | torch.device) -> dict:
+         progress: bool, log, desc: str, device: str | torch.device,
+         energy: SpikeEnergy | None) -> dict:
     check_memory(getattr(model, "config", None), max(1, min(cfg.batch_size, len(data.train_y))),
                  getattr(model, "timesteps", None) or 1, "train", device)
     out = Path(out)
@@ -176,7 +187,7 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
     model.train()
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
-        seen, correct, loss_sum = 0, 0, 0.0
+        seen, correct, loss_sum, cost_sum = 0, 0, 0.0, 0.0
         bar = tqdm(batches, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not progress, dynamic_ncols=True)
         for xb, yb in bar:
@@ -185,6 +196,8 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
                     continue
                 xb, yb = distributed.shard(xb, yb)
             xb, yb = xb.to(device), yb.to(device)
+            if energy is not None:
+                energy.reset()  # count this step's forward alone
             with _autocast(cfg.precision, device):
                 logits = net(xb)
             if world == 1:
@@ -198,6 +211,10 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
                     [len(yb), local.item(), (logits.argmax(1) == yb).sum().item()])
                 _check_finite(torch.tensor(loss_b / n_b), step, model, out)
                 loss = local * (world / n_b)
+            if energy is not None:
+                cost = energy.cost()
+                loss = loss + cfg.spike_penalty * cost
+                cost_sum += cost.item() * n_b
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -220,6 +237,8 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                "val_loss": val["loss"], "val_accuracy": val["accuracy"],
                "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0}
+        if energy is not None:
+            rec["train_energy"] = cost_sum / seen  # SNN/ANN compute energy, per image
         if lif_layers(model):
             rec["neurons"] = neuron_summary(model)
         history.append(rec)

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from .. import checkpoint as ckpt
 from .. import files, logs
@@ -34,7 +35,7 @@ from ..models import Network
 from ..rundir import RunDir
 from ..snngraph import choose_scale
 from ..training import evaluate, fit, seeded
-from .energy import measure
+from .energy import measure, write_predictions
 from .report import plot_ablation_if_possible
 
 VARIANTS = {  # key: label, encoding, train threshold, train leak
@@ -61,13 +62,16 @@ class AblationConfig:
     percentile: float = ConversionConfig.percentile
     calib_size: int = ConversionConfig.calib_size
     calib_timesteps: int = ConversionConfig.calib_timesteps
+    # spike penalties (TrainConfig.spike_penalty) at which (b)-(d) are trained: with more than
+    # 0 the grid is the accuracy-energy front (analysis.front)
+    penalties: tuple[float, ...] = (0.0,)
 
     def __post_init__(self) -> None:
         bad = set(self.variants) - set(VARIANTS)
         if bad or not self.variants:
             raise UserError(f"variants must be letters from {''.join(VARIANTS)}, got "
                             f"{self.variants!r}")
-        for name in ("timesteps", "rate_timesteps", "seeds", "scales"):
+        for name in ("timesteps", "rate_timesteps", "seeds", "scales", "penalties"):
             setattr(self, name, tuple(getattr(self, name)))
         if not self.timesteps or min(self.timesteps) < 1 or min(self.rate_timesteps, default=1) < 1:
             raise UserError("timesteps must be integers >= 1")
@@ -75,29 +79,36 @@ class AblationConfig:
             raise UserError("at least one seed is needed")
         if not self.scales or min(self.scales) <= 0:
             raise UserError("scales must be > 0")
+        if not self.penalties or min(self.penalties) < 0:
+            raise UserError("spike penalties must be >= 0")
 
-    def cells(self) -> list[tuple[str, int, int]]:
-        """(variant, T, seed) in run order: direct-encoded variants first, seed by seed, so
-        that partial grids compare (b), (c), (d) on the same seeds."""
-        direct = [(v, T, s) for s in self.seeds for T in self.timesteps for v in "bcd"
-                  if v in self.variants]
-        rate = [(v, T, s) for s in self.seeds
+    def cells(self) -> list[tuple[str, int, int, float]]:
+        """(variant, T, seed, spike penalty) in run order: direct-encoded variants first, seed
+        by seed and penalty by penalty, so that partial grids compare (b), (c), (d) on the same
+        seeds; rate coding is trained without penalty."""
+        direct = [(v, T, s, p) for s in self.seeds for p in self.penalties
+                  for T in self.timesteps for v in "bcd" if v in self.variants]
+        rate = [(v, T, s, 0.0) for s in self.seeds
                 for T in sorted({*self.timesteps, *self.rate_timesteps}) for v in "a"
                 if v in self.variants]
         return direct + rate
 
 
-def cell_key(variant: str, T: int, seed: int) -> str:
-    return f"{variant}-T{T}-s{seed}"
+def cell_key(variant: str, T: int, seed: int, penalty: float = 0.0) -> str:
+    return f"{variant}-T{T}-s{seed}" + (f"-p{penalty:g}" if penalty else "")
 
 
 def ablation_outputs(cfg: AblationConfig) -> list[str]:
     """Every file the grid of `cfg` may write into its folder (checked before it starts)."""
     runs = [f"runs/{cell_key(*c)}/{f}" for c in cfg.cells()
             for f in (ckpt.MODEL_FILE, ckpt.STATE_FILE, "history.json")]
+    preds = [f"predictions/{cell_key(*c)}.txt" for c in cfg.cells()]
+    preds += [f"predictions/converted-{e}-T{T}.txt" for e in ("direct", "rate")
+              for T in {*cfg.timesteps, *cfg.rate_timesteps}]
     return ["ann.json", "converted.json", "setup-direct.json", "setup-rate.json",
-            "ablation.json", "ablation.md", "ablation.png",
-            *(f"cells/{cell_key(*c)}.json" for c in cfg.cells()), *runs]
+            "ablation.json", "ablation.md", "ablation.png", "test_labels.txt",
+            "front.json", "front.md", "front.png",
+            *(f"cells/{cell_key(*c)}.json" for c in cfg.cells()), *runs, *preds]
 
 
 class Ablation:
@@ -152,8 +163,9 @@ class Ablation:
         return snn
 
     # -- one cell ----------------------------------------------------------------------------
-    def run_cell(self, variant: str, T: int, seed: int, resume: bool = True) -> dict:
-        key = cell_key(variant, T, seed)
+    def run_cell(self, variant: str, T: int, seed: int, resume: bool = True,
+                 penalty: float = 0.0) -> dict:
+        key = cell_key(variant, T, seed, penalty)
         path = self.out / "cells" / f"{key}.json"
         if resume and path.is_file():
             return json.loads(path.read_text())
@@ -166,15 +178,18 @@ class Ablation:
         tcfg = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, optimizer="adam", weight_decay=0.0,
                            batch_size=cfg.batch_size, augment=False, seed=seed,
                            train_leak=train_leak, train_threshold=train_thr,
-                           neuron_lr=cfg.neuron_lr, amsgrad=cfg.amsgrad)
+                           neuron_lr=cfg.neuron_lr, amsgrad=cfg.amsgrad, spike_penalty=penalty)
         t0 = time.time()
         run_dir = self.out / "runs" / key
         res = fit(snn, data, tcfg, run_dir, resume=resume, progress=self.progress,
                   log=self.log, desc=key, device=self.device)
         best = ckpt.load_model(run_dir / ckpt.MODEL_FILE).to(self.device)
-        m = measure(best, self.data.test_x, self.data.test_y, device=self.device)
+        preds: list[Tensor] = []
+        m = measure(best, self.data.test_x, self.data.test_y, device=self.device,
+                    predictions=preds)
         lifs = lif_layers(best)
-        cell = {"variant": variant, "label": label, "timesteps": T, "seed": seed,
+        cell = {"key": key, "variant": variant, "label": label, "timesteps": T, "seed": seed,
+                "spike_penalty": penalty,
                 "accuracy": m["accuracy"], "val_accuracy": res["best_val_accuracy"],
                 "mean_spike_rate": m["mean_spike_rate"], "spike_rates": m["spike_rates"],
                 "energy_ratio": m["energy"]["ratio"],
@@ -184,6 +199,7 @@ class Ablation:
                 "thresholds": [x.threshold.item() for _, x in lifs],
                 "leaks_init": [a for a, _ in initial], "thresholds_init": [b for _, b in initial],
                 "seconds": time.time() - t0}
+        write_predictions(self.out / "predictions" / f"{key}.txt", torch.cat(preds))
         files.write_json(path, cell)
         (run_dir / ckpt.STATE_FILE).unlink(missing_ok=True)  # finished: no resume state needed
         self.log(f"{key}: test accuracy {cell['accuracy']:.4f}, spikes/neuron "
@@ -211,14 +227,17 @@ class Ablation:
             n = min(self.cfg.train_subset or len(self.data.train_x), len(self.data.train_x))
             files.write_json(info, {"ann_accuracy": acc, "config": asdict(self.cfg),
                                    "train_images": n})
+        if not (out / "test_labels.txt").is_file():  # for paired tests on the predictions
+            write_predictions(out / "test_labels.txt", self.data.test_y)
         self.log(f"ANN test accuracy {json.loads(info.read_text())['ann_accuracy']:.4f}")
         for enc in sorted({VARIANTS[v][1] for v in self.cfg.variants}):
             self.setup(enc)
         self.converted_accuracies()
         todo = self.cfg.cells()
-        for i, (v, T, s) in enumerate(todo):
-            self.log(f"[{i + 1}/{len(todo)}] {VARIANTS[v][0]}, T={T}, seed {s}")
-            self.run_cell(v, T, s, resume=True)
+        for i, (v, T, s, p) in enumerate(todo):
+            self.log(f"[{i + 1}/{len(todo)}] {VARIANTS[v][0]}, T={T}, seed {s}"
+                     + (f", spike penalty {p:g}" if p else ""))
+            self.run_cell(v, T, s, resume=True, penalty=p)
             summarize(out, self.log if i + 1 == len(todo) else None)
         return summarize(out)
 
@@ -232,10 +251,14 @@ class Ablation:
                 k = f"{enc}-T{T}"
                 if k not in done:
                     snn = self.converted(enc, T)
+                    preds: list[Tensor] = []
                     m = measure(snn, self.data.test_x, self.data.test_y,
-                                         device=self.device)
+                                device=self.device, predictions=preds)
                     done[k] = {"encoding": enc, "timesteps": T, "accuracy": m["accuracy"],
-                               "mean_spike_rate": m["mean_spike_rate"]}
+                               "mean_spike_rate": m["mean_spike_rate"],
+                               "energy_ratio": m["energy"]["ratio"]}
+                    write_predictions(self.out / "predictions" / f"converted-{k}.txt",
+                                      torch.cat(preds))
                     files.write_json(path, done)
         return done
 
@@ -254,7 +277,8 @@ def _stats(xs: list[float]) -> tuple[float, float, int]:
 def summarize(out: str | Path, log=None) -> dict:
     """Aggregate the finished cells of `out` into ablation.json / .md / .png."""
     out = Path(out)
-    cells = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
+    every = [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
+    cells = [c for c in every if not c.get("spike_penalty")]  # the ablation proper
     ann = json.loads((out / "ann.json").read_text())
     conv_path = out / "converted.json"
     converted = json.loads(conv_path.read_text()) if conv_path.is_file() else {}
@@ -288,6 +312,11 @@ def summarize(out: str | Path, log=None) -> dict:
         files.write_json(out / "ablation.json", res)
         files.atomic_write(out / "ablation.md", md.encode())
         plot_ablation_if_possible(res, out / "ablation.png", log or (lambda *a, **k: None))
+    if len(every) > len(cells):
+        from .front import load_labels, summarize_front
+
+        res["front"] = summarize_front(out, every, converted, ann["ann_accuracy"], log,
+                                       load_labels(out))
     if log:
         log(md)
     return res

@@ -7,6 +7,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
+from .. import files
 from ..conversion import replace_modules
 from ..functional import encoding as _encoding
 from ..functional import energy as E
@@ -49,13 +50,15 @@ def input_spike_rate(model: Network, x: Tensor) -> float:
 
 
 def energy(model: Network, rates: dict[str, float] | None = None, input_rate: float | None = None,
-           e_mac: float = E.E_MAC_PJ, e_ac: float = E.E_AC_PJ) -> dict:
+           e_mac: float = E.E_MAC_PJ, e_ac: float = E.E_AC_PJ,
+           flops: list[dict] | None = None) -> dict:
     """Per-layer and total compute energy of the ANN and of the SNN with measured `rates`
     (LIF name -> spikes per neuron per image over T). Each conv/linear layer is driven by the
     spikes of the LIF layer before it; the first layer by the image (direct: MACs once) or by
     input spikes (rate coding: accumulates at `input_rate`). In a converted custom model
-    (`GraphSNN`) each layer is charged at the rate of the LIFs its graph input comes from."""
-    flops = {r["name"]: r["flops"] for r in layer_flops(model)}
+    (`GraphSNN`) each layer is charged at the rate of the LIFs its graph input comes from.
+    `flops`: `layer_flops(model)`, when the caller has it already."""
+    flops = {r["name"]: r["flops"] for r in (flops if flops is not None else layer_flops(model))}
     rows, last_rate = [], input_rate
     # a converted graph names the LIFs that drive each layer (several: their mean rate)
     sources = model.synapse_sources() if hasattr(model, "synapse_sources") else {}
@@ -80,16 +83,100 @@ def energy(model: Network, rates: dict[str, float] | None = None, input_rate: fl
     return out
 
 
+class SpikeEnergy:
+    """The compute energy of an SNN's forwards as a differentiable quantity, for an energy-aware
+    loss (docs/METHOD.md section 8.1): while active (a context manager, or `attach()`/`detach()`),
+    it records every LIF layer's spikes, and `cost()` returns the SNN's compute energy over the
+    ANN's for the forwards since the last call, per image, counted as `energy` counts it
+    (accumulates driven by spikes, the first layer of a directly encoded network as MACs). The
+    value is the inverse of the reported ANN/SNN energy ratio, so one penalty weight means the
+    same on any network and at any T; its gradient reaches the weights, leaks and thresholds
+    through the surrogate gradient of the spikes.
+
+        with SpikeEnergy(snn) as energy:
+            loss = F.cross_entropy(snn(x), y) + 0.1 * energy.cost()
+
+    Observing the LIF layers with hooks runs them one by one (no fused LIF-dropout-pooling
+    kernel), as any hook does."""
+
+    def __init__(self, model: Network, input_rate: float | None = None,
+                 e_mac: float = E.E_MAC_PJ, e_ac: float = E.E_AC_PJ) -> None:
+        self.layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LIF)]
+        # the energy model is affine in the rates: its constant and one coefficient per layer
+        fl = layer_flops(model)
+        zero = {n: 0.0 for n, _ in self.layers}
+        base = energy(model, zero, input_rate, e_mac, e_ac, fl)
+        self.ann_pj, self.base_pj = base["ann_pj"], base["snn_pj"]
+        self.coef = {n: energy(model, {**zero, n: 1.0}, input_rate, e_mac, e_ac, fl)["snn_pj"]
+                     - self.base_pj for n, _ in self.layers}
+        self._rates: dict[str, list[Tensor]] = {n: [] for n, _ in self.layers}
+        self._images = 0
+        self._handles: list = []
+
+    def attach(self) -> SpikeEnergy:
+        for name, m in self.layers:
+            self._handles.append(m.register_forward_hook(
+                lambda mod, _inp, out, name=name: self._record(name, mod, out)))
+        return self
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    __enter__ = attach
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    def _record(self, name: str, mod: LIF, out: Tensor) -> None:
+        # spikes per neuron summed over the steps, for all the images of this forward
+        self._rates[name].append(out.sum() / out[0].numel())
+        if name == self.layers[0][0]:
+            self._images += mod.batch
+
+    def cost(self) -> Tensor:
+        """SNN/ANN compute energy per image of the forwards since the last call (then reset)."""
+        if not self._images:
+            raise RuntimeError("SpikeEnergy.cost(): no forward of the network was observed "
+                               "(run the forward inside the `with` block)")
+        total = sum(self.coef[n] * torch.stack(r).sum() for n, r in self._rates.items() if r)
+        out = (total / self._images + self.base_pj) / self.ann_pj
+        self.reset()
+        return out
+
+    def reset(self) -> None:
+        """Forget the forwards observed so far."""
+        self._rates = {n: [] for n in self._rates}
+        self._images = 0
+
+
 def measure(model: Network, x: Tensor, y: Tensor, batch_size: int = 256,
             device: str | torch.device = "cpu", e_mac: float = E.E_MAC_PJ,
-            e_ac: float = E.E_AC_PJ) -> dict:
-    """Accuracy, per-layer spike rates and energy of an SNN on (x, y)."""
-    rows, acc = spike_rates(model, x, batch_size, device, y)
+            e_ac: float = E.E_AC_PJ, predictions: list[Tensor] | None = None) -> dict:
+    """Accuracy, per-layer spike rates and energy of an SNN on (x, y); the predicted classes
+    are appended to `predictions` (a list, batch by batch) when given."""
+    rows, acc = spike_rates(model, x, batch_size, device, y, predictions)
     rates = {r["name"]: r["spike_rate"] for r in rows}
     in_rate = input_spike_rate(model, x) if model.encoding == "rate" else None
     en = energy(model, rates, in_rate, e_mac, e_ac)
     return {"timesteps": model.timesteps, "accuracy": acc, "spike_rates": rates,
             "mean_spike_rate": sum(rates.values()) / max(1, len(rates)), "energy": en}
+
+
+def write_predictions(path, predictions: Tensor) -> None:
+    """Per-image predicted classes as text (one character per image, '0'-'9' then 'a'-'z', for
+    up to 36 classes; else one number per line), for paired tests between models."""
+    p = predictions.tolist()
+    text = ("".join("0123456789abcdefghijklmnopqrstuvwxyz"[c] for c in p) + "\n"
+            if max(p, default=0) < 36 else "\n".join(map(str, p)) + "\n")
+    files.atomic_write(path, text.encode())
+
+
+def read_predictions(path) -> list[int]:
+    """The classes `write_predictions` wrote."""
+    text = open(path).read().strip()
+    return [int(v) for v in text.split()] if "\n" in text else [int(c, 36) for c in text]
 
 
 def format_energy_table(en: dict) -> str:

@@ -225,6 +225,11 @@ def _neuron_summary(layers: list[dict]) -> str:
             f"{_pct_change(dt['threshold_init'], dt['threshold'])} ({dt['name']}).")
 
 
+def _mean_rate(m: dict) -> str:
+    rates = [d["spike_rate"] for d in m.get("layers") or [] if "spike_rate" in d]
+    return f"{sum(rates) / len(rates):.3f}" if rates else ""
+
+
 def write_report(run: Path, metrics: dict) -> Path:
     """Write plots and report.md for a `dietsnn run` directory; returns the report's path."""
     ann_acc = metrics.get("ann", {}).get("test_accuracy")
@@ -243,14 +248,16 @@ def write_report(run: Path, metrics: dict) -> Path:
         cfg = json.loads(cfg_path.read_text())
         lines += [f"Dataset {cfg.get('dataset')}, architecture {cfg.get('arch')}; command: "
                   f"`{cfg.get('command_line', 'dietsnn run')}`", ""]
-    lines += ["| model | test accuracy | timesteps |", "|---|---|---|"]
+    lines += ["| model | test accuracy | timesteps | spikes/neuron/image (mean over layers) |",
+              "|---|---|---|---|"]
     if ann_acc is not None:
-        lines.append(f"| ANN | {100 * ann_acc:.2f}% | - |")
+        lines.append(f"| ANN | {100 * ann_acc:.2f}% | - | - |")
     if conv:
         lines.append(f"| converted SNN (no training) | {100 * conv['test_accuracy']:.2f}% | "
-                     f"{conv['timesteps']} |")
+                     f"{conv['timesteps']} | {_mean_rate(conv)} |")
     if snn:
-        lines.append(f"| DIET-SNN | {100 * snn['test_accuracy']:.2f}% | {T} |")
+        lines.append(f"| DIET-SNN | {100 * snn['test_accuracy']:.2f}% | {T} | "
+                     f"{_mean_rate(snn)} |")
     if en:
         lines += ["", f"Compute energy per image: ANN {en['ann_pj'] / 1e6:.3f} uJ, SNN "
                       f"{en['snn_pj'] / 1e6:.3f} uJ: **{en['ratio']:.1f}x** less "

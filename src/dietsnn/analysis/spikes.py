@@ -23,10 +23,12 @@ def spikes_per_image(monitor: SpikeMonitor) -> Tensor:
 
 def spike_rates(model: Network, x, batch_size: int = 256,
                 device: str | torch.device = "cpu",
-                y: Tensor | None = None) -> tuple[list[dict], float | None]:
+                y: Tensor | None = None,
+                predictions: list[Tensor] | None = None) -> tuple[list[dict], float | None]:
     """Per LIF layer: spikes per neuron per image summed over all T (the energy model's
     zeta, docs/METHOD.md section 8), as rows
-    {"name", "spike_rate"}; and the accuracy on labels `y` from the same pass (None without)."""
+    {"name", "spike_rate"}; and the accuracy on labels `y` from the same pass (None without);
+    the predicted classes are appended to `predictions` when given."""
     was = model.training
     model.eval()
     correct = 0
@@ -42,7 +44,10 @@ def spike_rates(model: Network, x, batch_size: int = 256,
                         totals[n][0] += monitor[n].sum(dtype=torch.float64).item()
                         totals[n][1] += monitor[n].numel()
                 monitor.clear()
-                correct += (out.argmax(1).cpu() == yb).sum().item()
+                pred = out.argmax(1).cpu()
+                correct += (pred == yb).sum().item()
+                if predictions is not None:
+                    predictions.append(pred)
     finally:
         model.train(was)
     sums = distributed.all_reduce_sum([v for n in names for v in totals[n]] + [correct])

@@ -75,6 +75,10 @@ def add_commands(sub) -> dict:
                    help="learning rate of the leaks and thresholds")
     a.add_argument("--amsgrad", action="store_true", default=d.amsgrad,
                    help="Adam's AMSGrad variant")
+    a.add_argument("--spike-penalties", type=float_list("--spike-penalties", zero=True),
+                   default=list(d.penalties), metavar="W,...",
+                   help="spike penalties at which (b)-(d) are trained (more than 0: the "
+                   "accuracy-energy front)")
     a.add_argument("--batch-size", type=positive_int("--batch-size", MAX_BATCH), default=d.batch_size)
     a.add_argument("--scales", type=float_list("--scales"), default=list(d.scales),
                    help="threshold scales from which each T's is chosen on validation")
@@ -191,7 +195,8 @@ def ablation_config(args) -> AblationConfig:
         variants=args.variants, epochs=args.snn_epochs, train_subset=args.train_subset,
         lr=args.snn_lr, neuron_lr=args.neuron_lr, amsgrad=args.amsgrad,
         batch_size=args.batch_size, scales=args.scales, percentile=args.percentile,
-        calib_size=args.calib_size, calib_timesteps=args.calib_timesteps)
+        calib_size=args.calib_size, calib_timesteps=args.calib_timesteps,
+        penalties=args.spike_penalties)
 
 
 def cmd_ablation(args) -> dict:

@@ -96,15 +96,19 @@ def int_list(name: str, maximum: int, minimum: int = 1,
     return parse
 
 
-def float_list(name: str) -> Callable[[str], list[float]]:
+def float_list(name: str, zero: bool = False) -> Callable[[str], list[float]]:
+    """Comma-separated numbers > 0 (`zero`: >= 0)."""
     def parse(s: str) -> list[float]:
         try:
             vs = [float(v) for v in s.split(",") if v.strip()]
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"{name} takes numbers like 0.3,0.5, got {s!r}") from None
-        if not vs or min(vs) <= 0 or not all(math.isfinite(v) and v <= FLOAT32_MAX for v in vs):
-            raise argparse.ArgumentTypeError(f"{name} must be numbers > 0, got {s!r}")
+        low = min(vs, default=0.0)
+        if (not vs or low < 0 or (low == 0 and not zero)
+                or not all(math.isfinite(v) and v <= FLOAT32_MAX for v in vs)):
+            raise argparse.ArgumentTypeError(
+                f"{name} must be numbers {'>=' if zero else '>'} 0, got {s!r}")
         return vs
     return parse
 
@@ -202,6 +206,10 @@ def train_opts(p: argparse.ArgumentParser, d: TrainConfig, prefix: str = "",
                        help="learning rate of the leaks and thresholds (unset: the weights' lr)")
         g.add_argument("--amsgrad", action="store_true", default=d.amsgrad,
                        help="Adam's AMSGrad variant (the authors' SNN optimiser)")
+        g.add_argument("--spike-penalty", type=float_in("--spike-penalty", 0, 1e6, lo_open=False),
+                       default=d.spike_penalty, metavar="W",
+                       help="weight of the compute-energy term of the loss (cross-entropy + W x "
+                       "SNN/ANN energy; docs/METHOD.md section 8.1)")
         g.add_argument("--no-train-leak", dest="train_leak", action="store_false",
                        help="keep leaks fixed")
         g.add_argument("--no-train-threshold", dest="train_threshold", action="store_false",
@@ -318,7 +326,7 @@ def train_config(args: argparse.Namespace, prefix: str = "", snn: bool = False) 
     values.update(seed=args.seed, augment=args.augment)
     if snn:  # unprefixed options of the SNN phase (an ANN parser has none of them)
         values.update({k: getattr(args, k) for k in ("train_leak", "train_threshold", "precision",
-                                                     "amsgrad")})
+                                                     "amsgrad", "spike_penalty")})
     return TrainConfig(**values)
 
 

@@ -40,5 +40,5 @@ def load(name: str, data_dir=None, val_size: int = 5000, seed: int = 0,
 
 
 __all__ = ["DATASETS", "BatchSource", "Batches", "DatasetInfo", "Splits", "augment", "cache_dir",
-           "dataset_info", "load", "load_cifar", "load_idx_dataset", "load_imagenet", "normalize",
-           "read_idx", "search_dirs", "validation_size"]
+           "dataset_info", "load", "load_cifar", "load_idx_dataset",
+           "load_imagenet", "normalize", "read_idx", "search_dirs", "validation_size"]

@@ -107,3 +107,4 @@ class Batches:
             if self.augment and self.info is not None:
                 x = augment(x, self.info.crop_padding, self.info.flip, self.generator)
             yield x, self.y[idx]
+
