@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from . import compact
 from .config import GAMMA, SURROGATE
-from .functional import engine, lif, native
+from .functional import engine, lif, native, ops
 from .functional.pool import avg_pool
 
 MIN_LEAK = 1e-3
@@ -104,8 +104,7 @@ class LIF(Temporal):
         pool = rest[0] if rest and isinstance(rest[0], AvgPool2d) else None
         if self.timesteps is None or (drop is None and pool is None):
             return None
-        if (engine.resolve(None, x.device.type) != "native" or not native.supports(x)
-                or not _no_hooks(self, drop, pool)):
+        if ops.kernels(x) is None or not _no_hooks(self, drop, pool):
             return None
         k = 1
         if pool is not None:

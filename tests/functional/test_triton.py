@@ -294,3 +294,58 @@ def test_training_step_through_the_kernels_as_the_benchmark_runs_them(K):
     assert torch.equal(loss_a, loss_b)
     for a, b in zip(grads_a, grads_b):
         _close(b, a)
+
+
+def test_the_operators_dispatch_to_the_triton_kernels(K, monkeypatch):
+    """The neuron operators reach the Triton kernels through `ops.kernels` (where CUDA tensors
+    get them under the native engine): routed there for CPU tensors under the interpreter, a
+    vgg_small training step (fused blocks included) gives the native engine's loss bit for bit
+    and its gradients to float32 rounding."""
+    import dietsnn
+    from dietsnn.functional import ops
+
+    x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([3, 7])
+    calls: list[str] = []
+
+    def traced(name):
+        fn = getattr(K, name)
+
+        def call(*a):
+            calls.append(name)
+            return fn(*a)
+        return call
+
+    routed = type("Routed", (), {n: staticmethod(traced(n)) for n in K.IMPLEMENTATIONS})
+    runs = []
+    for route in (False, True):
+        if route:
+            monkeypatch.setattr(ops, "kernels", lambda t: routed if t.dtype == torch.float32
+                                else None)
+        torch.manual_seed(0)
+        snn = dietsnn.ann_to_snn(dietsnn.build_ann("vgg_small"), 2)
+        snn.train()
+        with dietsnn.use_engine("native"):
+            loss = F.cross_entropy(snn(x), y)
+            loss.backward()
+        runs.append((loss.detach(), [p.grad for p in snn.parameters()]))
+    assert {"lif_pool_forward", "lif_pool_backward"} <= set(calls)
+    (loss_a, grads_a), (loss_b, grads_b) = runs
+    assert torch.equal(loss_a, loss_b)
+    for a, b in zip(grads_a, grads_b):
+        _close(b, a)
+    # a LIF on its own (no dropout or pooling after it) runs dietsnn::lif_forward/backward
+    calls.clear()
+    cur = torch.randn(4, 3, 50, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    with dietsnn.use_engine("native"):
+        dietsnn.LIF(0.9, 0.5)(cur).sum().backward()
+    assert calls == ["lif_forward", "lif_backward"]
+
+
+def test_auto_engine_on_cuda_is_native_with_triton(monkeypatch):
+    from dietsnn.functional import engine
+
+    assert engine.resolve("auto", "cuda") == "native"  # triton is installed with the test extra
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    assert engine.resolve("auto", "cuda") == "eager"
+    assert engine.resolve("auto", "mps") == "eager"

@@ -1,11 +1,12 @@
 """Which implementation runs the neuron operators (`ops.py`): the engine, resolved in one place.
 
-- "native": the C kernels of `native.c` (float32 on the CPU; other dtypes and devices run the
-  eager loops);
+- "native": the C kernels of `native.c` (float32 on the CPU) and the Triton kernels of
+  `triton_lif.py` (float32 on CUDA, with the `cuda` extra); other dtypes and devices run the
+  eager loops;
 - "eager": the plain PyTorch loops of `neuron.py` (any device and dtype);
 - "compile": the same loops in the form torch.compile fuses, compiled on first use;
-- "auto" (`config.ENGINE`): "native" on the CPU where the kernels build, "eager" elsewhere
-  (on GPUs the per-step kernels are small and launch-bound; docs/BENCHMARKS.md).
+- "auto" (`config.ENGINE`): "native" on the CPU where the kernels build and on CUDA where
+  Triton is installed, "eager" elsewhere.
 
 The engine in effect is the innermost `scope` block's (entered by `dietsnn.use_engine`), else
 `config.ENGINE`. The operators read it when they run; a model holds no engine of its own.
@@ -41,7 +42,13 @@ def resolve(engine: str | None = None, device_type: str = "cpu") -> str:
     engine = check(engine or _SCOPED.get() or config.ENGINE)
     if engine != "auto":
         return engine
-    return "native" if device_type == "cpu" and native.available() else "eager"
+    if device_type == "cpu":
+        return "native" if native.available() else "eager"
+    if device_type == "cuda":  # the Triton kernels, where the `cuda` extra is installed
+        import importlib.util
+
+        return "native" if importlib.util.find_spec("triton") is not None else "eager"
+    return "eager"
 
 
 @contextmanager

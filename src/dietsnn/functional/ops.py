@@ -31,8 +31,9 @@ Schemas (stable; every Tensor of one call on one device, leak and threshold 0-di
                                float gamma, str surrogate)
         -> (Tensor grad_x, Tensor grad_leak, Tensor grad_threshold)
 
-Implementations: the function bodies below serve every device and dtype; on float32 CPU tensors
-under the "native" engine they call the C kernels, otherwise the PyTorch loops of `neuron.py`.
+Implementations: the function bodies below serve every device and dtype; under the "native"
+engine they call the C kernels on float32 CPU tensors and the Triton kernels (`triton_lif.py`)
+on float32 CUDA tensors (`kernels`), otherwise the PyTorch loops of `neuron.py`.
 A device's own kernel is added in one place, e.g. for CUDA:
 
     @torch.library.register_kernel("dietsnn::lif_forward", "cuda")
@@ -81,8 +82,25 @@ def _op(schema: str, fake: Callable) -> Callable:
     return register
 
 
-def _native(x: Tensor) -> bool:
-    return resolve(None, x.device.type) == "native" and native.supports(x)
+def kernels(x: Tensor):
+    """The kernels that run the operators on `x` under the "native" engine: the C kernels
+    (`native`) for float32 CPU tensors, the Triton kernels (`triton_lif`, the optional `cuda`
+    extra) for float32 CUDA tensors; None where the PyTorch loops run."""
+    if resolve(None, x.device.type) != "native":
+        return None
+    if x.device.type == "cpu":
+        return native if native.supports(x) else None
+    if x.is_cuda and x.dtype == torch.float32 and triton_available():
+        from . import triton_lif
+
+        return triton_lif
+    return None
+
+
+def triton_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
 
 
 def _lif_fake(x, leak, threshold, u0, steps, keep_u_tilde, gamma, surrogate):
@@ -96,8 +114,8 @@ def lif_forward(x: Tensor, leak: Tensor, threshold: Tensor, u0: Tensor | None, s
                 keep_u_tilde: bool, gamma: float, surrogate: str,
                 ) -> tuple[Tensor, Tensor, Tensor]:
     xs = x.unsqueeze(0).expand(steps, *x.shape) if steps else x
-    if _native(xs):
-        spikes, u_tilde, u = native.lif_forward(xs, leak, threshold, u0, keep_u_tilde)
+    if (kern := kernels(xs)) is not None:
+        spikes, u_tilde, u = kern.lif_forward(xs, leak, threshold, u0, keep_u_tilde)
     else:
         step = compiled(_step_traceable) if resolve(None, x.device.type) == "compile" else _step_eager
         spikes, u_tilde, u = _forward_loop(xs, leak, threshold, u0, keep_u_tilde, step)
@@ -112,8 +130,8 @@ def _grads_fake(saved, grad, leak, *args):
      "float gamma, str surrogate) -> (Tensor, Tensor, Tensor)", _grads_fake)
 def lif_backward(saved: Tensor, grad: Tensor, leak: Tensor, threshold: Tensor, steps: int,
                  gamma: float, surrogate: str) -> tuple[Tensor, Tensor, Tensor]:
-    if _native(saved):  # u~ recomputed when steps
-        return native.lif_backward(saved, grad, leak, threshold, gamma, surrogate, steps)
+    if (kern := kernels(saved)) is not None:  # u~ recomputed when steps
+        return kern.lif_backward(saved, grad, leak, threshold, gamma, surrogate, steps)
     if resolve(None, saved.device.type) == "compile":  # u~ recomputed inside the fused kernel
         return compiled(_backward_loop)(saved, grad, leak, threshold, gamma, surrogate, steps)
     u_tilde = _forward_loop(saved.expand(steps, *saved.shape), leak, threshold, None,
@@ -164,9 +182,9 @@ def _pool_fake(x, leak, threshold, keep, scale, k, timesteps, static, keep_u_til
 def lif_pool_forward(x: Tensor, leak: Tensor, threshold: Tensor, keep: Tensor | None,
                      scale: float, k: int, timesteps: int, static: bool, keep_u_tilde: bool,
                      gamma: float, surrogate: str) -> tuple[Tensor, Tensor]:
-    if _native(x):
-        out, u_tilde = native.lif_pool_forward(x, timesteps, static, leak, threshold, keep, scale,
-                                               k, keep_u_tilde)
+    if (kern := kernels(x)) is not None:
+        out, u_tilde = kern.lif_pool_forward(x, timesteps, static, leak, threshold, keep, scale,
+                                             k, keep_u_tilde)
         return out, x.new_empty(0) if u_tilde is None else u_tilde
     spikes, u_tilde, _ = _forward_loop(_currents(x, timesteps, static), leak, threshold, None,
                                        keep_u_tilde)
@@ -183,9 +201,9 @@ def lif_pool_forward(x: Tensor, leak: Tensor, threshold: Tensor, keep: Tensor | 
 def lif_pool_backward(saved: Tensor, grad: Tensor, leak: Tensor, threshold: Tensor,
                       keep: Tensor | None, scale: float, k: int, timesteps: int, static: bool,
                       gamma: float, surrogate: str) -> tuple[Tensor, Tensor, Tensor]:
-    if _native(saved):
-        return native.lif_pool_backward(saved, grad, timesteps, static, leak, threshold, gamma,
-                                        surrogate, keep, scale, k)
+    if (kern := kernels(saved)) is not None:
+        return kern.lif_pool_backward(saved, grad, timesteps, static, leak, threshold, gamma,
+                                      surrogate, keep, scale, k)
     h, w = saved.shape[-2:]
     g = grad.repeat_interleave(k, -2).repeat_interleave(k, -1) * (1.0 / (k * k))
     g = F.pad(g, (0, w - g.shape[-1], 0, h - g.shape[-2]))  # rows the floor mode dropped: 0
