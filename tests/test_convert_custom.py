@@ -265,14 +265,15 @@ def test_leak_and_threshold_stay_in_range_under_a_plain_optimiser_loop():
     dietsnn.calibrate_thresholds(snn, torch.randn(8, 1, 28, 28), timesteps=3)
     snn.train()
     opt = torch.optim.SGD(snn.parameters(), lr=100.0)
-    for _ in range(3):
-        loss = snn(torch.randn(4, 1, 28, 28)).sum() + sum(
-            100 * m.leak - 100 * m.threshold for _, m in lif_layers(snn))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()  # no constrain_ call: the step hook projects
-        for _, m in lif_layers(snn):
-            assert MIN_LEAK <= m.leak.item() <= 1.0 and m.threshold.item() >= MIN_THRESHOLD
+    with dietsnn.use_engine():  # the block that holds the optimiser step hook
+        for _ in range(3):
+            loss = snn(torch.randn(4, 1, 28, 28)).sum() + sum(
+                100 * m.leak - 100 * m.threshold for _, m in lif_layers(snn))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()  # no constrain_ call: the step hook projects
+            for _, m in lif_layers(snn):
+                assert MIN_LEAK <= m.leak.item() <= 1.0 and m.threshold.item() >= MIN_THRESHOLD
     assert any(m.leak.item() == pytest.approx(MIN_LEAK) for _, m in lif_layers(snn))  # clamped
 
 
