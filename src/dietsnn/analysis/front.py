@@ -46,8 +46,10 @@ def _fmt(ci: dict, scale: float = 100.0, digits: int = 2) -> str:
     return m if ci["half_width"] is None else f"{m} ± {scale * ci['half_width']:.{digits}f}"
 
 
-def _covers_zero(ci: dict) -> bool:
-    return ci["half_width"] is None or abs(ci["mean"]) <= ci["half_width"]
+def _verdict(ci: dict) -> str:
+    if ci["half_width"] is None:
+        return " (one seed)"
+    return " (no detectable effect)" if abs(ci["mean"]) <= ci["half_width"] else ""
 
 
 def summarize_front(out: str | Path, cells: list[dict], converted: dict, ann_accuracy: float,
@@ -125,10 +127,8 @@ def front_markdown(res: dict) -> str:
               "| difference | T | spike penalty | accuracy | energy ratio | McNemar p |",
               "|---|---|---|---|---|---|"]
     for r in res["pairs"]:
-        acc = _fmt(r["accuracy"]) + (" (no detectable effect)" if _covers_zero(r["accuracy"])
-                                     else "")
-        en = _fmt(r["energy_ratio"], 1.0) + (" (no detectable effect)"
-                                             if _covers_zero(r["energy_ratio"]) else "")
+        acc = _fmt(r["accuracy"]) + _verdict(r["accuracy"])
+        en = _fmt(r["energy_ratio"], 1.0) + _verdict(r["energy_ratio"])
         mc = ", ".join(f"{t['p']:.2g}" for t in r.get("mcnemar", []))
         lines.append(f"| ({r['a']}) − ({r['b']}) | {r['timesteps']} | {r['spike_penalty']:g} | "
                      f"{acc} | {en} | {mc} |")
