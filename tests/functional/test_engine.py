@@ -293,10 +293,14 @@ def test_use_engine_holds_the_process_settings_and_a_forward_holds_none():
     assert engine.resolve() == engine.resolve("auto") and step(-1.0) > 1.0
 
 
-def test_auto_engine_is_eager_on_gpus():
+def test_auto_engine_per_device():
+    import importlib.util
+
     from dietsnn.functional import engine, native
 
-    assert engine.resolve(None, "cuda") == "eager"
+    triton = importlib.util.find_spec("triton") is not None
+    assert engine.resolve(None, "cuda") == ("native" if triton else "eager")
+    assert engine.resolve(None, "mps") == "eager"
     assert engine.resolve(None, "cpu") == ("native" if native.available() else "eager")
     with engine.scope("compile"):  # an explicit choice holds on every device
         assert engine.resolve(None, "cuda") == "compile"
