@@ -113,7 +113,9 @@ def test_cli_and_api_share_every_default():
     run = parser.parse_args(["run"])
     assert train_config(run, "ann_") == dataclasses.replace(config.ANN_TRAIN)
     assert train_config(run, "snn_", snn=True) == dataclasses.replace(config.SNN_TRAIN)
-    assert conversion_config(run) == config.ConversionConfig()
+    assert conversion_config(run) == config.ConversionConfig(scale=config.CLI_SCALE)
+    no_val = parser.parse_args(["run", "--val-size", "0"])
+    assert conversion_config(no_val) == config.ConversionConfig()
     assert run.dropout == config.DROPOUT == _default(build_ann, "dropout")
     assert _default(pipeline.train_ann, "dropout") == config.DROPOUT
     assert run.arch == config.ARCH and run.dataset == config.DATASET
@@ -132,7 +134,7 @@ def test_cli_and_api_share_every_default():
         elif cmd == "train-ann":
             assert train_config(a) == config.ANN_TRAIN
         else:
-            assert conversion_config(a) == d
+            assert conversion_config(a) == dataclasses.replace(d, scale=config.CLI_SCALE)
     abl = parser.parse_args(["ablation", "x"])
     ad = AblationConfig()
     assert (abl.timesteps, abl.rate_timesteps, abl.seeds) == (

@@ -83,6 +83,11 @@ class TrainConfig:
     spike_penalty: float = 0.0
 
 
+# the command line's threshold scale where the command has a validation split: "auto", the one
+# of SCALES with the best converted accuracy there (on the default run it picks 0.5, the
+# library's default: docs/RESULTS.md section 1); without a split ConversionConfig.scale
+CLI_SCALE = "auto"
+
 ANN_TRAIN = TrainConfig()
 # leaks and thresholds at their own lr: at the weights' 1e-4 Adam barely moves them
 # (docs/METHOD.md section 7.3; the value chosen on validation in docs/RESULTS.md section 2)

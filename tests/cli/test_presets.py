@@ -3,7 +3,8 @@ import pytest
 from dietsnn import presets
 from dietsnn.cli import build_parser, main
 from dietsnn.cli import presets as cli_presets
-from dietsnn.config import ANN_TRAIN, ConversionConfig
+from dietsnn.cli.options import conversion_config
+from dietsnn.config import ANN_TRAIN, CLI_SCALE
 
 
 def parse(*argv):
@@ -39,7 +40,8 @@ def test_preset_per_command(argv, want):
 def test_no_preset_keeps_the_defaults():
     a, b = parse("run"), build_parser().parse_args(["run"])
     assert vars(a) == vars(b) and a.preset is None
-    assert a.ann_epochs == ANN_TRAIN.epochs and a.scale == ConversionConfig.scale
+    assert a.ann_epochs == ANN_TRAIN.epochs and a.scale is None  # auto on validation, else 0.5
+    assert conversion_config(a).scale == CLI_SCALE
 
 
 def test_presets_command_lists_the_table(capsys):

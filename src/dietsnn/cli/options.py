@@ -166,10 +166,11 @@ def snn_opts(p: argparse.ArgumentParser) -> None:
     g.add_argument("--encoding", choices=config.ENCODINGS, default=d.encoding)
     g.add_argument("--percentile", type=float_in("--percentile", 1, 100), default=d.percentile,
                    help="in percent")
-    g.add_argument("--scale", type=scale_option, default=d.scale,
+    g.add_argument("--scale", type=scale_option, default=None,
                    help="threshold scaling factor after calibration, or auto: the one of "
                         f"{', '.join(map(str, config.SCALES))} with the best converted accuracy "
-                        "on the validation split")
+                        f"on the validation split (default: {config.CLI_SCALE} where there is a "
+                        f"validation split, else {d.scale})")
     g.add_argument("--leak", type=float_in("--leak", 0, 1), default=d.leak,
                    help="initial membrane leak of every layer (1 = IF, as converted)")
     g.add_argument("--calib-size", type=positive_int("--calib-size", config.MAX_SAMPLES),
@@ -331,7 +332,10 @@ def train_config(args: argparse.Namespace, prefix: str = "", snn: bool = False) 
 
 
 def conversion_config(args: argparse.Namespace) -> ConversionConfig:
-    return ConversionConfig(**{f.name: getattr(args, f.name) for f in fields(ConversionConfig)})
+    values = {f.name: getattr(args, f.name) for f in fields(ConversionConfig)}
+    if values["scale"] is None:  # not given: auto where the command has a validation split
+        values["scale"] = config.CLI_SCALE if val_size(args) else ConversionConfig.scale
+    return ConversionConfig(**values)
 
 
 def engine_scope(args: argparse.Namespace) -> AbstractContextManager:
