@@ -291,6 +291,19 @@ def _shape(types: Any) -> list[int] | None:
     return [int(v) for v in a] if a.size and np.all(a > 0) else None
 
 
+def _sample_shape(shape: list[int] | None, first: nn.Module | None) -> list[int] | None:
+    """One sample's shape from a graph's input type, which some exporters (Norse) write with a
+    batch of one in front: [1, 784] before a Linear of 784 inputs is one sample of [784]."""
+    if not shape:
+        return shape
+    if isinstance(first, nn.Linear) and shape[-1] == first.in_features and all(
+            v == 1 for v in shape[:-1]):
+        return [shape[-1]]
+    if isinstance(first, nn.Conv2d) and len(shape) == 4 and shape[0] == 1:
+        return shape[1:]
+    return shape
+
+
 def from_nir(graph_or_path: Any, timesteps: int | None = None, dt: float | None = None,
              reset: str | None = None, encoding: str | None = None) -> GraphSNN:
     """A dietsnn SNN from a NIR graph (a `nir.NIRGraph`, or the path of a `.nir` file).
@@ -342,7 +355,7 @@ def from_nir(graph_or_path: Any, timesteps: int | None = None, dt: float | None 
         root.add_module(key, m)
         h = g.call_module(key, (h,))
     g.output(h)
-    shape = _shape(graph.nodes[order[0]].input_type)
+    shape = _sample_shape(_shape(graph.nodes[order[0]].input_type), layers[0][1] if layers else None)
     snn = GraphSNN(fx.GraphModule(root, g, "NIRGraph"), T, enc,
                    len(shape) + 1 if shape else None, f"nir:{md.get('producer', 'unknown')}")
     with torch.no_grad():
