@@ -10,15 +10,16 @@ from .layers import LIF
 
 class SpikeMonitor:
     """While active (a `with` block), records what every LIF layer of `model` emits, one entry
-    per forward, in `[T, B, ...]` layout (time first), detached; with `counts`, summed over time,
-    `[B, ...]`. `monitor[name]` joins a layer's records over the batch; `monitor.records[name]`
-    lists them; `names` are the layers' names in `model` ("" for a bare LIF). Works on a converted
-    network and on LIF layers used on their own; while it is active, fused blocks run as their
-    separate layers (the values are the same)."""
+    per forward, in `[T, B, ...]` layout (time first), detached (`grad=True`: kept in the
+    autograd graph, for a loss on the spikes); with `counts`, summed over time, `[B, ...]`.
+    `monitor[name]` joins a layer's records over the batch; `monitor.records[name]` lists them;
+    `names` are the layers' names in `model` ("" for a bare LIF). Works on a converted network
+    and on LIF layers used on their own; while it is active, fused blocks run as their separate
+    layers (the values are the same)."""
 
-    def __init__(self, model: nn.Module, counts: bool = False) -> None:
+    def __init__(self, model: nn.Module, counts: bool = False, grad: bool = False) -> None:
         self.layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LIF)]
-        self.counts = counts
+        self.counts, self.grad = counts, grad
         self.records: dict[str, list[Tensor]] = {n: [] for n, _ in self.layers}
         self._handles: list = []
 
@@ -38,7 +39,8 @@ class SpikeMonitor:
         self._handles.clear()
 
     def _record(self, name: str, mod: LIF, out: Tensor) -> None:
-        out = out.detach()
+        if not self.grad:
+            out = out.detach()
         if mod.timesteps is not None:  # in a network: time folded into the batch, [T*B, ...]
             out = out.view(mod.timesteps, -1, *out.shape[1:])
         self.records[name].append(out.sum(0) if self.counts else out)

@@ -13,6 +13,7 @@ from ..functional import encoding as _encoding
 from ..functional import energy as E
 from ..layers import LIF
 from ..models import Network, example_input
+from ..monitor import SpikeMonitor
 from .spikes import spike_rates
 
 
@@ -109,46 +110,38 @@ class SpikeEnergy:
         self.ann_pj, self.base_pj = base["ann_pj"], base["snn_pj"]
         self.coef = {n: energy(model, {**zero, n: 1.0}, input_rate, e_mac, e_ac, fl)["snn_pj"]
                      - self.base_pj for n, _ in self.layers}
-        self._rates: dict[str, list[Tensor]] = {n: [] for n, _ in self.layers}
-        self._images = 0
-        self._handles: list = []
+        self.monitor = SpikeMonitor(model, counts=True, grad=True)
 
     def attach(self) -> SpikeEnergy:
-        for name, m in self.layers:
-            self._handles.append(m.register_forward_hook(
-                lambda mod, _inp, out, name=name: self._record(name, mod, out)))
+        self.monitor.__enter__()
         return self
 
     def detach(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
+        self.monitor.__exit__()
 
     __enter__ = attach
 
     def __exit__(self, *exc) -> None:
         self.detach()
 
-    def _record(self, name: str, mod: LIF, out: Tensor) -> None:
-        # spikes per neuron summed over the steps, for all the images of this forward
-        self._rates[name].append(out.sum() / out[0].numel())
-        if name == self.layers[0][0]:
-            self._images += mod.batch
-
     def cost(self) -> Tensor:
         """SNN/ANN compute energy per image of the forwards since the last call (then reset)."""
-        if not self._images:
+        records = self.monitor.records
+        first = records[self.layers[0][0]] if self.layers else []
+        if not first:
             raise RuntimeError("SpikeEnergy.cost(): no forward of the network was observed "
                                "(run the forward inside the `with` block)")
-        total = sum(self.coef[n] * torch.stack(r).sum() for n, r in self._rates.items() if r)
-        out = (total / self._images + self.base_pj) / self.ann_pj
+        images = sum(r.shape[0] for r in first)
+        # per layer: spikes per neuron summed over steps and images (a record is [B, ...])
+        total = sum(self.coef[n] * sum(r.sum() / r[0].numel() for r in rs)
+                    for n, rs in records.items() if rs)
+        out = (total / images + self.base_pj) / self.ann_pj
         self.reset()
         return out
 
     def reset(self) -> None:
         """Forget the forwards observed so far."""
-        self._rates = {n: [] for n in self._rates}
-        self._images = 0
+        self.monitor.clear()
 
 
 def measure(model: Network, x: Tensor, y: Tensor, batch_size: int = 256,
