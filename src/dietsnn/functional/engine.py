@@ -45,10 +45,15 @@ def resolve(engine: str | None = None, device_type: str = "cpu") -> str:
     if device_type == "cpu":
         return "native" if native.available() else "eager"
     if device_type == "cuda":  # the Triton kernels, where the `cuda` extra is installed
-        import importlib.util
-
-        return "native" if importlib.util.find_spec("triton") is not None else "eager"
+        return "native" if triton_available() else "eager"
     return "eager"
+
+
+def triton_available() -> bool:
+    """Whether Triton (the `cuda` extra) is installed; it is imported only where used."""
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
 
 
 @contextmanager

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import native
-from .engine import compiled, resolve
+from .engine import compiled, resolve, triton_available
 from .neuron import _backward_eager, _backward_loop, _forward_loop, _step_eager, _step_traceable
 
 _LIB = torch.library.Library("dietsnn", "DEF")
@@ -96,11 +96,6 @@ def kernels(x: Tensor):
         return triton_lif
     return None
 
-
-def triton_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("triton") is not None
 
 
 def _lif_fake(x, leak, threshold, u0, steps, keep_u_tilde, gamma, surrogate):
