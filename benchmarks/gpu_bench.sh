@@ -4,6 +4,7 @@
 #
 #   bash benchmarks/gpu_bench.sh [OUTDIR]        # default docs/results/gpu-bench-<UTC date-time>
 #   BUDGET=1500 bash benchmarks/gpu_bench.sh     # the whole grid
+#   FIRST_MIN=0 BUDGET=300 bash ...              # a hard box (the goal configuration too)
 #
 # Needs a CUDA build of torch with triton (the [cuda] extra); the peers (SpikingJelly, snnTorch,
 # Norse) where installed (PEERS=1 tries `pip install --no-deps` first), each skipped with a note
@@ -22,7 +23,7 @@ cd "$(dirname "$0")/.."
 OUT=${1:-docs/results/gpu-bench-$(date -u +%Y%m%d-%H%M)}
 PY=${PY:-python3}; BUDGET=${BUDGET:-480}
 mkdir -p "$OUT"
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-${TMPDIR:-/tmp}/dietsnn-gpu-bench-triton}
 t0=$(date +%s)
 FIRST=1
@@ -43,7 +44,7 @@ run() {  # NAME, then bench_train.py arguments; the first configuration runs wha
   shift
   l=$(left)
   if [ "$FIRST" = 1 ]; then
-    FIRST=0; l=$(( l > 600 ? l : 600 ))
+    FIRST=0; l=$(( l > ${FIRST_MIN:-600} ? l : ${FIRST_MIN:-600} ))
   elif [ "$l" -lt 30 ]; then
     echo "$name: left out (time box of $BUDGET s spent)" >> "$OUT/skipped.txt"; return
   fi
