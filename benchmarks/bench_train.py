@@ -166,38 +166,27 @@ def split_name(name: str) -> tuple[str, bool, bool]:
 
 def _triton_engine(stack: contextlib.ExitStack, info: dict[str, Any]) -> None:
     """Run dietsnn's neurons on CUDA tensors through the Triton kernels
-    (`dietsnn.functional.triton_lif`) by serving them where the native kernels' functions are
-    looked up (and pooling by PyTorch's CUDA kernel); `info["triton_calls"]` counts the calls,
-    so that a dietsnn whose neuron no longer goes that way is reported, not timed as this."""
+    (`dietsnn.functional.triton_lif`), the kernels `ops.kernels` gives float32 CUDA tensors under
+    the native engine (and, for the tests, any float32 tensor under Triton's interpreter);
+    `info["triton_calls"]` counts the calls, so that a dietsnn whose neuron no longer goes that
+    way is reported, not timed as this."""
     from unittest import mock
 
-    from dietsnn.functional import native
+    from dietsnn.functional import ops
     try:
         from dietsnn.functional import triton_lif
     except ImportError as e:
         raise Skip(f"triton not importable: {e}") from e
     info["triton_calls"] = 0
+    orig = ops.kernels
 
-    def ours(x: Tensor) -> bool:  # CUDA tensors (any tensor under Triton's interpreter)
-        return x.is_cuda or triton_lif.interpreting()
-
-    def route(name: str) -> Callable:
-        orig, fast = getattr(native, name), getattr(triton_lif, name)
-
-        def call(x: Tensor, *a: Any, **k: Any) -> Any:
-            if not ours(x):
-                return orig(x, *a, **k)
+    def kernels(x: Tensor) -> Any:
+        if (x.is_cuda or triton_lif.interpreting()) and x.dtype == torch.float32:
             info["triton_calls"] += 1
-            return fast(x, *a, **k)
-        return call
+            return triton_lif
+        return orig(x)
 
-    for name in ("lif_forward", "lif_backward", "lif_pool_forward", "lif_pool_backward"):
-        stack.enter_context(mock.patch.object(native, name, route(name)))
-    orig_supports, orig_pool = native.supports, native.avg_pool2d
-    stack.enter_context(mock.patch.object(
-        native, "supports", lambda x: triton_lif.supports(x) if ours(x) else orig_supports(x)))
-    stack.enter_context(mock.patch.object(
-        native, "avg_pool2d", lambda x, k: F.avg_pool2d(x, k, k) if ours(x) else orig_pool(x, k)))
+    stack.enter_context(mock.patch.object(ops, "kernels", kernels))
     stack.enter_context(dietsnn.use_engine("native"))
     info["implementation"] = f"triton {importlib.import_module('triton').__version__}"
 

@@ -314,3 +314,30 @@ def test_example_input_is_on_the_model_device():
     m = dietsnn.build_ann("vgg_small").to("meta")  # any device but the CPU default
     x = example_input(m, 2)
     assert x.shape == (2, 1, 28, 28) and x.device.type == "meta"
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_backward_runs_on_the_engine_of_its_forward(monkeypatch, fused):
+    """The engine in effect at the forward also serves the backward, wherever the backward runs
+    (autograd runs a CUDA backward on its own thread, where the forward's engine block is not in
+    effect): here a forward under "eager" and its backward outside the block."""
+    from dietsnn.functional import ops
+
+    seen: list[str] = []
+    orig = ops.kernels
+    monkeypatch.setattr(ops, "kernels",
+                        lambda t: seen.append(ops.resolve(None, t.device.type)) or orig(t))
+    g = torch.Generator().manual_seed(0)
+    with dietsnn.use_engine("eager"):
+        if fused:
+            x = (torch.randn(6, 2, 4, 4, generator=g) * 2).requires_grad_()
+            out = torch.ops.dietsnn.lif_pool_forward(x, torch.tensor(0.9), torch.tensor(0.5),
+                                                     None, 1.0, 2, 3, False, True, 0.3,
+                                                     "linear")[0]
+        else:
+            x = (torch.randn(3, 40, generator=g) * 2).requires_grad_()
+            out = dietsnn.LIF(0.9, 0.5)(x)
+    assert seen == ["eager"]
+    out.sum().backward()
+    assert seen == ["eager", "eager"]
+    assert x.grad is not None

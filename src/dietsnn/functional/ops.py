@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import native
-from .engine import compiled, resolve, triton_available
+from .engine import compiled, resolve, scope, triton_available
 from .neuron import _backward_eager, _backward_loop, _forward_loop, _step_eager, _step_traceable
 
 _LIB = torch.library.Library("dietsnn", "DEF")
@@ -138,6 +138,7 @@ def _lif_setup(ctx, inputs, output) -> None:
     x, leak, threshold, _, steps, _, gamma, surrogate = inputs
     ctx.save_for_backward(x if steps else output[1], leak, threshold)
     ctx.steps, ctx.gamma, ctx.surrogate = steps, gamma, surrogate
+    ctx.engine = resolve(None, x.device.type)
     ctx.mark_non_differentiable(output[1], output[2])
 
 
@@ -145,9 +146,10 @@ def _lif_grad(ctx, grad_spikes, _grad_u_tilde, _grad_u):
     saved, leak, threshold = ctx.saved_tensors
     if not ctx.steps and saved.numel() != grad_spikes.numel():
         raise RuntimeError("dietsnn::lif_forward ran with keep_u_tilde=False: it has no backward")
-    gx, g_leak, g_v = torch.ops.dietsnn.lif_backward(saved, grad_spikes.contiguous(), leak,
-                                                     threshold, ctx.steps, ctx.gamma,
-                                                     ctx.surrogate)
+    with scope(ctx.engine):
+        gx, g_leak, g_v = torch.ops.dietsnn.lif_backward(saved, grad_spikes.contiguous(), leak,
+                                                         threshold, ctx.steps, ctx.gamma,
+                                                         ctx.surrogate)
     return gx, g_leak, g_v, None, None, None, None, None
 
 
@@ -216,13 +218,15 @@ def _pool_setup(ctx, inputs, output) -> None:
     x, leak, threshold, keep, scale, k, timesteps, static, _, gamma, surrogate = inputs
     ctx.save_for_backward(x if static else output[1], leak, threshold, keep)
     ctx.args = (scale, k, timesteps, static, gamma, surrogate)
+    ctx.engine = resolve(None, x.device.type)
     ctx.mark_non_differentiable(output[1])
 
 
 def _pool_grad(ctx, grad_out, _grad_u_tilde):
     saved, leak, threshold, keep = ctx.saved_tensors
-    gx, g_leak, g_v = torch.ops.dietsnn.lif_pool_backward(saved, grad_out.contiguous(), leak,
-                                                          threshold, keep, *ctx.args)
+    with scope(ctx.engine):
+        gx, g_leak, g_v = torch.ops.dietsnn.lif_pool_backward(saved, grad_out.contiguous(), leak,
+                                                              threshold, keep, *ctx.args)
     return gx, g_leak, g_v, None, None, None, None, None, None, None, None
 
 

@@ -87,7 +87,7 @@ def _reduce(parts: Tensor, n: int) -> tuple[Tensor, Tensor]:
     """(dL/dleak, dL/dv) from the per-program partial sums `parts` [2, n]."""
     out = torch.empty(2, dtype=torch.float32, device=parts.device)
     _sum_parts[(2,)](parts, out, n, RBLOCK=RBLOCK)
-    return out[0], out[1]
+    return out[0].clone(), out[1].clone()  # own storage: a view at offset 1 is misaligned
 
 
 def lif_forward(x: Tensor, leak: Tensor, v: Tensor, u0: Tensor | None,
