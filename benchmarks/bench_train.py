@@ -531,6 +531,8 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
             body = cuda_graph.replay  # noqa: F811 -- the timed steps replay the graph
         else:
             first = [step() for _ in range(WARMUP_MEMORY_STEPS)]
+        if "triton_calls" in c.info:  # counted during the warm-up steps, after rec was filled
+            rec["triton_calls"] = c.info["triton_calls"]
         if rec.get("triton_calls") == 0:
             raise Skip("the neurons did not reach the Triton kernels (this dietsnn routes CUDA "
                        "tensors elsewhere)")
