@@ -54,33 +54,42 @@ def step(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, name: str):
 
 
 def check_step(arch: str, T: int, B: int, shape: tuple[int, ...]) -> None:
+    """A training step on the GPU through the Triton kernels against the PyTorch loops on the
+    GPU (the same convolutions: a strict comparison), and against the C kernels on the CPU,
+    where it holds only for shallow networks: cuDNN sums the convolutions in another order, and
+    in a deep network with low thresholds one flipped spike changes everything after it (on the
+    CPU, a 1e-7 relative change of vgg9's input moves its output by 7%)."""
     g = torch.Generator().manual_seed(1)
     x = torch.rand(B, *shape, generator=g)
     y = torch.randint(0, 10, (B,), generator=g)
-    cpu = snn(T, arch, shape).train()
-    ref = step(cpu, x, y, "native")
+    res = {"cpu": step(snn(T, arch, shape).train(), x, y, "native")}
+    served: list[str] = []
     for name in ("native", "eager"):
         net = snn(T, arch, shape).cuda().train()
-        calls = []
         orig = ops.kernels
 
         def traced(t, orig=orig):
             k = orig(t)
-            calls.append(getattr(k, "__name__", None))
+            served.append(f"{name}:{getattr(k, '__name__', 'loops').rsplit('.', 1)[-1]}")
             return k
         ops.kernels = traced
         try:
-            out, loss, grads = step(net, x.cuda(), y.cuda(), name)
+            res[name] = step(net, x.cuda(), y.cuda(), name)
         finally:
             ops.kernels = orig
-        served = sorted({c for c in calls if c})
-        dg = max(rel(a, b) for a, b in zip(grads, ref[2]))
-        ok = rel(out, ref[0]) < 1e-4 and dg < 1e-3
-        if name == "native":
-            ok = ok and any("triton" in s for s in served)
-        report(f"{arch} T={T} B={B} train step cuda/{name} vs cpu/native", ok,
-               f"out {rel(out, ref[0]):.2e} loss {float(loss):.6f}/{float(ref[1]):.6f} "
-               f"grads {dg:.2e} kernels {served}")
+
+    def diff(a, b) -> tuple[float, float]:
+        return rel(a[0], b[0]), max(rel(u, v) for u, v in zip(a[2], b[2]))
+
+    do, dg = diff(res["native"], res["eager"])
+    routes = sorted(set(served))
+    report(f"{arch} T={T} B={B} train step cuda: triton vs loops", do < 1e-5 and dg < 1e-3
+           and routes == ["eager:loops", "native:triton_lif"],
+           f"out {do:.1e} grads {dg:.1e} loss {float(res['native'][1]):.6f}/"
+           f"{float(res['eager'][1]):.6f} routes {routes}")
+    co, cg = diff(res["native"], res["cpu"])
+    print(f"     {arch} T={T} B={B} cuda/triton vs cpu/native: out {co:.1e} grads {cg:.1e} "
+          f"loss {float(res['native'][1]):.6f}/{float(res['cpu'][1]):.6f}", flush=True)
 
 
 def check_opcheck() -> None:
