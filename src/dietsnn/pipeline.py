@@ -17,7 +17,6 @@ from . import checkpoint as ckpt
 from . import files, logs, snngraph
 from .analysis.spikes import spike_rates
 from .config import DROPOUT, EVAL_BATCH, MAXPOOL, ConversionConfig, TrainConfig
-from .conversion import ann_to_snn
 from .data import Splits
 from .errors import UserError
 from .layers import lif_layers
@@ -164,8 +163,8 @@ def convert_module(model: nn.Module, source: str, opts: ConversionConfig, ctx: C
 def convert(ann_path: Path, opts: ConversionConfig, ctx: Context, out: Path, seed: int = 0) -> dict:
     """ANN checkpoint -> calibrated SNN checkpoint in `out` (the ANN file is only read)."""
     ann = check_convertible(ann_path, ctx)
-    snn = ann_to_snn(ann, opts.timesteps, opts.encoding, leak=opts.leak, gamma=opts.gamma,
-                     surrogate=opts.surrogate)
+    snn = snngraph.convert(ann, opts.timesteps, opts.encoding, leak=opts.leak, gamma=opts.gamma,
+                           surrogate=opts.surrogate)
     metrics = _calibrate_and_save(snn, opts, ctx, out, seed)
     files.write_json(out / "metrics.json", {"converted": metrics})
     return metrics

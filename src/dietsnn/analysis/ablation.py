@@ -27,13 +27,12 @@ from torch import Tensor
 from .. import checkpoint as ckpt
 from .. import files, logs
 from ..config import SCALES, SNN_TRAIN, ConversionConfig, TrainConfig
-from ..conversion import ann_to_snn, calibrate_thresholds
 from ..data import Splits
 from ..errors import UserError
 from ..layers import lif_layers
 from ..models import Network
 from ..rundir import RunDir
-from ..snngraph import choose_scale
+from ..snngraph import calibrate_thresholds, choose_scale, convert
 from ..training import evaluate, fit, seeded
 from .energy import measure, write_predictions
 from .report import plot_ablation_if_possible
@@ -135,10 +134,10 @@ class Ablation:
         cfg, d = self.cfg, self.data
         g = torch.Generator().manual_seed(self.calib_seed)
         idx = torch.randperm(len(d.train_x), generator=g)[:cfg.calib_size]
-        snn = ann_to_snn(self.ann, cfg.calib_timesteps, encoding).to(self.device)
+        snn = convert(self.ann, cfg.calib_timesteps, encoding).to(self.device)
         with seeded(self.calib_seed):
             calibrate_thresholds(snn, d.train_x[idx].to(self.device), cfg.percentile, 1.0,
-                                 cfg.calib_timesteps)
+                                 cfg.calib_timesteps, limit=None)
         raw = {name: m.threshold.item() for name, m in lif_layers(snn)}
         Ts = sorted({*cfg.timesteps, *(cfg.rate_timesteps if encoding == "rate" else ())})
         scan: dict[str, dict[str, float]] = {}
@@ -158,7 +157,7 @@ class Ablation:
 
     def converted(self, encoding: str, T: int) -> Network:
         st = self.setup(encoding)
-        snn = ann_to_snn(self.ann, T, encoding).to(self.device)
+        snn = convert(self.ann, T, encoding).to(self.device)
         _set_thresholds(snn, st["raw_thresholds"], st["scale"][str(T)])
         return snn
 
