@@ -12,6 +12,9 @@ GAMMA = 0.3  # surrogate damping (docs/METHOD.md section 2)
 SURROGATE = "linear"
 VAL_SIZE = 5000  # validation images carved from the training set
 EVAL_BATCH = 256
+# the latency sweep of `dietsnn run`'s report: T values, and the test images it runs on
+SWEEP_TIMESTEPS = (1, 2, 3, 4, 5, 6, 8, 10)
+SWEEP_LIMIT = 2000
 # an epoch whose mean training loss exceeds this many times chance level (ln of the number of
 # classes) has diverged: far above where training started, and the model no longer learns
 DIVERGED_LOSS_FACTOR = 100.0

@@ -1,8 +1,10 @@
-"""The three DIET-SNN steps as functions over run directories; the CLI is a thin layer on top."""
+"""The three DIET-SNN steps as functions over run directories, and `run`, all three with the
+analysis and the report; the command line only parses options and calls these."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 import time
@@ -13,12 +15,22 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import analysis, distributed, files, logs, snngraph
 from . import checkpoint as ckpt
-from . import files, logs, snngraph
+from .analysis.report import write_report
 from .analysis.spikes import spike_rates
-from .config import DROPOUT, EVAL_BATCH, MAXPOOL, ConversionConfig, TrainConfig
+from .config import (
+    DROPOUT,
+    EVAL_BATCH,
+    MAXPOOL,
+    SWEEP_LIMIT,
+    SWEEP_TIMESTEPS,
+    ConversionConfig,
+    TrainConfig,
+)
 from .data import Splits
 from .errors import UserError
+from .functional.energy import E_AC_PJ, E_MAC_PJ
 from .layers import lif_layers
 from .models import Network, build_ann
 from .training import evaluate, fit, neuron_summary, seeded
@@ -227,3 +239,57 @@ def train_snn(snn_path: Path, cfg: TrainConfig, ctx: Context, out: Path, resume:
                 f"{d['spike_rate']:.3f}")
     return metrics
 
+
+
+def run(out: Path, ctx: Context, arch: str, ann_cfg: TrainConfig, opts: ConversionConfig,
+        snn_cfg: TrainConfig, dropout: float = DROPOUT, seed: int = 0, resume: bool = False,
+        sweep_timesteps: tuple[int, ...] | list[int] = SWEEP_TIMESTEPS,
+        sweep_limit: int = SWEEP_LIMIT) -> dict:
+    """`dietsnn run`: train the ANN, convert and calibrate, DIET-train the SNN, then the energy
+    table, the latency sweep and the report, all in `out`. With `resume`, a step whose
+    `metrics.json` exists is reused and an unfinished training continues."""
+    t0 = time.time()
+    metrics: dict = {}
+    metrics["ann"] = _step_cached(out / "ann", resume, "ann", lambda: train_ann(
+        arch, ann_cfg, ctx, out / "ann", resume, dropout))
+    metrics["converted"] = _step_cached(out / "converted", resume, "converted", lambda: convert(
+        out / "ann" / ckpt.MODEL_FILE, opts, ctx, out / "converted", seed))
+    metrics["snn"] = train_snn(out / "converted" / ckpt.MODEL_FILE, snn_cfg, ctx, out / "snn",
+                               resume)
+    _analyse(out, metrics, ctx, sweep_timesteps, sweep_limit)
+    metrics["seconds"] = time.time() - t0
+    with files.transaction():  # metrics.json, report.md and the plots: all or none
+        files.write_json(out / "metrics.json", metrics)
+        if distributed.is_writer():
+            write_report(out, metrics)
+    T = metrics["converted"]["timesteps"]
+    ctx.log(f"ANN {metrics['ann']['test_accuracy']:.4f} | converted SNN T={T} "
+            f"{metrics['converted']['test_accuracy']:.4f} | DIET-SNN T={T} "
+            f"{metrics['snn']['test_accuracy']:.4f} | {metrics['seconds'] / 60:.1f} min -> {out}")
+    return metrics
+
+
+def _analyse(out: Path, metrics: dict, ctx: Context, sweep_timesteps, sweep_limit: int) -> None:
+    """Energy of the trained SNN on the test set, latency sweep of converted and trained SNN."""
+    snn = ckpt.load_model(out / "snn" / ckpt.MODEL_FILE).to(ctx.device)
+    rates = {d["name"]: d["spike_rate"] for d in metrics["snn"]["layers"]}
+    metrics["energy"] = analysis.energy(snn, rates, None, E_MAC_PJ, E_AC_PJ)
+    ctx.log(analysis.format_energy_table(metrics["energy"]))
+    if not sweep_timesteps:
+        return
+    x, y = ctx.data.test_x[:sweep_limit], ctx.data.test_y[:sweep_limit]
+    metrics["sweep"] = {}
+    metrics["sweep_images"] = len(y)
+    converted = ckpt.load_model(out / "converted" / ckpt.MODEL_FILE).to(ctx.device)
+    for name, model in (("converted SNN", converted), ("DIET-SNN", snn)):
+        ctx.log(f"latency sweep, {name} ({len(y)} test images):")
+        metrics["sweep"][name] = analysis.sweep(model, sweep_timesteps, x, y, device=ctx.device,
+                                                log=ctx.log)
+
+
+def _step_cached(out: Path, resume: bool, key: str, fn: Callable[[], dict]) -> dict:
+    """On resume, a step whose metrics.json exists is done: reuse it."""
+    path = out / "metrics.json"
+    if resume and path.is_file():
+        return json.loads(path.read_text())[key]
+    return fn()

@@ -4,12 +4,9 @@ evaluate."""
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
 
-from .. import analysis, distributed, pipeline
-from ..analysis.report import write_report
+from .. import pipeline
 from ..checkpoint import load_model, resolve_model_path
 from ..config import (
     ANN_TRAIN,
@@ -22,10 +19,11 @@ from ..config import (
     MAXPOOL,
     MAXPOOL_MODES,
     SNN_TRAIN,
+    SWEEP_LIMIT,
+    SWEEP_TIMESTEPS,
 )
 from ..errors import UserError
-from ..files import dumps, transaction, write_json
-from ..functional.energy import E_AC_PJ, E_MAC_PJ
+from ..files import dumps
 from ..models import ARCHS
 from .options import (
     check_resumable,
@@ -41,8 +39,6 @@ from .options import (
     train_config,
     train_opts,
 )
-
-SWEEP_TIMESTEPS = (1, 2, 3, 4, 5, 6, 8, 10)
 
 
 def _model_opts(p: argparse.ArgumentParser) -> None:
@@ -65,7 +61,8 @@ def add_commands(sub) -> dict:
                                                       allow_empty=True),
                    default=list(SWEEP_TIMESTEPS), help="T values for the latency sweep in the "
                    "report ('' to skip)")
-    r.add_argument("--sweep-limit", type=positive_int("--sweep-limit", MAX_SAMPLES), default=2000,
+    r.add_argument("--sweep-limit", type=positive_int("--sweep-limit", MAX_SAMPLES),
+                   default=SWEEP_LIMIT,
                    metavar="N", help="test images used by the sweep")
 
     a = sub.add_parser("train-ann", help="step 1: train the ANN")
@@ -117,60 +114,10 @@ def cmd_run(args) -> dict:
             check_resumable(out / "snn")
         ctx = setup(args)
         run.start(run_config(args))
-        return _run(out, ctx, args)
-
-
-def _run(out: Path, ctx, args) -> dict:
-    t0 = time.time()
-    metrics: dict = {}
-    ann_cfg = train_config(args, "ann_")
-    metrics["ann"] = _step_cached(out / "ann", args.resume, "ann", lambda: pipeline.train_ann(
-        args.arch, ann_cfg, ctx, out / "ann", args.resume, args.dropout))
-    opts = conversion_config(args)
-    metrics["converted"] = _step_cached(out / "converted", args.resume, "converted",
-                                        lambda: pipeline.convert(out / "ann" / "model.safetensors",
-                                                                 opts, ctx, out / "converted",
-                                                                 args.seed))
-    snn_cfg = train_config(args, "snn_", snn=True)
-    metrics["snn"] = pipeline.train_snn(out / "converted" / "model.safetensors", snn_cfg, ctx,
-                                        out / "snn", args.resume)
-    _analyse(out, metrics, ctx, args)
-    metrics["seconds"] = time.time() - t0
-    with transaction():  # metrics.json, report.md and the plots: all or none
-        write_json(out / "metrics.json", metrics)
-        if distributed.is_writer():
-            write_report(out, metrics)
-    ctx.log(f"ANN {metrics['ann']['test_accuracy']:.4f} | converted SNN T={args.timesteps} "
-            f"{metrics['converted']['test_accuracy']:.4f} | DIET-SNN T={args.timesteps} "
-            f"{metrics['snn']['test_accuracy']:.4f} | {metrics['seconds'] / 60:.1f} min -> {out}")
-    return metrics
-
-
-def _analyse(out: Path, metrics: dict, ctx, args) -> None:
-    """Energy of the trained SNN on the test set, latency sweep of converted and trained SNN."""
-    snn = load_model(out / "snn" / "model.safetensors").to(ctx.device)
-    rates = {d["name"]: d["spike_rate"] for d in metrics["snn"]["layers"]}
-    metrics["energy"] = analysis.energy(snn, rates, None, E_MAC_PJ, E_AC_PJ)
-    ctx.log(analysis.format_energy_table(metrics["energy"]))
-    ts = args.sweep_timesteps
-    if not ts:
-        return
-    n = args.sweep_limit
-    x, y = ctx.data.test_x[:n], ctx.data.test_y[:n]
-    metrics["sweep"] = {}
-    metrics["sweep_images"] = len(y)
-    converted = load_model(out / "converted" / "model.safetensors").to(ctx.device)
-    for name, model in (("converted SNN", converted), ("DIET-SNN", snn)):
-        ctx.log(f"latency sweep, {name} ({len(y)} test images):")
-        metrics["sweep"][name] = analysis.sweep(model, ts, x, y, device=ctx.device, log=ctx.log)
-
-
-def _step_cached(out: Path, resume: bool, key: str, fn):
-    """On --resume, a step whose metrics.json exists is done: reuse it."""
-    path = out / "metrics.json"
-    if resume and path.is_file():
-        return json.loads(path.read_text())[key]
-    return fn()
+        return pipeline.run(out, ctx, args.arch, train_config(args, "ann_"),
+                            conversion_config(args), train_config(args, "snn_", snn=True),
+                            dropout=args.dropout, seed=args.seed, resume=args.resume,
+                            sweep_timesteps=args.sweep_timesteps, sweep_limit=args.sweep_limit)
 
 
 def cmd_train_ann(args) -> dict:
