@@ -201,7 +201,8 @@ def test_wheel_ships_py_typed_and_license_and_no_tests(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     names = zipfile.ZipFile(next((tmp_path / "whl").glob("dietsnn-*.whl"))).namelist()
     assert "dietsnn/py.typed" in names
-    assert "dietsnn/functional/native.c" in names  # the native kernels build from it
+    for f in ("native.h", "native_lif.c", "native_pool.c"):  # the native kernels build from them
+        assert f"dietsnn/functional/{f}" in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert not [n for n in names if n.split("/")[0] in ("tests", "docs", "benchmarks")]
     meta = next(n for n in names if n.endswith(".dist-info/METADATA"))

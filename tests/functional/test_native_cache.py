@@ -42,7 +42,7 @@ def libs(tmp_path_factory):
     compiler `cc` that "builds" good.so, and the library's file name under that compiler."""
     d = tmp_path_factory.mktemp("libs")
     (d / "planted.c").write_text(PLANTED_C)
-    base = [native.compiler(), "-O0", "-fPIC", "-shared", str(native.SOURCE)]
+    base = [native.compiler(), "-O0", "-fPIC", "-shared", *map(str, native.SOURCES)]
     subprocess.run([*base, "-o", str(d / "good.so"), "-lm"], check=True)
     subprocess.run([*base, str(d / "planted.c"), "-o", str(d / "planted.so"), "-lm"], check=True)
     (d / "cc").write_text("#!/bin/sh\nwhile [ $# -gt 0 ]; do\n"

@@ -1,6 +1,6 @@
 """Which implementation runs the neuron operators (`ops.py`): the engine, resolved in one place.
 
-- "native": the C kernels of `native.c` (float32 on the CPU) and the Triton kernels of
+- "native": the C kernels of `native_*.c` (float32 on the CPU) and the Triton kernels of
   `triton_lif.py` (float32 on CUDA, with the `cuda` extra); other dtypes and devices run the
   eager loops;
 - "eager": the plain PyTorch loops of `neuron.py` (any device and dtype);

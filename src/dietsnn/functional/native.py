@@ -1,16 +1,18 @@
-"""The "native" neuron backend: `native.c` built once per machine with the system C compiler and
-called through ctypes.
+"""The "native" neuron backend: the C kernels built once per machine with the system C compiler
+into one shared library and called through ctypes. `native_lif.c` holds the LIF recurrence
+(forward and BPTT), `native_pool.c` average pooling and the fused LIF -> dropout -> pooling
+block, `native.h` what both include (the surrogates, the BPTT step).
 
 The library is built on first use into a cache folder (`$DIETSNN_CACHE_DIR`, else
-`$XDG_CACHE_HOME/dietsnn`, else `~/.cache/dietsnn`) under a name that hashes the source, the
-compiler, its flags and the CPU, so that an edited source, another compiler or another machine
-(a home folder shared over a cluster) builds its own; later processes only load it. Building
-takes about a second and needs no PyTorch headers; loading imports nothing. A library is
-built in a private folder and renamed into place, and loaded only from a folder that only this
-user (and root) can write, as this user's regular file, through the very descriptor checked;
-for a cache folder others control a private copy is built in a temporary folder (docs/
-RELIABILITY.md). Where no C compiler is found or the build fails, `library()` returns None and
-the eager backend runs (neuron.py); a failed build warns once.
+`$XDG_CACHE_HOME/dietsnn`, else `~/.cache/dietsnn`) under a name that hashes the sources and the
+header, the compiler, its flags and the CPU, so that an edited source or header, another
+compiler or another machine (a home folder shared over a cluster) builds its own; later
+processes only load it. Building takes about a second and needs no PyTorch headers; loading
+imports nothing. A library is built in a private folder and renamed into place, and loaded
+only from a folder that only this user (and root) can write, as this user's regular file,
+through the very descriptor checked; for a cache folder others control a private copy is built
+in a temporary folder (docs/RELIABILITY.md). Where no C compiler is found or the build fails,
+`library()` returns None and the eager backend runs (neuron.py); a failed build warns once.
 
 Only float32 CPU tensors take this path; `lif` routes every other case to the eager loops.
 """
@@ -36,7 +38,9 @@ from torch import Tensor
 
 from .surrogate import kernel_args
 
-SOURCE = Path(__file__).with_name("native.c")
+_HERE = Path(__file__).parent
+SOURCES = (_HERE / "native_lif.c", _HERE / "native_pool.c")  # compiled together into one library
+HEADERS = (_HERE / "native.h",)  # included by the sources (#include "native.h")
 FLAGS = ("-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared")
 _log = logging.getLogger("dietsnn")
 _LOCK = threading.Lock()
@@ -132,7 +136,7 @@ def _build(cc: str, out: Path) -> str | None:
         lib = os.path.join(tmp, out.name)
         # without -march=native or OpenMP where the compiler lacks them (one thread then)
         for extra in (["-march=native", "-fopenmp"], ["-fopenmp"], ["-march=native"], []):
-            cmd = [cc, *FLAGS, *extra, str(SOURCE), "-o", lib, "-lm"]
+            cmd = [cc, *FLAGS, *extra, *map(str, SOURCES), "-o", lib, "-lm"]
             try:
                 r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             except (OSError, subprocess.SubprocessError) as e:
@@ -241,10 +245,10 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     if cc is None:
         return None, "no C compiler (cc, gcc or clang) on the PATH"
     try:
-        source = SOURCE.read_bytes()
+        sources = [b"%s\0%s" % (f.name.encode(), f.read_bytes()) for f in (*SOURCES, *HEADERS)]
     except OSError as e:
-        return None, f"cannot read {SOURCE.name}: {e}"
-    key = hashlib.sha256(b"\0".join([source, _version(cc).encode(), " ".join(FLAGS).encode(),
+        return None, f"cannot read the kernels' sources: {e}"
+    key = hashlib.sha256(b"\0".join([*sources, _version(cc).encode(), " ".join(FLAGS).encode(),
                                      _cpu_identity().encode(), platform.machine().encode()]))
     lib, why = _find(cc, f"dietsnn_native_{key.hexdigest()[:20]}.so")
     if lib is None:

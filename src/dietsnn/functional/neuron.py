@@ -9,8 +9,8 @@ Per step t, for one layer with scalar leak `lam` and threshold `v`:
 `lif` runs the neuron operator `dietsnn::lif_forward` (`ops.py`): one forward loop with no
 autograd graph and a hand-written backward (`dietsnn::lif_backward`) that keeps only the
 integrated membrane u~. This module holds the plain PyTorch loops that implement the operator on
-every device and dtype the native C kernels (`native.c`) do not take, or under the "eager" and
-"compile" engines (`engine.py`):
+every device and dtype the native C kernels (`native_lif.c`) do not take, or under the "eager"
+and "compile" engines (`engine.py`):
 
 - `_forward_loop` with `_step_eager` / `_backward_eager`: the form that is fastest op by op;
 - `_forward_loop` with `_step_traceable` / `_backward_loop`: the form torch.compile fuses into one
