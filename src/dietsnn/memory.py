@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -134,6 +135,16 @@ def available_bytes(device: str | torch.device = "cpu") -> int | None:
         return None
     known = [v for v in (_meminfo_available(), _cgroup_available()) if v is not None]
     return min(known) if known else None
+
+
+def peak_rss_mb() -> float | None:
+    """The process's peak resident memory so far, in MB (None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return None
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
 
 
 def format_bytes(n: float) -> str:

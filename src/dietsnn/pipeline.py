@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import analysis, distributed, files, logs, snngraph
+from . import analysis, distributed, files, logs, memory, snngraph
 from . import checkpoint as ckpt
 from .analysis.report import write_report
 from .analysis.spikes import spike_rates
@@ -249,14 +249,18 @@ def run(out: Path, ctx: Context, arch: str, ann_cfg: TrainConfig, opts: Conversi
     table, the latency sweep and the report, all in `out`. With `resume`, a step whose
     `metrics.json` exists is reused and an unfinished training continues."""
     t0 = time.time()
-    metrics: dict = {}
+    metrics: dict = {"profile": {}}
     metrics["ann"] = _step_cached(out / "ann", resume, "ann", lambda: train_ann(
         arch, ann_cfg, ctx, out / "ann", resume, dropout))
+    _profile(metrics, "ann", t0)
     metrics["converted"] = _step_cached(out / "converted", resume, "converted", lambda: convert(
         out / "ann" / ckpt.MODEL_FILE, opts, ctx, out / "converted", seed))
+    _profile(metrics, "converted", t0)
     metrics["snn"] = train_snn(out / "converted" / ckpt.MODEL_FILE, snn_cfg, ctx, out / "snn",
                                resume)
+    _profile(metrics, "snn", t0)
     _analyse(out, metrics, ctx, sweep_timesteps, sweep_limit)
+    _profile(metrics, "analysis", t0)
     metrics["seconds"] = time.time() - t0
     with files.transaction():  # metrics.json, report.md and the plots: all or none
         files.write_json(out / "metrics.json", metrics)
@@ -267,6 +271,14 @@ def run(out: Path, ctx: Context, arch: str, ann_cfg: TrainConfig, opts: Conversi
             f"{metrics['converted']['test_accuracy']:.4f} | DIET-SNN T={T} "
             f"{metrics['snn']['test_accuracy']:.4f} | {metrics['seconds'] / 60:.1f} min -> {out}")
     return metrics
+
+
+def _profile(metrics: dict, step: str, t0: float) -> None:
+    """Seconds of `step` (since the previous one ended) and the process's peak resident memory
+    at its end (the peak so far: a step that raised it is the one where it was reached)."""
+    prof = metrics["profile"]
+    start = sum(p["seconds"] for p in prof.values())
+    prof[step] = {"seconds": time.time() - t0 - start, "peak_rss_mb": memory.peak_rss_mb()}
 
 
 def _analyse(out: Path, metrics: dict, ctx: Context, sweep_timesteps, sweep_limit: int) -> None:

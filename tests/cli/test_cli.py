@@ -63,7 +63,14 @@ def test_run_end_to_end_on_a_subset(tmp_path):
     for f in ("config.json", "ann/model.safetensors", "converted/model.safetensors",
               "snn/model.safetensors", "snn/history.json"):
         assert (out / f).is_file(), f
+    prof = m["profile"]  # time and peak memory per step, the steps' times adding up
+    assert list(prof) == ["ann", "converted", "snn", "analysis"]
+    assert all(p["seconds"] > 0 and p["peak_rss_mb"] > 50 for p in prof.values())
+    assert [p["peak_rss_mb"] for p in prof.values()] == sorted(p["peak_rss_mb"]
+                                                                 for p in prof.values())
+    assert sum(p["seconds"] for p in prof.values()) == pytest.approx(m["seconds"], abs=0.5)
     report = (out / "report.md").read_text()  # names what was trained and how
+    assert "| snn | " in report
     assert ("Dataset fashion-mnist, architecture vgg_small; command: `dietsnn run --limit-train "
             "2000 --limit-test 500") in report
     # evaluate reads the checkpoints back in a new process and reproduces the run's numbers

@@ -277,6 +277,12 @@ def write_report(run: Path, metrics: dict) -> Path:
                   "|---|---|---|---|"]
         lines += [f"| {r['timesteps']} | {100 * r['accuracy']:.2f}% | {r['mean_spike_rate']:.3f} | "
                   f"{r['energy_ratio']:.1f}x |" for r in rows]
+    if metrics.get("profile"):
+        lines += ["", "Time and memory per step (peak resident memory of the process so far):", "",
+                  "| step | seconds | peak memory |", "|---|---|---|"]
+        lines += [f"| {step} | {p['seconds']:.1f} | "
+                  + (f"{p['peak_rss_mb']:.0f} MB |" if p.get("peak_rss_mb") else "- |")
+                  for step, p in metrics["profile"].items()]
     lines += note
     for title, f in figs:
         lines += ["", f"## {title}", "", f"![{title}]({f})"]
