@@ -201,6 +201,10 @@ def train_opts(p: argparse.ArgumentParser, d: TrainConfig, prefix: str = "",
                    default=d.weight_decay)
     g.add_argument(f"{pre}schedule", dest=f"{dest}schedule", choices=config.SCHEDULES,
                    default=d.schedule)
+    if not snn:  # the SNN phase's --precision is among its unprefixed options below
+        g.add_argument(f"{pre}precision", dest=f"{dest}precision", choices=config.PRECISIONS,
+                       default=d.precision, help="bf16: autocast of the forward and the loss, "
+                       "float32 weights (fast where the CPU has native bf16: AVX512-BF16, AMX)")
     if snn:
         g.add_argument(f"{pre}neuron-lr", dest=f"{dest}neuron_lr",
                        type=positive_float(f"{pre}neuron-lr"), default=d.neuron_lr,
