@@ -201,10 +201,9 @@ def train_opts(p: argparse.ArgumentParser, d: TrainConfig, prefix: str = "",
                    default=d.weight_decay)
     g.add_argument(f"{pre}schedule", dest=f"{dest}schedule", choices=config.SCHEDULES,
                    default=d.schedule)
-    if not snn:  # the SNN phase's --precision is among its unprefixed options below
-        g.add_argument(f"{pre}precision", dest=f"{dest}precision", choices=config.PRECISIONS,
-                       default=d.precision, help="bf16: autocast of the forward and the loss, "
-                       "float32 weights (fast where the CPU has native bf16: AVX512-BF16, AMX)")
+    g.add_argument("--precision" if snn else f"{pre}precision", choices=config.PRECISIONS,
+                   dest="precision" if snn else f"{dest}precision", default=d.precision,
+                   help="bf16: autocast, float32 weights")  # the SNN's: unprefixed
     if snn:
         g.add_argument(f"{pre}neuron-lr", dest=f"{dest}neuron_lr",
                        type=positive_float(f"{pre}neuron-lr"), default=d.neuron_lr,
@@ -219,13 +218,11 @@ def train_opts(p: argparse.ArgumentParser, d: TrainConfig, prefix: str = "",
                        help="keep leaks fixed")
         g.add_argument("--no-train-threshold", dest="train_threshold", action="store_false",
                        help="keep thresholds fixed")
-        g.add_argument("--precision", choices=config.PRECISIONS, default=d.precision)
 
 
 class _ShowDefaults(argparse.HelpFormatter):
-    """Every option's default in --help (flags excepted: their default is "off"). An option
-    whose help already names its default, or whose default is None (its help says what that
-    means), gets nothing appended."""
+    """Every option's default in --help, except flags ("off"), options whose help names
+    their default and options whose default is None (their help says what that means)."""
 
     def _format_action(self, action: argparse.Action) -> str:
         flag = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
