@@ -134,6 +134,33 @@ def test_choose_scale_reports_every_scale_and_keeps_the_best():
         [best * r for r in raw], rel=1e-6)
 
 
+@pytest.mark.parametrize("peak", [0.2, 0.4, 0.5, 0.6, 1.0])
+def test_choose_scale_climbs_to_the_best_scale(monkeypatch, peak):
+    import dietsnn.snngraph as sg
+
+    ann, x, vx, vy = _tiny_problem()
+    snn = ann_to_snn(ann, 3)
+    raw = dietsnn.calibrate_thresholds(snn, x, 99.0, 1.0, 6)
+    measured = []
+
+    def fake(model, *_a, **_k):  # accuracy peaks at `peak`, falls off on both sides
+        s = round(lif_layers(model)[0][1].threshold.item() / raw[0], 6)
+        measured.append(s)
+        return {"accuracy": 1.0 - abs(s - peak)}
+
+    monkeypatch.setattr(sg, "evaluate", fake)
+    best, accs = choose_scale(snn, vx, vy)
+    assert best == peak and list(accs) == sorted(measured)
+    assert len(measured) == len(set(measured)) <= 4 + abs(SCALES.index(peak) - 3)
+    assert [m.threshold.item() for _, m in lif_layers(snn)] == pytest.approx(
+        [peak * r for r in raw], rel=1e-6)
+    with torch.no_grad():
+        for (_, m), r in zip(lif_layers(snn), raw):
+            m.threshold.fill_(r)
+    measured.clear()
+    assert choose_scale(snn, vx, vy, climb=False)[0] == peak and len(measured) == len(SCALES)
+
+
 def test_auto_scale_needs_validation_data():
     snn = dietsnn.convert(build_ann("vgg_small", image_size=8), 3)
     with pytest.raises(ValueError, match="validation"):
@@ -151,8 +178,9 @@ def test_cli_scale_auto(tmp_path, capsys):
     assert main(["convert", str(tmp_path / "a"), "--scale", "auto", "--calib-size", "8",
                  "--calib-timesteps", "4", "--val-size", "10", "--out", out, *data]) == 0
     m = json.loads((tmp_path / "c" / "metrics.json").read_text())["converted"]
-    assert list(m["scale_validation_accuracy"]) == [str(s) for s in SCALES]
-    assert m["calibration"]["scale"] in SCALES
+    scanned = m["scale_validation_accuracy"]
+    assert set(scanned) <= {str(s) for s in SCALES} and len(scanned) >= 3
+    assert scanned[str(m["calibration"]["scale"])] == max(scanned.values())
     assert main(["convert", str(tmp_path / "a"), "--scale", "auto", "--val-size", "0",
                  "--out", str(tmp_path / "d"), *data]) == 2
     assert "--scale auto chooses the scale on the validation split" in capsys.readouterr().err

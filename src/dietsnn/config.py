@@ -33,7 +33,9 @@ MAX_SAMPLES = 1 << 31  # counts of images: --limit-train, --val-size, --calib-si
 ENCODINGS = ("direct", "rate")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "step", "none")
-PRECISIONS = ("fp32", "bf16")
+# "auto": bf16 autocast for an ANN on a CPU that computes bf16 natively (AVX512-BF16 or AMX;
+# docs/RESULTS.md section 1.2 shows the accuracy is the same), float32 otherwise and for SNNs
+PRECISIONS = ("auto", "fp32", "bf16")
 MAXPOOL_MODES = ("spiking", "avg")
 # how the neurons run (functional/engine.py): "native" (C kernels, float32 on the CPU),
 # "eager" (plain PyTorch ops, any device and dtype), "compile" (the PyTorch loops through
@@ -53,7 +55,7 @@ class ConversionConfig:
     # SCALES with the best validation accuracy of the converted SNN
     scale: float | str = 0.5
     calib_size: int = 512  # training images used for calibration
-    calib_timesteps: int = 100
+    calib_timesteps: int = 25  # 100 in the authors' code: the same accuracy (docs/RESULTS.md 2.5)
     gamma: float = GAMMA
     surrogate: str = SURROGATE
     leak: float = 1.0  # initial leak of every layer (1 = IF)
@@ -78,7 +80,7 @@ class TrainConfig:
     seed: int = 0
     train_leak: bool = True
     train_threshold: bool = True
-    precision: str = "fp32"  # fp32 | bf16
+    precision: str = "auto"  # auto | fp32 | bf16
     neuron_lr: float | None = None  # leaks and thresholds; None: the weights' lr
     amsgrad: bool = False  # Adam's AMSGrad variant (the authors' SNN optimiser)
     # weight of the compute-energy term of an SNN's loss: cross-entropy + spike_penalty x

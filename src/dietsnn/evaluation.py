@@ -23,12 +23,32 @@ def eval_batches(x, y: Tensor, batch_size: int):
     return x.batches(batch_size)
 
 
+def native_bf16(device: str | torch.device = "cpu") -> bool:
+    """Whether `device` is a CPU that computes bf16 natively (AVX512-BF16 or AMX)."""
+    if torch.device(device).type != "cpu":
+        return False
+    caps = getattr(torch.cpu, "get_capabilities", dict)()
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu",
+                      spiking: bool = False) -> str:
+    """"auto" -> "bf16" for an ANN on a CPU with native bf16 (`native_bf16`), else "fp32" (an
+    SNN's neuron kernels compute in float32); "fp32" and "bf16" stay as they are."""
+    if precision == "auto":
+        return "bf16" if not spiking and native_bf16(device) else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise UserError(f"unknown precision {precision!r}; choose auto, fp32 or bf16")
+    return precision
+
+
 def autocast(precision: str, device: str | torch.device = "cpu"):
+    """bf16 autocast on `device` for "bf16", none for "fp32" ("auto": `resolve_precision` of
+    an ANN)."""
     kind = torch.device(device).type
+    precision = resolve_precision(precision, device)
     if precision == "bf16":
         return torch.autocast(kind, dtype=torch.bfloat16)
-    if precision != "fp32":
-        raise UserError(f"unknown precision {precision!r}; choose fp32 or bf16")
     return torch.autocast(kind, enabled=False)
 
 

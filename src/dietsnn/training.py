@@ -30,7 +30,7 @@ from .config import DIVERGED_LOSS_FACTOR, OPTIMIZERS, SCHEDULES, TrainConfig
 from .data import Batches, Splits
 from .errors import TrainingDiverged, UserError
 from .evaluation import autocast as _autocast
-from .evaluation import eval_batches, evaluate  # noqa: F401  (part of this module's API)
+from .evaluation import eval_batches, evaluate, resolve_precision  # noqa: F401  (this module's API)
 from .layers import constrain_, lif_layers
 from .memory import check_memory
 from .models import Network
@@ -137,8 +137,24 @@ def fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume:
     Runs inside `runtime.use_engine()` (the engine in effect, freed memory kept for reuse) with
     torch's RNG seeded from `cfg.seed` (the caller's RNG state is restored afterwards)."""
     with (runtime.use_engine(), seeded(cfg.seed + RANK_SEED * distributed.rank()),
-          _energy_term(model, cfg) as energy):
-        return _fit(model, data, cfg, out, resume, progress, log, desc, device, energy)
+          _energy_term(model, cfg) as energy, _memory_format(model, device) as fmt):
+        return _fit(model, data, cfg, out, resume, progress, log, desc, device, energy, fmt)
+
+
+@contextmanager
+def _memory_format(model: nn.Module, device: str | torch.device):
+    """Channels-last for a convolutional ANN on the CPU (oneDNN's faster layout,
+    docs/BENCHMARKS.md), the model's parameters back to the default layout afterwards; an SNN's
+    neuron kernels and other devices keep the default layout."""
+    convs = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if torch.device(device).type != "cpu" or getattr(model, "is_spiking", False) or not convs:
+        yield torch.preserve_format
+        return
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield torch.channels_last
+    finally:
+        model.to(memory_format=torch.contiguous_format)
 
 
 def _energy_term(model: Network, cfg: TrainConfig):
@@ -151,11 +167,12 @@ def _energy_term(model: Network, cfg: TrainConfig):
 
 def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume: bool,
          progress: bool, log, desc: str, device: str | torch.device,
-         energy: SpikeEnergy | None) -> dict:
+         energy: SpikeEnergy | None, fmt: torch.memory_format = torch.preserve_format) -> dict:
     check_memory(getattr(model, "config", None), max(1, min(cfg.batch_size, len(data.train_y))),
                  getattr(model, "timesteps", None) or 1, "train", device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    precision = resolve_precision(cfg.precision, device, getattr(model, "is_spiking", False))
     rank, world = distributed.rank(), distributed.world()
     batches = _train_batches(data, cfg)
     presharded = getattr(batches, "sharded", False)
@@ -195,10 +212,10 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
                 if len(yb) < world:  # a last batch too small to give every rank a sample
                     continue
                 xb, yb = distributed.shard(xb, yb)
-            xb, yb = xb.to(device), yb.to(device)
+            xb, yb = xb.to(device, memory_format=fmt), yb.to(device)
             if energy is not None:
                 energy.reset()  # count this step's forward alone
-            with _autocast(cfg.precision, device):
+            with _autocast(precision, device):
                 logits = net(xb)
             if world == 1:
                 loss = F.cross_entropy(logits.float(), yb)
@@ -227,7 +244,7 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
             correct += correct_b
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
         val = evaluate(model, data.val_x, data.val_y, max(256, cfg.batch_size),
-                       cfg.precision, progress, desc="val",
+                       precision, progress, desc="val",
                        device=device) if validating else {"loss": None, "accuracy": None}
         chance = math.log(max(2, logits.shape[-1]))
         if loss_sum / seen > DIVERGED_LOSS_FACTOR * chance:
@@ -236,7 +253,8 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
                             f"({chance:.3g})", step, model, out)
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
                "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-               "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0}
+               "lr": opt.param_groups[0]["lr"], "precision": precision,
+               "seconds": time.time() - t0}
         if energy is not None:
             rec["train_energy"] = cost_sum / seen  # SNN/ANN compute energy, per image
         if lif_layers(model):

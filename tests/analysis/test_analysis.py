@@ -159,3 +159,36 @@ def test_ablation_api_opens_its_folder_as_a_run_dir(tmp_path):
     no_val = Splits(dataset_info("fashion-mnist"), x, y, x[:0], y[:0], x, y)
     with pytest.raises(UserError, match="give --val-size >= 1"):
         Ablation(build_ann("vgg_small"), no_val, AblationConfig(), tmp_path / "b")
+
+
+@pytest.mark.parametrize("arch", ["vgg_small", "graph"])
+def test_sweep_from_one_run_matches_a_run_at_each_t(arch):
+    from dietsnn import calibrate_thresholds, convert
+    from dietsnn.analysis import measure, sweep
+
+    torch.manual_seed(0)
+    if arch == "graph":  # a traced model with a residual add
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.c1, self.c2 = torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1)
+                self.r1, self.r2 = torch.nn.ReLU(), torch.nn.ReLU()
+                self.fc = torch.nn.Linear(8 * 28 * 28, 10)
+
+            def forward(self, x):
+                h = self.r1(self.c1(x))
+                return self.fc((self.r2(self.c2(h)) + h).flatten(1))
+        snn = convert(Net(), 4)
+    else:
+        snn = ann_to_snn(build_ann("vgg_small"), 4)
+    x, y = torch.randn(96, 1, 28, 28), torch.randint(0, 10, (96,))
+    calibrate_thresholds(snn, x[:32], scale=0.5, timesteps=8)
+    rows = sweep(snn, [5, 1, 3], x, y, batch_size=40)
+    assert snn.timesteps == 4 and [r["timesteps"] for r in rows] == [5, 1, 3]
+    for r in rows:
+        snn.timesteps = r["timesteps"]
+        m = measure(snn, x, y, batch_size=40)
+        assert r["accuracy"] == m["accuracy"]
+        assert r["mean_spike_rate"] == pytest.approx(m["mean_spike_rate"], rel=1e-12)
+        assert r["energy_ratio"] == pytest.approx(m["energy"]["ratio"], rel=1e-12)
+    assert rows[0]["mean_spike_rate"] > rows[2]["mean_spike_rate"] > rows[1]["mean_spike_rate"] > 0

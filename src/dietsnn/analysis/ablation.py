@@ -145,7 +145,8 @@ class Ablation:
         for T in Ts:
             snn.timesteps = T
             _set_thresholds(snn, raw, 1.0)
-            best, accs = choose_scale(snn, d.val_x, d.val_y, cfg.scales, self.device)
+            best, accs = choose_scale(snn, d.val_x, d.val_y, cfg.scales, self.device,
+                                      climb=False)
             scan[str(T)] = {str(s): a for s, a in accs.items()}
             chosen[str(T)] = best
             self.log(f"{encoding} T={T}: scale {best} (validation accuracy "

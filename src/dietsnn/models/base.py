@@ -40,10 +40,32 @@ class Network(nn.Module):
         return self.timesteps is not None
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.timesteps is None:
+            self._check_batch(x)
+            return self.body(x)
+        out, T, B = self._simulate(x)
+        if out.shape[0] == B and T > 1:  # never driven by spikes: constant over time
+            return out * T
+        return out.view(T, B, *out.shape[1:]).sum(0)
+
+    def step_outputs(self, x: Tensor) -> Tensor:
+        """The SNN's output at each step, `[T, B, ...]` (`forward` returns their sum over
+        time). The network is causal: the first t steps of a run are the run at T=t."""
+        if self.timesteps is None:
+            raise ValueError("an ANN has no time steps; step_outputs needs a converted SNN")
+        out, T, B = self._simulate(x)
+        if out.shape[0] == B and T > 1:
+            return out.unsqueeze(0).expand(T, *out.shape)
+        return out.view(T, B, *out.shape[1:])
+
+    def _check_batch(self, x: Tensor) -> None:
         if self.input_dims is not None and x.dim() == self.input_dims - 1:
             raise ValueError(self._one_sample(x))
-        if self.timesteps is None:
-            return self.body(x)
+
+    def _simulate(self, x: Tensor) -> tuple[Tensor, int, int]:
+        """All steps of the SNN on `x`: the body's output `[T*B, ...]` (or `[B, ...]` where no
+        spike reaches it), T and B."""
+        self._check_batch(x)
         if self.input_dims is not None and x.dim() == self.input_dims + 1:  # [T, B, ...]
             T, B = x.shape[:2]
             h = x.flatten(0, 1)
@@ -58,9 +80,7 @@ class Network(nn.Module):
             set_time(self, None, None)  # the time context lives only during the forward
         if out.dtype in (torch.bfloat16, torch.float16):  # autocast: accumulate in float32
             out = out.float()
-        if out.shape[0] == B and T > 1:  # never driven by spikes: constant over time
-            return out * T
-        return out.view(T, B, *out.shape[1:]).sum(0)
+        return out, T, B
 
     def _one_sample(self, x: Tensor) -> str:
         c = self.config
