@@ -46,7 +46,7 @@ def data_dir(tmp_path_factory):
 def _ann(data, out, epochs, *extra, nproc=1):
     _cli("train-ann", "--data-dir", str(data), "--out", str(out), "--epochs", str(epochs),
          "--batch-size", "16", "--val-size", "8", "--dropout", "0", "--no-augment", "--lr", "0.1",
-         "--schedule", "none", *extra, nproc=nproc)
+         "--schedule", "none", "--precision", "fp32", *extra, nproc=nproc)
 
 
 @pytest.fixture(scope="module")

@@ -137,24 +137,8 @@ def fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume:
     Runs inside `runtime.use_engine()` (the engine in effect, freed memory kept for reuse) with
     torch's RNG seeded from `cfg.seed` (the caller's RNG state is restored afterwards)."""
     with (runtime.use_engine(), seeded(cfg.seed + RANK_SEED * distributed.rank()),
-          _energy_term(model, cfg) as energy, _memory_format(model, device) as fmt):
-        return _fit(model, data, cfg, out, resume, progress, log, desc, device, energy, fmt)
-
-
-@contextmanager
-def _memory_format(model: nn.Module, device: str | torch.device):
-    """Channels-last for a convolutional ANN on the CPU (oneDNN's faster layout,
-    docs/BENCHMARKS.md), the model's parameters back to the default layout afterwards; an SNN's
-    neuron kernels and other devices keep the default layout."""
-    convs = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    if torch.device(device).type != "cpu" or getattr(model, "is_spiking", False) or not convs:
-        yield torch.preserve_format
-        return
-    model.to(memory_format=torch.channels_last)
-    try:
-        yield torch.channels_last
-    finally:
-        model.to(memory_format=torch.contiguous_format)
+          _energy_term(model, cfg) as energy):
+        return _fit(model, data, cfg, out, resume, progress, log, desc, device, energy)
 
 
 def _energy_term(model: Network, cfg: TrainConfig):
@@ -167,7 +151,7 @@ def _energy_term(model: Network, cfg: TrainConfig):
 
 def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume: bool,
          progress: bool, log, desc: str, device: str | torch.device,
-         energy: SpikeEnergy | None, fmt: torch.memory_format = torch.preserve_format) -> dict:
+         energy: SpikeEnergy | None) -> dict:
     check_memory(getattr(model, "config", None), max(1, min(cfg.batch_size, len(data.train_y))),
                  getattr(model, "timesteps", None) or 1, "train", device)
     out = Path(out)
@@ -212,7 +196,7 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
                 if len(yb) < world:  # a last batch too small to give every rank a sample
                     continue
                 xb, yb = distributed.shard(xb, yb)
-            xb, yb = xb.to(device, memory_format=fmt), yb.to(device)
+            xb, yb = xb.to(device), yb.to(device)
             if energy is not None:
                 energy.reset()  # count this step's forward alone
             with _autocast(precision, device):

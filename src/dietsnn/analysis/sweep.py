@@ -21,7 +21,7 @@ def sweep(model: Network, timesteps: list[int], x: Tensor, y: Tensor, batch_size
     measured at each T (`measure`)."""
     own = model.timesteps
     try:
-        if model.encoding == "direct":
+        if model.encoding == "direct" and timesteps:
             rows = prefix_sweep(model, timesteps, x, y, batch_size, device)
         else:
             rows = []
@@ -46,8 +46,11 @@ def prefix_sweep(model: Network, timesteps: list[int], x: Tensor, y: Tensor,
                  batch_size: int = 256, device: str | torch.device = "cpu") -> list[dict]:
     """`sweep` of a directly encoded SNN from one run at the largest T: the network is causal,
     so its outputs and spikes over the first t steps of that run are the run at T=t (the
-    summed outputs equal up to float rounding). Per step it keeps only the running sums."""
+    summed outputs equal up to float rounding). Per step it keeps only the running sums. Each
+    batch holds as many image-steps as `batch_size` images at the model's own T (the memory of
+    evaluating it)."""
     Tmax = max(timesteps)
+    batch_size = max(1, batch_size * min(model.timesteps or Tmax, Tmax) // Tmax)
     names = [n for n, _ in lif_layers(model)]
     spikes = {n: torch.zeros(Tmax, dtype=torch.float64) for n in names}
     neurons = dict.fromkeys(names, 0)  # neurons of one image, per layer

@@ -203,8 +203,7 @@ def train_opts(p: argparse.ArgumentParser, d: TrainConfig, prefix: str = "",
                    default=d.schedule)
     g.add_argument("--precision" if snn else f"{pre}precision", choices=config.PRECISIONS,
                    dest="precision" if snn else f"{dest}precision", default=d.precision,
-                   help="bf16: autocast, float32 weights; auto: bf16 for an ANN on a CPU with native "
-                        "bf16, else fp32")  # the SNN's: unprefixed
+                   help="auto: bf16 autocast for an ANN on a CPU with native bf16, else fp32")
     if snn:
         g.add_argument(f"{pre}neuron-lr", dest=f"{dest}neuron_lr",
                        type=positive_float(f"{pre}neuron-lr"), default=d.neuron_lr,

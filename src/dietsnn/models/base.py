@@ -43,7 +43,13 @@ class Network(nn.Module):
         if self.timesteps is None:
             self._check_batch(x)
             return self.body(x)
-        out, T, B = self._simulate(x)
+        h, T, B = self._encode(x)
+        try:  # the body inline here: torch.compile traces it as one graph
+            with compact.saving_spikes():  # only acts when autograd saves tensors
+                out = self.body(h)
+        finally:
+            set_time(self, None, None)  # the time context lives only during the forward
+        out = out.float() if out.dtype in (torch.bfloat16, torch.float16) else out
         if out.shape[0] == B and T > 1:  # never driven by spikes: constant over time
             return out * T
         return out.view(T, B, *out.shape[1:]).sum(0)
@@ -53,7 +59,13 @@ class Network(nn.Module):
         time). The network is causal: the first t steps of a run are the run at T=t."""
         if self.timesteps is None:
             raise ValueError("an ANN has no time steps; step_outputs needs a converted SNN")
-        out, T, B = self._simulate(x)
+        h, T, B = self._encode(x)
+        try:
+            with compact.saving_spikes():
+                out = self.body(h)
+        finally:
+            set_time(self, None, None)
+        out = out.float() if out.dtype in (torch.bfloat16, torch.float16) else out
         if out.shape[0] == B and T > 1:
             return out.unsqueeze(0).expand(T, *out.shape)
         return out.view(T, B, *out.shape[1:])
@@ -62,9 +74,9 @@ class Network(nn.Module):
         if self.input_dims is not None and x.dim() == self.input_dims - 1:
             raise ValueError(self._one_sample(x))
 
-    def _simulate(self, x: Tensor) -> tuple[Tensor, int, int]:
-        """All steps of the SNN on `x`: the body's output `[T*B, ...]` (or `[B, ...]` where no
-        spike reaches it), T and B."""
+    def _encode(self, x: Tensor) -> tuple[Tensor, int, int]:
+        """The body's input for all steps, `[T*B, ...]`, with T and B, the time context set
+        (autocast outputs are accumulated in float32 by the callers)."""
         self._check_batch(x)
         if self.input_dims is not None and x.dim() == self.input_dims + 1:  # [T, B, ...]
             T, B = x.shape[:2]
@@ -73,14 +85,7 @@ class Network(nn.Module):
             T, B = self.timesteps, x.shape[0]
             h = _encoding.ENCODINGS[self.encoding](x, T)
         set_time(self, T, B)
-        try:
-            with compact.saving_spikes():  # only acts when autograd saves tensors
-                out = self.body(h)
-        finally:
-            set_time(self, None, None)  # the time context lives only during the forward
-        if out.dtype in (torch.bfloat16, torch.float16):  # autocast: accumulate in float32
-            out = out.float()
-        return out, T, B
+        return h, T, B
 
     def _one_sample(self, x: Tensor) -> str:
         c = self.config
