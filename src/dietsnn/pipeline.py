@@ -108,12 +108,6 @@ def train_ann(arch: str, cfg: TrainConfig, ctx: Context, out: Path, resume: bool
     return metrics
 
 
-def calibration_images(ctx: Context, n: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(ctx.data.train_x), generator=g)[:n]
-    return ctx.data.train_x[idx]
-
-
 def check_convertible(ann_path: Path, ctx: Context) -> Network:
     """The ANN at `ann_path`, loaded and checked against the data; a UserError otherwise."""
     ann = load_checked(ann_path, ctx)
@@ -186,7 +180,7 @@ def _calibrate_and_save(snn: Network, opts: ConversionConfig, ctx: Context, out:
                         seed: int) -> dict:
     snn = snn.to(ctx.device)
     t0 = time.time()
-    images = calibration_images(ctx, opts.calib_size, seed).to(ctx.device)
+    images = ctx.data.calibration_images(opts.calib_size, seed).to(ctx.device)
     auto = opts.scale == "auto"
     if auto and len(ctx.data.val_y) == 0:
         raise UserError("--scale auto chooses the scale on the validation split; give "

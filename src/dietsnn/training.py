@@ -227,9 +227,10 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
             loss_sum += loss_b
             correct += correct_b
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
-        val = evaluate(model, data.val_x, data.val_y, max(256, cfg.batch_size),
-                       precision, progress, desc="val",
-                       device=device) if validating else {"loss": None, "accuracy": None}
+        with energy.paused() if energy is not None else nullcontext():
+            val = evaluate(model, data.val_x, data.val_y, max(256, cfg.batch_size),
+                           precision, progress, desc="val",
+                           device=device) if validating else {"loss": None, "accuracy": None}
         chance = math.log(max(2, logits.shape[-1]))
         if loss_sum / seen > DIVERGED_LOSS_FACTOR * chance:
             raise _diverged(f"training diverged: mean loss {loss_sum / seen:.4g} in epoch "

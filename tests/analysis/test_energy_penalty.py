@@ -82,6 +82,29 @@ def test_spike_penalty_trains_to_fewer_spikes(tmp_path):
     assert rates[5.0] < 0.8 * rates[0.0], rates
 
 
+def test_the_penalty_observes_training_steps_only(tmp_path, monkeypatch):
+    """Validation between epochs runs unobserved (no hooks: the fused kernels; no spike
+    records kept), and the next epoch's steps are observed again."""
+    import dietsnn.training as training
+
+    snn, _ = _snn()
+    torch.manual_seed(1)
+    xs, ys = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    data = Splits(dataset_info("fashion-mnist"), xs, ys, xs[:32], ys[:32], xs[:32], ys[:32])
+    hooked, evaluate = [], training.evaluate
+
+    def spy(model, *a, **k):
+        hooked.append(any(m._forward_hooks for m in model.modules()))
+        return evaluate(model, *a, **k)
+
+    monkeypatch.setattr(training, "evaluate", spy)
+    cfg = TrainConfig(epochs=2, lr=1e-3, optimizer="adam", batch_size=32, spike_penalty=0.1)
+    res = fit(snn, data, cfg, tmp_path, progress=False, log=lambda _: None)
+    assert hooked == [False, False]
+    assert all(r["train_energy"] > 0 for r in res["history"])
+    assert not any(m._forward_hooks for m in snn.modules())  # all removed after fit
+
+
 def test_no_penalty_leaves_the_loss_as_cross_entropy(tmp_path):
     """spike_penalty=0 observes nothing: no hooks, so the fused kernels keep running."""
     snn, x = _snn()

@@ -17,6 +17,21 @@ def test_loads_idx_from_data_dir_with_seeded_validation_split(tmp_path):
     assert torch.equal(a.val_x, b.val_x) and not torch.equal(a.val_x, c.val_x)
 
 
+def test_a_load_for_conversion_keeps_only_the_drawn_training_images(tmp_path):
+    write_idx(tmp_path / "fashion-mnist")
+    full = data.load("fashion-mnist", tmp_path, val_size=10, seed=3)
+    part = data.load("fashion-mnist", tmp_path, val_size=10, seed=3, drawn=8)
+    assert part.train_x.shape == (8, 1, 28, 28) and len(part.train_y) == 8
+    for n in (1, 5, 8):  # the same images, in the same order, as from the whole split
+        assert torch.equal(part.calibration_images(n, 3), full.calibration_images(n, 3))
+    assert not torch.equal(full.calibration_images(8, 3), full.calibration_images(8, 4))
+    assert torch.equal(part.val_x, full.val_x) and torch.equal(part.test_x, full.test_x)
+    with pytest.raises(ValueError, match="hold 8 drawn"):
+        part.calibration_images(9, 3)
+    with pytest.raises(ValueError, match="seed 3"):
+        part.calibration_images(8, 4)
+
+
 @pytest.mark.parametrize("corrupt,match", [("magic", "magic number"), ("truncated", "truncated"),
                                            ("count", "do not match")])
 def test_corrupt_files_are_one_line_user_errors(tmp_path, corrupt, match):

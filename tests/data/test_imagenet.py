@@ -115,7 +115,7 @@ def test_pipeline_data_access_on_folders(tmp_path):
     s = data.load("imagenet", tmp_path, val_size=3, seed=0)
     ctx = pipeline.Context(s, progress=False, log=lambda *a: None, eval_batch=4)
     snn = ann_to_snn(ResNet((1, 1, 1, 1), 3, 3, 224, 0.0, widths=(4, 4, 4, 4), stem_width=4), 2)
-    images = pipeline.calibration_images(ctx, 5, 0)
+    images = ctx.data.calibration_images(5, 0)
     assert images.shape == (5, 3, 224, 224)
     assert len(calibrate_thresholds(snn, images, 99.7, 0.3, 3)) == 11
     layers, acc = pipeline.layer_report(snn, ctx)

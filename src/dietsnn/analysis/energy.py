@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -123,6 +125,17 @@ class SpikeEnergy:
 
     def __exit__(self, *exc) -> None:
         self.detach()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Observe nothing within this block (e.g. a validation pass between training steps:
+        its spikes would otherwise be kept until the next `cost()`)."""
+        self.reset()
+        self.detach()
+        try:
+            yield
+        finally:
+            self.attach()
 
     def cost(self) -> Tensor:
         """SNN/ANN compute energy per image of the forwards since the last call (then reset)."""

@@ -313,11 +313,11 @@ def setup(args: argparse.Namespace) -> Context:
     if args.device != "cpu" and not torch.cuda.is_available():
         raise UserError(f"--device {args.device}: no CUDA device here; use --device cpu")
     logs.logger.setLevel(log_level(args))  # a command may have turned --quiet on (--json)
-    log = logs.info
-    log(f"loading {args.dataset}")
+    logs.info(f"loading {args.dataset}")
+    drawn = args.calib_size if args.command == "convert" else 0  # reads no other train image
     splits = data.load(args.dataset, args.data_dir, val_size(args), args.seed, args.limit_train,
-                       args.limit_test)
-    return Context(splits, args.device, progress=not args.quiet and sys.stderr.isatty(), log=log)
+                       args.limit_test, drawn)
+    return Context(splits, args.device, not args.quiet and sys.stderr.isatty(), logs.info)
 
 
 def train_config(args: argparse.Namespace, prefix: str = "", snn: bool = False) -> TrainConfig:

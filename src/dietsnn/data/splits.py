@@ -25,6 +25,24 @@ class Splits:
     val_y: Tensor
     test_x: Tensor | BatchSource
     test_y: Tensor
+    # > 0: `train_x` holds only the first `drawn` images of `draw(train size, seed)` (a command
+    # that reads no other training image: conversion), not the whole training split
+    drawn: int = 0
+    seed: int = 0
+
+    def calibration_images(self, n: int, seed: int) -> Tensor:
+        """The `n` training images of the seeded draw that threshold calibration reads."""
+        if self.drawn:
+            if n > self.drawn or seed != self.seed:
+                raise ValueError(f"these splits hold {self.drawn} drawn training images (seed "
+                                 f"{self.seed}); {n} asked with seed {seed}")
+            return self.train_x[:n]
+        return self.train_x[draw(len(self.train_x), n, seed)]
+
+
+def draw(size: int, n: int, seed: int) -> Tensor:
+    """Indices of `n` of `size` training images in a seeded random order."""
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:n]
 
 
 @runtime_checkable
