@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from . import logs
+from . import distributed, logs
 from .functional.neuron import lif_forward
 from .layers import LIF
 
@@ -73,6 +73,20 @@ def cannot_exceed(x: Tensor, p: float, m: float) -> bool:
         return False
     allowed = n - lo - (1 if frac == 0.0 else 2)
     return allowed >= 0 and int(torch.count_nonzero(x > m)) <= allowed
+
+
+def set_threshold(unit: LIF, thr: float) -> None:
+    """The percentile found as `unit`'s threshold; a layer whose current never gets above 0
+    cannot fire at any threshold and gets 1 (usable after training)."""
+    unit.threshold.fill_(thr if thr > 0 else 1.0)
+
+
+def finish(units: list[LIF], scale: float) -> list[float]:
+    """Every threshold times `scale`, rank 0's values on every rank; the thresholds set."""
+    for m in units:
+        m.threshold.mul_(scale)
+        distributed.broadcast_(m.threshold.data)
+    return [m.threshold.item() for m in units]
 
 
 class Currents(list):

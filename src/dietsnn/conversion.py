@@ -20,7 +20,6 @@ import torch
 from torch import Tensor, nn
 
 from . import calibration as cal
-from . import distributed
 from .config import GAMMA, MAX_TIMESTEPS, SURROGATE, ConversionConfig
 from .errors import check_int, check_number
 from .functional import encoding as _encoding
@@ -144,12 +143,9 @@ def calibrate_thresholds(
             pending.append(unit)
             continue
         static, pending = False, []
-    for m in lifs:
-        m.threshold.mul_(scale)
-        distributed.broadcast_(m.threshold.data)  # every rank keeps rank 0's values
     set_time(snn, None, None)
     snn.train(was_training)
-    return [m.threshold.item() for m in lifs]
+    return cal.finish(lifs, scale)
 
 
 def _set_threshold(unit: LIF, static_current: Tensor | None, make_chunks, T: int, p: float,
@@ -161,8 +157,7 @@ def _set_threshold(unit: LIF, static_current: Tensor | None, make_chunks, T: int
     else:
         with prog.bar() as bar:
             thr, chunks = cal.max_percentile(make_chunks(), p, bar)
-    # a layer whose current never gets above 0 cannot fire at any threshold: keep it usable
-    unit.threshold.fill_(thr if thr > 0 else 1.0)
+    cal.set_threshold(unit, thr)
     prog.done(unit.threshold.item())
     if static_current is not None:
         return cal.Refire(unit, static_current)

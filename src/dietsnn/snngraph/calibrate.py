@@ -16,7 +16,6 @@ import torch
 from torch import Tensor, fx
 
 from .. import calibration as cal
-from .. import distributed
 from ..functional import encoding as _encoding
 from ..layers import LIF, set_time
 from .modules import WEIGHTED, GraphSNN, Merge, SpikingMaxPool2d
@@ -183,8 +182,7 @@ def calibrate_graph(snn: GraphSNN, x: Tensor, p: float, scale: float, T: int,
             else:
                 with prog.bar() as bar:
                     thr, chunks = cal.max_percentile(run.chunks(src, T), p, bar)
-            # a layer whose current never gets above 0 cannot fire at any threshold
-            lif.threshold.fill_(thr if thr > 0 else 1.0)
+            cal.set_threshold(lif, thr)
             prog.done(lif.threshold.item())
             if src in run.static:
                 run.kept[ln] = cal.Refire(lif, run.static[src])
@@ -196,15 +194,12 @@ def calibrate_graph(snn: GraphSNN, x: Tensor, p: float, scale: float, T: int,
             needed = set().union(*(run.sources(m.args[0]) for m in lifs[k + 1 :]))
             for kept in [v for v in run.kept if v not in needed]:
                 del run.kept[kept]  # no later layer reads these spikes
-        for ln in lifs:
-            lif = gm.get_submodule(ln.target)
-            lif.threshold.mul_(scale)
-            distributed.broadcast_(lif.threshold.data)
+        thresholds = cal.finish([gm.get_submodule(n.target) for n in lifs], scale)
         apply_scales(snn)
     finally:
         set_time(snn, None, None)
         snn.train(was)
-    return [gm.get_submodule(n.target).threshold.item() for n in lifs]
+    return thresholds
 
 
 class _Stop(Exception):
@@ -253,11 +248,8 @@ def calibrate_modules(snn, x: Tensor, p: float, scale: float, T: int) -> list[fl
             else:
                 cur = cur.view(T, B, *cur.shape[1:])
                 thr = max(cal.percentile_of(cur[t], p) for t in range(T))
-            lif.threshold.fill_(thr if thr > 0 else 1.0)
-        for lif in calls:
-            lif.threshold.mul_(scale)
-            distributed.broadcast_(lif.threshold.data)
+            cal.set_threshold(lif, thr)
+        return cal.finish(calls, scale)
     finally:
         snn.timesteps = steps
         snn.train(was)
-    return [m.threshold.item() for m in calls]
