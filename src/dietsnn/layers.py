@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from . import compact
 from .config import GAMMA, SURROGATE
 from .functional import engine, lif, native, ops
+from .functional.dropout import keep_mask
 from .functional.pool import avg_pool
 
 MIN_LEAK = 1e-3
@@ -124,9 +125,9 @@ class LIF(Temporal):
         active = drop is not None and drop.training and drop.p > 0.0
         if active and drop.timesteps is None:  # not in the network's time context: its own way
             return None
-        if active:  # the numbers Dropout draws: one [B, ...] uniform tensor like its input step
+        if active:  # the mask Dropout draws: one [B, ...] per batch, like its input step
             keep_p = 1.0 - drop.p
-            keep = torch.rand((B, *x.shape[1:]), dtype=x.dtype, device=x.device) < keep_p
+            keep = keep_mask((B, *x.shape[1:]), drop.p, x.device)
             keep = keep.view(B, *x4.shape[1:])
             scale = 1.0 / keep_p
         grad = torch.is_grad_enabled() and (x.requires_grad or self.leak.requires_grad
@@ -166,13 +167,12 @@ class Dropout(Temporal):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        if self.timesteps is None:
-            return F.dropout(x, self.p, True)
-        keep = 1.0 - self.p
-        scale = torch.tensor(1.0 / keep, dtype=x.dtype, device=x.device)
-        # rand < keep is about twice as fast as bernoulli_ on CPU; values exactly 0 or scale;
-        # x's memory format (channels-last or not)
-        mask = compact.mark((torch.rand_like(x[: self.batch]) < keep).to(x.dtype) * scale, scale)
+        scale = torch.tensor(1.0 / (1.0 - self.p), dtype=x.dtype, device=x.device)
+        if self.timesteps is None:  # an ANN: a mask per element
+            return x * (keep_mask(x.shape, self.p, x.device).to(x.dtype) * scale)
+        # an SNN: one mask per sample, values exactly 0 or scale
+        mask = keep_mask(x[: self.batch].shape, self.p, x.device).to(x.dtype) * scale
+        mask = compact.mark(mask, scale)
         if x.shape[0] == self.batch:
             out = x * mask
         else:

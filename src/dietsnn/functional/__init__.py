@@ -1,7 +1,7 @@
 """Pure tensor functions: neuron dynamics and operators, surrogates, encoders, energy math."""
 
-from . import encoding, energy, engine, neuron, ops, surrogate
+from . import dropout, encoding, energy, engine, neuron, ops, surrogate
 from .neuron import lif, lif_forward, lif_reference, spike
 
 __all__ = ["lif", "lif_forward", "lif_reference", "spike", "engine", "neuron", "ops", "surrogate",
-           "encoding", "energy"]
+           "encoding", "energy", "dropout"]
