@@ -36,8 +36,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 from conversion_models import build_and_train, predict  # noqa: E402
 
 import dietsnn  # noqa: E402
+from dietsnn.conversion import calibrate as graph_calibrate  # noqa: E402
 from dietsnn.data import load  # noqa: E402
-from dietsnn.snngraph import calibrate as graph_calibrate  # noqa: E402
 
 
 def spikingjelly_snn(ann, calib: torch.Tensor):

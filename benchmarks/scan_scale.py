@@ -4,7 +4,7 @@ that multiplies the percentile thresholds (docs/RESULTS.md section 2).
 Calibrates once at scale 1 exactly as `dietsnn convert` does (same calibration images and seed),
 then multiplies the thresholds by each scale and evaluates on the first N validation images
 (never on the test set, since the default scale was chosen from this scan): the rule of
-`scale="auto"` (`dietsnn.snngraph.choose_scale`).
+`scale="auto"` (`dietsnn.conversion.choose_scale`).
 
     python benchmarks/scan_scale.py runs/fmnist/ann/model.safetensors --scales 0.2,0.3,0.4,0.5,0.6,0.8,1.0
 """
@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 from dietsnn import ann_to_snn, calibrate_thresholds, data, load_model  # noqa: E402
 from dietsnn.config import SCALES  # noqa: E402
-from dietsnn.snngraph import choose_scale  # noqa: E402
+from dietsnn.conversion import choose_scale  # noqa: E402
 from dietsnn.training import evaluate  # noqa: E402
 
 

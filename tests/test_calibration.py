@@ -1,4 +1,4 @@
-"""The calibration machinery (`dietsnn.calibration`): the skipped percentiles, the spike trains
+"""The calibration machinery (`dietsnn.conversion.currents`): the skipped percentiles, the spike trains
 kept as bits or re-run, the progress lines, and the validation-chosen scale (`scale="auto"`)."""
 
 import json
@@ -13,12 +13,13 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import dietsnn
-from dietsnn import ann_to_snn, build_ann, calibration
+from dietsnn import ann_to_snn, build_ann
 from dietsnn.cli import main
 from dietsnn.config import SCALES
+from dietsnn.conversion import choose_scale
+from dietsnn.conversion import currents as calibration
 from dietsnn.functional import lif_forward
 from dietsnn.layers import LIF, lif_layers
-from dietsnn.snngraph import choose_scale
 from dietsnn.training import evaluate
 
 finite = st.floats(-4, 4, width=32, allow_nan=False)
@@ -136,7 +137,7 @@ def test_choose_scale_reports_every_scale_and_keeps_the_best():
 
 @pytest.mark.parametrize("peak", [0.2, 0.4, 0.5, 0.6, 1.0])
 def test_choose_scale_climbs_to_the_best_scale(monkeypatch, peak):
-    import dietsnn.snngraph as sg
+    import dietsnn.conversion as sg
 
     ann, x, vx, vy = _tiny_problem()
     snn = ann_to_snn(ann, 3)

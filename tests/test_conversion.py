@@ -4,8 +4,8 @@ import torch
 from helpers import needs_fmnist
 
 from dietsnn import ann_to_snn, build_ann, calibrate_thresholds
-from dietsnn.calibration import percentile
 from dietsnn.config import TrainConfig
+from dietsnn.conversion.currents import percentile
 from dietsnn.data import load
 from dietsnn.functional import lif_forward
 from dietsnn.layers import LIF
@@ -104,7 +104,7 @@ def test_calibration_rejects_bad_options():
 
 
 def test_time_chunks_and_recompute_path_give_the_same_thresholds(monkeypatch):
-    import dietsnn.calibration as cal
+    import dietsnn.conversion.currents as cal
 
     torch.manual_seed(1)
     ann = build_ann("vgg_small", image_size=12).eval()
@@ -125,7 +125,7 @@ def test_layer_without_positive_current_gets_a_positive_threshold():
 
 def test_firing_runs_in_bounded_chunks(monkeypatch):
     """The LIF runs over at most CHUNK_ELEMENTS floats at a time (or one step), whatever T."""
-    from dietsnn import calibration
+    from dietsnn.conversion import currents as calibration
 
     monkeypatch.setattr(calibration, "CHUNK_ELEMENTS", 5000)
     sizes = []

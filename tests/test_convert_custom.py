@@ -12,16 +12,17 @@ from helpers import needs_fmnist
 from torch import nn
 
 import dietsnn
-from dietsnn import analysis, calibration, conversion
-from dietsnn.errors import UserError
-from dietsnn.layers import LIF, MIN_LEAK, MIN_THRESHOLD, lif_layers, set_time
-from dietsnn.snngraph import (
+from dietsnn import analysis, conversion
+from dietsnn.conversion import (
     ConversionError,
     GraphSNN,
     ModuleSNN,
     SpikingMaxPool2d,
     fold_batchnorm,
 )
+from dietsnn.conversion import currents as calibration
+from dietsnn.errors import UserError
+from dietsnn.layers import LIF, MIN_LEAK, MIN_THRESHOLD, lif_layers, set_time
 
 
 def randomise_batchnorm(model: nn.Module) -> nn.Module:
@@ -312,13 +313,14 @@ def test_a_damaged_graph_is_refused(tmp_path):
         dietsnn.load_model(tmp_path / "bad.safetensors")
 
 
-def test_dietsnn_architectures_keep_their_own_path():
-    ann = dietsnn.build_ann("vgg_small", image_size=12).eval()
-    a, b = dietsnn.convert(ann, 3), conversion.ann_to_snn(ann, 3)
-    assert type(a) is type(b) and dietsnn.ann_to_snn is dietsnn.convert
-    x = torch.randn(4, 1, 12, 12)
-    assert dietsnn.calibrate_thresholds(a, x, 99.0, 1.0, 4) == conversion.calibrate_thresholds(
-        b, x, 99.0, 1.0, 4)
+def test_dietsnn_architectures_keep_their_modules_and_names():
+    ann = dietsnn.build_ann("resnet20", 10, 1, 8, 0.0).eval()
+    snn = dietsnn.convert(ann, 3)
+    assert type(snn) is type(ann) and dietsnn.ann_to_snn is dietsnn.convert
+    lif = {k for k in snn.state_dict() if k.endswith((".leak", ".threshold"))}
+    assert len(lif) == 2 * 19 and set(snn.state_dict()) - lif == set(ann.state_dict())
+    got = dietsnn.calibrate_thresholds(snn, torch.randn(4, 1, 8, 8), 99.0, 1.0, 4)
+    assert got == [m.threshold.item() for _, m in lif_layers(snn)]  # its own LIFs, in order
 
 
 class Untraceable(nn.Module):
@@ -407,3 +409,16 @@ def test_rate_encoding_runs_the_graph_on_input_spikes():
     a = snn(x)
     torch.manual_seed(1)
     assert torch.equal(a, snn(x)) and a.shape == (6, 10)
+
+
+def test_one_calibrator_for_every_traceable_snn(monkeypatch):
+    """Ours (module replacement) and a traced custom model go through the same calibrator."""
+    seen = []
+    real = conversion.calibrate_graph
+    monkeypatch.setattr(conversion, "calibrate_graph",
+                        lambda snn, *a, **k: seen.append(type(snn).__name__) or real(snn, *a, **k))
+    for ann in (dietsnn.build_ann("vgg_small", image_size=8), dietsnn.build_ann(
+            "resnet20", 10, 1, 8, 0.0), BNNet()):
+        x = torch.randn(4, 1, 28, 28) if isinstance(ann, BNNet) else torch.randn(4, 1, 8, 8)
+        dietsnn.calibrate_thresholds(dietsnn.convert(ann.eval(), 2), x, 99.0, 1.0, 3)
+    assert seen == ["VGG", "ResNet", "GraphSNN"]

@@ -133,8 +133,8 @@ def test_every_seed_round_trips_with_generated_node_names(kind, tmp_path):
 
 
 def test_layer_names_and_methods():
-    from dietsnn.snngraph.build import KEPT_METHODS
-    from dietsnn.snngraph.schema import METHODS, RESERVED, is_name
+    from dietsnn.conversion.build import KEPT_METHODS
+    from dietsnn.conversion.schema import METHODS, RESERVED, is_name
 
     assert all(is_name(n) for n in ("conv1", "features.0", "down.0.conv", "_private", "relu_1"))
     assert not any(is_name(n) for n in (

@@ -128,7 +128,7 @@ def test_cli_and_api_share_every_default():
                           ("timesteps", "calib_timesteps")):
         assert _default(conversion.calibrate_thresholds, fn_arg) == getattr(d, field)
     for arg in ("gamma", "surrogate", "leak"):
-        assert _default(conversion.ann_to_snn, arg) == getattr(d, arg)
+        assert _default(conversion.convert, arg) == getattr(d, arg)
     for cmd in ("train-snn", "train-ann", "convert"):
         extra = {"train-snn": ["x"], "convert": ["x"]}.get(cmd, [])
         a = parser.parse_args([cmd, *extra])

@@ -19,14 +19,13 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .config import MAX_TIMESTEPS
-from .conversion import ann_to_snn
+from .conversion import GraphSNN, ModuleSNN, convert
+from .conversion.store import graph_from_json, graph_json
 from .errors import CheckpointError, UserError
 from .files import atomic_write, open_regular
 from .layers import lif_layers
 from .models import Network, build_ann
 from .nir_import import HDF5_SIGNATURE, from_nir, is_nir_file
-from .snngraph import GraphSNN, ModuleSNN
-from .snngraph.store import graph_from_json, graph_json
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
@@ -128,7 +127,7 @@ def _configs(meta: dict[str, str], source: str) -> tuple[dict, dict, Callable[[]
         def build() -> Network:
             try:
                 model = build_ann(**cfg)
-                return ann_to_snn(model, **spiking) if spiking else model
+                return convert(model, **spiking) if spiking else model
             except (TypeError, ValueError) as e:
                 raise CheckpointError(f"{source}: invalid dietsnn metadata ({e}); the file is "
                                       "damaged or was written by an incompatible tool") from None

@@ -32,11 +32,11 @@ import torch
 from torch import Tensor, fx, nn
 
 from .config import GAMMA, NIR_DT, SURROGATE
+from .conversion.modules import GraphSNN
 from .errors import UserError
 from .functional.encoding import ENCODINGS
 from .functional.neuron import spike
 from .layers import LIF
-from .snngraph.modules import GraphSNN
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 RESETS = ("subtract", "zero")

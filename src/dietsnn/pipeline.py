@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import analysis, distributed, files, logs, memory, snngraph
+from . import analysis, conversion, distributed, files, logs, memory
 from . import checkpoint as ckpt
 from .analysis.report import write_report
 from .analysis.spikes import spike_rates
@@ -158,7 +158,7 @@ def convert_module(model: nn.Module, source: str, opts: ConversionConfig, ctx: C
                         f"{list(x.shape[1:])} ({type(e).__name__}: {e})") from None
     ann_acc = evaluate_test(model, ctx, "ANN")["accuracy"]
     ctx.log(f"ANN test accuracy {ann_acc:.4f}")
-    snn = snngraph.convert(model, opts.timesteps, opts.encoding, leak=opts.leak,
+    snn = conversion.convert(model, opts.timesteps, opts.encoding, leak=opts.leak,
                            gamma=opts.gamma, surrogate=opts.surrogate, maxpool=maxpool)
     metrics = _calibrate_and_save(snn, opts, ctx, out, seed)
     metrics.update(source=source, ann_test_accuracy=ann_acc)
@@ -169,7 +169,7 @@ def convert_module(model: nn.Module, source: str, opts: ConversionConfig, ctx: C
 def convert(ann_path: Path, opts: ConversionConfig, ctx: Context, out: Path, seed: int = 0) -> dict:
     """ANN checkpoint -> calibrated SNN checkpoint in `out` (the ANN file is only read)."""
     ann = check_convertible(ann_path, ctx)
-    snn = snngraph.convert(ann, opts.timesteps, opts.encoding, leak=opts.leak, gamma=opts.gamma,
+    snn = conversion.convert(ann, opts.timesteps, opts.encoding, leak=opts.leak, gamma=opts.gamma,
                            surrogate=opts.surrogate)
     metrics = _calibrate_and_save(snn, opts, ctx, out, seed)
     files.write_json(out / "metrics.json", {"converted": metrics})
@@ -186,11 +186,11 @@ def _calibrate_and_save(snn: Network, opts: ConversionConfig, ctx: Context, out:
         raise UserError("--scale auto chooses the scale on the validation split; give "
                         "--val-size >= 1 or a number")
     with seeded(seed):
-        snngraph.calibrate_thresholds(snn, images, opts.percentile, 1.0 if auto else opts.scale,
+        conversion.calibrate_thresholds(snn, images, opts.percentile, 1.0 if auto else opts.scale,
                                       opts.calib_timesteps, progress=ctx.progress)
     scan = None
     if auto:
-        scale, scan = snngraph.choose_scale(snn, ctx.data.val_x, ctx.data.val_y,
+        scale, scan = conversion.choose_scale(snn, ctx.data.val_x, ctx.data.val_y,
                                             device=ctx.device)
         ctx.log(f"scale {scale} (validation accuracy {scan[scale]:.4f}; scanned "
                 f"{', '.join(map(str, scan))})")

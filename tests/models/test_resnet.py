@@ -109,7 +109,7 @@ def test_residual_calibration_matches_naive_prefix_rerun():
 
 
 def test_residual_calibration_time_chunks_and_recompute(monkeypatch):
-    import dietsnn.calibration as cal
+    import dietsnn.conversion.currents as cal
 
     ann = tiny()
     x = torch.randn(12, 1, 8, 8)

@@ -27,12 +27,12 @@ from torch import Tensor
 from .. import checkpoint as ckpt
 from .. import files, logs
 from ..config import SCALES, SNN_TRAIN, ConversionConfig, TrainConfig
+from ..conversion import calibrate_thresholds, choose_scale, convert
 from ..data import Splits
 from ..errors import UserError
 from ..layers import lif_layers
 from ..models import Network
 from ..rundir import RunDir
-from ..snngraph import calibrate_thresholds, choose_scale, convert
 from ..training import evaluate, fit, seeded
 from .energy import measure, write_predictions
 from .report import plot_ablation_if_possible

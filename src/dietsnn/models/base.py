@@ -1,5 +1,5 @@
 """The base of every architecture: one module tree that runs as the ANN (ReLU) or, after
-`dietsnn.conversion.ann_to_snn` swaps each ReLU for a LIF layer, as the SNN."""
+`dietsnn.convert` swaps each ReLU for a LIF layer, as the SNN."""
 
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ class BasicBlock(Temporal):
 
     def add(self, a: Tensor, b: Tensor) -> Tensor:
         """a + b where one side may be static `[B, ...]` and the other time-folded `[T*B, ...]`."""
-        if a.shape[0] != b.shape[0] and self.timesteps is not None:
+        if self.timesteps is not None and a.shape[0] != b.shape[0]:  # (torch.fx traces a + b)
             if a.shape[0] == self.batch:
                 a = a.repeat(self.timesteps, *([1] * (a.dim() - 1)))
             else:

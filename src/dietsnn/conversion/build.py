@@ -10,15 +10,15 @@ from __future__ import annotations
 import copy
 import operator
 import warnings
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
 from ..config import GAMMA, SURROGATE
-from ..conversion import replace_modules
 from ..errors import UserError
-from ..layers import LIF, AvgPool2d, Dropout
+from ..layers import LIF, AvgPool2d, Dropout, set_time
 from ..models.base import Network
 from .modules import WEIGHTED, GraphSNN, Merge, SpikingMaxPool2d
 
@@ -56,6 +56,16 @@ def trace(model: nn.Module) -> fx.GraphModule:
     root = copy.deepcopy(model).eval()
     graph = _Tracer().trace(root)
     return fx.GraphModule(root, graph, type(model).__name__)
+
+
+def trace_layers(snn: Network) -> fx.GraphModule:
+    """The layers of spiking network `snn` (its `body`) as a graph over `snn`'s own modules,
+    shared, not copied: what threshold calibration walks for a network converted by module
+    replacement. Raises what torch.fx raises where `body` cannot be traced."""
+    set_time(snn, None, None)  # traced outside any time context: every layer one call
+    tracer = _Tracer()
+    tracer.traced_func_name = "body"
+    return fx.GraphModule(snn, tracer.trace(snn), type(snn).__name__)
 
 
 def graph_to_snn(model: nn.Module, timesteps: int, encoding: str = "direct", leak: float = 1.0,
@@ -310,21 +320,43 @@ def _dims(n: fx.Node) -> set[int]:
     return set(d) if isinstance(d, (tuple, list)) else {d}
 
 
-def replacement_snn(model: nn.Module, timesteps: int, encoding: str, leak: float,
-                    threshold: float, gamma: float, surrogate: str, maxpool: str,
-                    source: str) -> Network:
-    """The fallback for models torch.fx cannot trace: a copy with every ReLU module replaced by
-    a LIF, max pooling and dropout replaced as in the traced conversion; BatchNorm refused."""
-    snn = copy.deepcopy(model).eval()
-    for name, m in snn.named_modules():
-        if isinstance(m, BATCHNORMS):
-            raise ConversionError(f"cannot convert BatchNorm '{name}' without a traced graph "
-                                  "(it must be folded into the layer before it)")
+def replace_modules(module: nn.Module, kind: type[nn.Module],
+                    make: Callable[[nn.Module], nn.Module]) -> nn.Module:
+    """Replace, in place, every submodule of type `kind` by `make(old)`; returns `module`.
+    Conversion uses it one way (ReLU -> LIF), operation counting the other (LIF -> ReLU)."""
+    for name, child in module.named_children():
+        if isinstance(child, kind):
+            setattr(module, name, make(child))
+        else:
+            replace_modules(child, kind, make)
+    return module
+
+
+def swap_modules(model: nn.Module, leak: float, threshold: float, gamma: float,
+                 surrogate: str, maxpool: str = "spiking") -> nn.Module:
+    """Conversion by module replacement: a copy of `model` with each ReLU module a LIF,
+    dropout the fixed-over-time `Dropout` and max pooling `SpikingMaxPool2d` (or average
+    pooling), as the traced conversion does them. dietsnn's own architectures are converted
+    this way (their layers are modules called once each, and keep their names); so are models
+    torch.fx cannot trace (`ModuleSNN`), where BatchNorm is refused."""
+    snn = copy.deepcopy(model)
     replace_modules(snn, nn.ReLU, lambda _: LIF(leak, threshold, gamma, surrogate))
     replace_modules(snn, nn.Dropout, lambda m: Dropout(m.p))
     replace_modules(snn, nn.MaxPool2d, lambda m: (
         SpikingMaxPool2d(m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
         if maxpool == "spiking" else AvgPool2d(m.kernel_size, m.stride, m.padding, m.ceil_mode)))
+    return snn
+
+
+def replacement_snn(model: nn.Module, timesteps: int, encoding: str, leak: float,
+                    threshold: float, gamma: float, surrogate: str, maxpool: str,
+                    source: str) -> Network:
+    """The fallback for models torch.fx cannot trace: `swap_modules` in a `ModuleSNN`."""
+    for name, m in model.named_modules():
+        if isinstance(m, BATCHNORMS):
+            raise ConversionError(f"cannot convert BatchNorm '{name}' without a traced graph "
+                                  "(it must be folded into the layer before it)")
+    snn = swap_modules(model, leak, threshold, gamma, surrogate, maxpool).eval()
     return ModuleSNN(snn, timesteps, encoding, source)
 
 

@@ -1,7 +1,13 @@
-"""Conversion of any PyTorch ANN (docs/CONVERSION.md): `convert` and `calibrate_thresholds`,
-the public entry points (`dietsnn.convert`, `dietsnn.calibrate_thresholds`). dietsnn's own
-architectures (`build_ann`) keep their module-replacement path (`dietsnn.conversion`); every
-other model is traced with `torch.fx` and rebuilt as a `GraphSNN`."""
+"""ANN -> SNN conversion (docs/METHOD.md section 7, docs/CONVERSION.md): `convert` and
+`calibrate_thresholds`, the public entry points (`dietsnn.convert`,
+`dietsnn.calibrate_thresholds`).
+
+`convert` makes the spiking copy: dietsnn's own architectures (`build_ann`) and models that
+torch.fx cannot trace by module replacement (`build.swap_modules`: each ReLU module a LIF),
+every other model by tracing and rewriting its graph (`build.graph_to_snn`, a `GraphSNN`).
+`calibrate_thresholds` sets the thresholds layer by layer over the graph of the SNN's layers
+(`calibrate.calibrate_graph`); only a model converted without a graph is calibrated by
+re-running it (`calibrate.calibrate_modules`)."""
 
 from __future__ import annotations
 
@@ -10,18 +16,29 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from .. import conversion as _conv
-from ..config import GAMMA, MAX_SAMPLES, MAXPOOL, SCALES, SURROGATE, ConversionConfig
-from ..errors import check_int
+from ..config import GAMMA, MAX_SAMPLES, MAX_TIMESTEPS, MAXPOOL, SCALES, SURROGATE, ConversionConfig
+from ..errors import check_int, check_number
 from ..evaluation import evaluate
+from ..functional import encoding as _encoding
+from ..functional import surrogate as _surrogate
 from ..layers import lif_layers
+from ..memory import check_memory
 from ..models import Network, ResNet
 from ..models.vgg import VGG
-from .build import ConversionError, ModuleSNN, fold_batchnorm, graph_to_snn, trace
+from . import currents as _currents
+from .build import (
+    ConversionError,
+    ModuleSNN,
+    fold_batchnorm,
+    graph_to_snn,
+    replace_modules,
+    swap_modules,
+    trace,
+)
 from .calibrate import apply_scales, calibrate_graph, calibrate_modules
 from .modules import GraphSNN, Merge, SpikingMaxPool2d
 
-NATIVE = (VGG, ResNet)  # built by build_ann: converted by module replacement, as always
+NATIVE = (VGG, ResNet)  # built by build_ann: converted by module replacement
 
 
 def convert(
@@ -46,15 +63,50 @@ def convert(
         raise TypeError(f"convert takes a trained ANN (an nn.Module), got {type(model).__name__}")
     if isinstance(model, Network) and model.is_spiking:
         raise ValueError("the model is already spiking; convert takes the trained ANN")
+    check_options(timesteps, encoding, leak, threshold, surrogate, gamma)
     if type(model) in NATIVE:
-        return _conv.ann_to_snn(model, timesteps, encoding, leak, threshold, gamma, surrogate)
-    _conv.check_options(timesteps, encoding, leak, threshold, surrogate, gamma)
+        snn = swap_modules(model, leak, threshold, gamma, surrogate, maxpool)
+        snn.timesteps, snn.encoding = timesteps, encoding
+        return snn
     if input_dims is not None:
         check_int("input_dims", input_dims, 1, 16)
     snn = graph_to_snn(model, timesteps, encoding, leak, threshold, gamma, surrogate, maxpool)
     if input_dims is not None:
         snn.input_dims = input_dims
     return snn.train(model.training)
+
+
+def check_options(timesteps: int, encoding: str, leak: float, threshold: float,
+                  surrogate: str, gamma: float = GAMMA) -> None:
+    """Refuse conversion options of the wrong type (TypeError) or out of range (ValueError),
+    naming the option, as the command line does."""
+    check_int("timesteps", timesteps, 1, MAX_TIMESTEPS)
+    if encoding not in _encoding.ENCODINGS:
+        raise ValueError(f"unknown encoding {encoding!r}; choose one of {', '.join(_encoding.ENCODINGS)}")
+    _surrogate.get(surrogate)
+    check_number("leak", leak, 0.0, 1.0)
+    check_number("threshold", threshold, 0.0)
+    check_number("gamma", gamma, 0.0)
+
+
+def check_calibration(percentile: float, scale: float, timesteps: int) -> None:
+    """Refuse calibration options of the wrong type or out of range, as `check_options`."""
+    check_number("percentile", percentile, 0.0, 100.0)
+    if percentile <= 1.0:
+        raise ValueError(f"percentile is in percent, in (0, 100] (99.7 is the default), and "
+                         f"values <= 1 are refused as fractions: got {percentile}; for the "
+                         f"{100 * percentile:g}th percentile pass {100 * percentile:g}")
+    check_number("scale", scale, 0.0)
+    check_int("calibration timesteps", timesteps, 1, MAX_TIMESTEPS)
+
+
+def check_calibration_memory(config: dict | None, images: int, timesteps: int, encoding: str = "direct",
+                             device: str | torch.device = "cpu") -> None:
+    """Refuse (UserError with the estimate) a calibration of `images` images over `timesteps`
+    steps that would not fit in the memory available (`memory.check_memory`)."""
+    check_memory(config, images, timesteps, "calibrate", device, encoding,
+                 hint="lower the calibration timesteps or the number of calibration images",
+                 cache_bytes=_currents.CACHE_BYTES, chunk_bytes=_currents.CHUNK_ELEMENTS * 4)
 
 
 def as_inputs(data: Tensor | Iterable, limit: int | None = ConversionConfig.calib_size) -> Tensor:
@@ -110,7 +162,7 @@ def calibrate_thresholds(
     if auto and validation is None:
         raise ValueError('scale="auto" chooses the scale on validation data: pass '
                          "validation=(x, y)")
-    _conv.check_calibration(percentile, 1.0 if auto else scale, timesteps)
+    check_calibration(percentile, 1.0 if auto else scale, timesteps)
     if limit is not None:
         check_int("limit", limit, 1, MAX_SAMPLES)
     x = as_inputs(data, limit)
@@ -122,14 +174,12 @@ def calibrate_thresholds(
         raise ValueError(f"calibration data holds {bad} NaN or infinite values of {x.numel()}; "
                          "give finite inputs normalised like training")
     x = x.to(next(snn.parameters()).device)
+    check_calibration_memory(snn.config, x.shape[0], timesteps, snn.encoding, x.device)
     s = 1.0 if auto else scale
-    if isinstance(snn, GraphSNN):
-        thresholds = calibrate_graph(snn, x, percentile, s, timesteps, progress)
-    elif isinstance(snn, ModuleSNN):
+    if isinstance(snn, ModuleSNN):
         thresholds = calibrate_modules(snn, x, percentile, s, timesteps)
     else:
-        thresholds = _conv.calibrate_thresholds(snn, x, percentile, s, timesteps,
-                                                progress=progress)
+        thresholds = calibrate_graph(snn, x, percentile, s, timesteps, progress)
     if not auto:
         return thresholds
     best, _ = choose_scale(snn, *labelled(validation))
@@ -204,5 +254,6 @@ def choose_scale(snn: Network, x: Tensor, y: Tensor, scales: Iterable[float] = S
 
 
 __all__ = ["ConversionError", "GraphSNN", "Merge", "ModuleSNN", "SpikingMaxPool2d",
-           "apply_scales", "as_inputs", "calibrate_thresholds", "choose_scale", "convert",
-           "fold_batchnorm", "labelled", "trace"]
+           "apply_scales", "as_inputs", "calibrate_thresholds", "check_calibration",
+           "check_calibration_memory", "check_options", "choose_scale", "convert",
+           "fold_batchnorm", "labelled", "replace_modules", "trace"]

@@ -1,5 +1,5 @@
-"""What threshold calibration (docs/METHOD.md section 7.2) does for every layer, for dietsnn's
-own networks (`conversion.calibrate_thresholds`) and converted graphs (`snngraph.calibrate`).
+"""What threshold calibration (docs/METHOD.md section 7.2, `calibrate.calibrate_graph`) does for
+every layer.
 
 A LIF layer's threshold is the maximum over the steps of the `percentile` of its input current
 over the batch at that step. The currents are made time chunk by time chunk from the spike
@@ -21,9 +21,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from . import distributed, logs
-from .functional.neuron import lif_forward
-from .layers import LIF
+from .. import distributed, logs
+from ..functional.neuron import lif_forward
+from ..layers import LIF
 
 CHUNK_ELEMENTS = 1 << 23  # floats per time chunk of currents (32 MiB)
 CACHE_BYTES = 1 << 24  # keep a layer's currents between its two passes up to this size (16 MiB)

@@ -1,12 +1,14 @@
-"""Threshold calibration of a converted graph (docs/METHOD.md section 7.2, docs/CONVERSION.md):
-the same rule as for dietsnn's own networks, layer by layer in the graph's order, residual
-branches and concatenations included.
+"""Threshold calibration (docs/METHOD.md section 7.2, docs/CONVERSION.md), layer by layer in
+the order of the graph of the SNN's layers (a `GraphSNN`'s own graph, or the traced `body` of a
+network converted by module replacement), residual branches and concatenations included.
 
 Each LIF's input current is computed, time chunk by time chunk, from the spike trains of the
 LIFs before it (`calibration.Bits`, or `calibration.Refire` for a LIF driven by a constant
 current) (and the values that are constant over time) through the layers between
 them; a spike train is dropped once every LIF that reads it is calibrated. Before each layer the
-biases and merge gains are set from the thresholds fixed so far (`apply_scales`)."""
+biases and merge gains of a `GraphSNN` are set from the thresholds fixed so far
+(`apply_scales`). A model converted by module replacement that torch.fx cannot trace is
+calibrated by re-running it up to each LIF (`calibrate_modules`)."""
 
 from __future__ import annotations
 
@@ -15,9 +17,11 @@ import math
 import torch
 from torch import Tensor, fx
 
-from .. import calibration as cal
 from ..functional import encoding as _encoding
 from ..layers import LIF, set_time
+from ..models.base import Network
+from . import currents as cal
+from .build import trace_layers
 from .modules import WEIGHTED, GraphSNN, Merge, SpikingMaxPool2d
 
 
@@ -71,8 +75,8 @@ def describe(snn: GraphSNN, input_shape: list[int]) -> None:
 class _Runner:
     """Evaluates nodes of the graph for one time chunk from kept values."""
 
-    def __init__(self, snn: GraphSNN, B: int) -> None:
-        self.gm, self.B = snn.net, B
+    def __init__(self, gm: fx.GraphModule, B: int) -> None:
+        self.gm, self.B = gm, B
         self.static: dict[fx.Node, Tensor] = {}  # [B, ...], the same at every step
         self.kept: dict[fx.Node, cal.Source] = {}  # [T, B, ...] spike trains or input series
 
@@ -138,14 +142,16 @@ class _Runner:
 
 
 @torch.no_grad()
-def calibrate_graph(snn: GraphSNN, x: Tensor, p: float, scale: float, T: int,
+def calibrate_graph(snn: Network, x: Tensor, p: float, scale: float, T: int,
                     progress: bool = False) -> list[float]:
-    """Set every LIF threshold of the converted graph `snn` in place from the inputs `x`
-    (`[N, ...]`, or `[T, N, ...]` time-varying input); returns the thresholds set. Each layer
-    is logged when done (INFO), with a bar over its steps if `progress`."""
+    """Set every LIF threshold of `snn` in place from the inputs `x` (`[N, ...]`, or
+    `[T, N, ...]` time-varying input); returns the thresholds set. `snn` is a `GraphSNN` or a
+    network converted by module replacement whose `body` torch.fx can trace. Each layer is
+    logged when done (INFO), with a bar over its steps if `progress`."""
     was = snn.training
     snn.eval()
-    gm = snn.net
+    graph = isinstance(snn, GraphSNN)
+    gm = snn.net if graph else trace_layers(snn)
     nodes = list(gm.graph.nodes)
     lifs = [n for n in nodes if n.op == "call_module"
             and isinstance(gm.get_submodule(n.target), LIF)]
@@ -156,8 +162,9 @@ def calibrate_graph(snn: GraphSNN, x: Tensor, p: float, scale: float, T: int,
         T, B = x.shape[:2]
     else:
         B = x.shape[0]
-        describe(snn, list(x.shape[1:]))
-    run = _Runner(snn, B)
+        if graph:
+            describe(snn, list(x.shape[1:]))
+    run = _Runner(gm, B)
     placeholder = next(n for n in nodes if n.op == "placeholder")
     if series:
         run.kept[placeholder] = cal.Kept(x)
@@ -174,7 +181,8 @@ def calibrate_graph(snn: GraphSNN, x: Tensor, p: float, scale: float, T: int,
                 run.static[n] = run.op(n, run.static)
         prog = cal.Progress([str(n.target) for n in lifs], T, progress)
         for k, ln in enumerate(lifs):
-            apply_scales(snn)
+            if graph:
+                apply_scales(snn)
             lif: LIF = gm.get_submodule(ln.target)
             src = ln.args[0]
             if src in run.static:
@@ -195,7 +203,8 @@ def calibrate_graph(snn: GraphSNN, x: Tensor, p: float, scale: float, T: int,
             for kept in [v for v in run.kept if v not in needed]:
                 del run.kept[kept]  # no later layer reads these spikes
         thresholds = cal.finish([gm.get_submodule(n.target) for n in lifs], scale)
-        apply_scales(snn)
+        if graph:
+            apply_scales(snn)
     finally:
         set_time(snn, None, None)
         snn.train(was)
