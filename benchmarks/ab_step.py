@@ -5,6 +5,8 @@ Each round runs one fresh process per tree, the order alternating, and each proc
 `--steps` training steps (vgg_small, T=5, batch 64, Adam, random inputs, after 3 warm-up steps)
 and `--infer` inference batches (eval, no_grad, batch 256), each as wall-clock and as the
 process's CPU time (less sensitive to other load on a shared machine with one thread).
+`--model custom` times a user's model converted by `dietsnn.convert` instead (conv-BatchNorm-
+ReLU-pooling twice, linear-ReLU-dropout-linear, thresholds calibrated on random images).
 The step is the library's default path: inside `dietsnn.use_engine()` where the tree has it,
 else the plain loop (older trees: the SNN held the allocator tuning itself).
 
@@ -23,7 +25,24 @@ import sys
 import time
 
 
-def worker(steps: int, infer: int, threads: int) -> dict:
+def custom_snn():
+    import torch
+    from torch import nn
+
+    import dietsnn
+
+    def block(c_in, c_out):
+        return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                nn.ReLU(), nn.AvgPool2d(2)]
+
+    ann = nn.Sequential(*block(1, 32), *block(32, 64), nn.Flatten(), nn.Linear(64 * 49, 256),
+                        nn.ReLU(), nn.Dropout(0.2), nn.Linear(256, 10)).eval()
+    snn = dietsnn.convert(ann, 5)
+    dietsnn.calibrate_thresholds(snn, torch.randn(64, 1, 28, 28), 99.7, 0.5, 5)
+    return snn.train()
+
+
+def worker(steps: int, infer: int, threads: int, model: str = "vgg_small") -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -31,7 +50,8 @@ def worker(steps: int, infer: int, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    snn = dietsnn.ann_to_snn(dietsnn.build_ann("vgg_small"), 5)
+    snn = (custom_snn() if model == "custom"
+           else dietsnn.ann_to_snn(dietsnn.build_ann("vgg_small"), 5))
     opt = torch.optim.Adam(snn.parameters(), 1e-4)
     x, y = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))
     xi = torch.rand(256, 1, 28, 28)
@@ -64,17 +84,18 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--infer", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--model", choices=("vgg_small", "custom"), default="vgg_small")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.worker:
-        print(json.dumps(worker(a.steps, a.infer, a.threads)))
+        print(json.dumps(worker(a.steps, a.infer, a.threads, a.model)))
         return
     runs: dict[str, dict[str, list[float]]] = {t: {} for t in a.trees}
     for r in range(a.rounds):
         for tree in a.trees if r % 2 == 0 else a.trees[::-1]:
             env = {**os.environ, "PYTHONPATH": os.path.abspath(tree)}
             cmd = [sys.executable, __file__, "--worker", "--steps", str(a.steps), "--infer",
-                   str(a.infer), "--threads", str(a.threads)]
+                   str(a.infer), "--threads", str(a.threads), "--model", a.model]
             res = json.loads(subprocess.run(cmd, env=env, capture_output=True, text=True,
                                             check=True).stdout.splitlines()[-1])
             for k, v in res.items():

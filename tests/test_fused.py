@@ -102,3 +102,49 @@ def test_state_dict_is_that_of_nn_sequential():
     seq = Sequential(torch.nn.Conv2d(1, 2, 3), LIF())
     ref = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), LIF())
     assert list(seq.state_dict()) == list(ref.state_dict())
+
+
+@pytest.mark.parametrize("model", ["bias", "bias_tuple_pool", "bn-functional"])
+def test_a_converted_graph_runs_the_fused_blocks(model):
+    """A traced conversion (GraphSNN) runs LIF -> Dropout -> pooling as `lif_block` calls over
+    its own modules: output and gradients as its plain graph gives them, hooks see each layer."""
+    from conversion_models import MODELS, BiasNet
+    from torch import nn
+
+    from dietsnn.layers import lif_block
+
+    torch.manual_seed(0)
+    ann = MODELS["bn-functional"]() if model == "bn-functional" else BiasNet("avg")
+    if model == "bias_tuple_pool":
+        ann.features[2] = nn.AvgPool2d((2, 2))  # kernel given as a pair
+    snn = dietsnn.convert(ann.eval(), 3)
+    x = torch.randn(8, 1, 28, 28)
+    dietsnn.calibrate_thresholds(snn, x, 99.0, 0.5, 4)
+    blocks = [n for n in snn._runner().graph.nodes if n.target is lif_block]
+    assert len(blocks) == (2 if model == "bn-functional" else 3)
+    assert not any(n.target is lif_block for n in snn.net.graph.nodes)  # the stored graph: plain
+
+    def run(fused):
+        snn.train()
+        if not fused:
+            snn.body = lambda h: snn.net(h) * snn.output_gain
+        torch.manual_seed(1)
+        out = snn(x)
+        out.square().sum().backward()
+        grads = [p.grad.clone() for p in snn.parameters()]
+        snn.zero_grad()
+        snn.__dict__.pop("body", None)
+        return out.detach(), grads
+
+    with dietsnn.use_engine():
+        (a, ga), (b, gb) = run(True), run(False)
+        seen = []
+        lif = next(m for m in snn.modules() if isinstance(m, LIF))
+        h = lif.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+        torch.manual_seed(1)
+        c = snn(x)
+        h.remove()
+    assert torch.equal(a, b) and torch.equal(a, c.detach()) and a.abs().sum() > 0
+    for u, v in zip(ga, gb):
+        torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-6)
+    assert seen and seen[0][0] == 3 * 8  # the hook saw the LIF's own spikes [T*B, ...]

@@ -102,16 +102,16 @@ class LIF(Temporal):
         `dietsnn::lif_pool_forward` (functional/ops.py)."""
         drop = following[0] if following and isinstance(following[0], Dropout) else None
         rest = following[1:] if drop is not None else following
-        pool = rest[0] if rest and isinstance(rest[0], AvgPool2d) else None
+        pool = rest[0] if rest and isinstance(rest[0], nn.AvgPool2d) else None
         if self.timesteps is None or (drop is None and pool is None):
             return None
         if ops.kernels(x) is None or not _no_hooks(self, drop, pool):
             return None
         k = 1
         if pool is not None:
-            k = pool.kernel_size
-            if not (isinstance(k, int) and k == pool.stride and pool.padding == 0
-                    and not pool.ceil_mode and pool.divisor_override is None):
+            k, stride, pad = (_square(v) for v in (pool.kernel_size, pool.stride, pool.padding))
+            if not (k is not None and k == stride and pad == 0 and not pool.ceil_mode
+                    and pool.divisor_override is None):
                 return None
         if x.dim() == 2 and k == 1:
             x4 = x[:, :, None, None]
@@ -198,6 +198,13 @@ class AvgPool2d(nn.AvgPool2d):
         return super().forward(x)
 
 
+def _square(v) -> int | None:
+    """`v` of a 2-d pooling argument as one int where both sides agree (None otherwise)."""
+    if isinstance(v, (tuple, list)):
+        return v[0] if len(v) == 2 and v[0] == v[1] and isinstance(v[0], int) else None
+    return v if isinstance(v, int) else None
+
+
 def _native_pool(x: Tensor, k: int, stride: int) -> Tensor:
     return native.avg_pool2d(x, k)
 
@@ -227,14 +234,42 @@ class Sequential(nn.Sequential):
         i = 0
         while i < len(mods):
             m = mods[i]
-            fused = m.fused_forward(x, mods[i + 1:i + 3]) if isinstance(m, LIF) else None
-            if fused is None:
+            if isinstance(m, LIF):
+                following = _fusable(mods[i + 1:i + 3])
+                x = lif_block(x, m, *following)
+                i += 1 + len(following)
+            else:
                 x = m(x)
                 i += 1
-            else:
-                x, used = fused
-                i += 1 + used
         return x
+
+
+def _fusable(mods: list[nn.Module]) -> list[nn.Module]:
+    """The layers of `mods` (those right after a LIF) that `lif_block` may take: a `Dropout`
+    and/or an average pooling, in that order."""
+    out = []
+    for m in mods:
+        if isinstance(m, Dropout) and not out or isinstance(m, nn.AvgPool2d):
+            out.append(m)
+            if isinstance(m, nn.AvgPool2d):
+                break
+        else:
+            break
+    return out
+
+
+def lif_block(x: Tensor, lif: LIF, *following: nn.Module) -> Tensor:
+    """`lif` then `following` (a `Dropout` and/or an average pooling), as one native operation
+    where `LIF.fused_forward` can run them so, else one by one (hooks then see every layer)."""
+    fused = lif.fused_forward(x, list(following))
+    if fused is None:
+        x, rest = lif(x), following
+    else:
+        x, used = fused
+        rest = following[used:]
+    for m in rest:
+        x = m(x)
+    return x
 
 
 def set_time(model: nn.Module, timesteps: int | None, batch: int | None) -> None:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from ..layers import LIF, Temporal
+from ..layers import LIF, Dropout, Temporal, lif_block
 from ..models.base import Network
 
 WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -99,7 +99,17 @@ class GraphSNN(Network):
         self.register_buffer("output_gain", torch.ones(()))
 
     def body(self, x: Tensor) -> Tensor:
-        return self.net(x) * self.output_gain
+        return self._runner()(x) * self.output_gain
+
+    def _runner(self) -> fx.GraphModule:
+        """`net` with each LIF and the dropout and/or average pooling right after it as one
+        `layers.lif_block` call (the fused block of dietsnn's own networks), over the same
+        modules; made once, not part of the module tree or the state_dict."""
+        cached = self.__dict__.get("_fused")
+        if cached is None or cached[0] is not self.net:
+            cached = (self.net, fuse_blocks(self.net))
+            self.__dict__["_fused"] = cached
+        return cached[1]
 
     def units(self) -> list[nn.Module]:
         """The layers in order, for a graph that is a chain of layers (what a sequential export
@@ -139,3 +149,36 @@ class GraphSNN(Network):
                       and isinstance(self.net.get_submodule(n.target), WEIGHTED)):
                 todo.extend(a for a in n.all_input_nodes)
         return sorted(set(found))
+
+
+def fuse_blocks(net: fx.GraphModule) -> fx.GraphModule:
+    """A copy of `net`'s graph, over the same modules, in which every LIF whose only reader is
+    a `Dropout` and/or an `nn.AvgPool2d` (each read by the next alone) runs with them as one
+    `layers.lif_block` call; `net` itself is left as it is (calibration, export and checkpoints
+    read its plain graph)."""
+    g = fx.Graph()
+    g.output(g.graph_copy(net.graph, {}))
+    for n in list(g.nodes):
+        if n.op != "call_module" or not isinstance(net.get_submodule(n.target), LIF):
+            continue
+        chain = [n]
+        while len(chain[-1].users) == 1 and len(chain) < 3:
+            u = next(iter(chain[-1].users))
+            if u.op != "call_module" or u.args != (chain[-1],) or u.kwargs:
+                break
+            m = net.get_submodule(u.target)
+            if isinstance(m, nn.AvgPool2d) or isinstance(m, Dropout) and len(chain) == 1:
+                chain.append(u)
+                if isinstance(m, nn.AvgPool2d):
+                    break
+            else:
+                break
+        if len(chain) == 1:
+            continue
+        with g.inserting_before(chain[0]):
+            mods = [g.get_attr(c.target) for c in chain]
+            block = g.call_function(lif_block, (n.args[0], *mods))
+        chain[-1].replace_all_uses_with(block)
+        for c in reversed(chain):
+            g.erase_node(c)
+    return fx.GraphModule(net, g, net.__class__.__name__)
