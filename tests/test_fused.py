@@ -111,6 +111,7 @@ def test_a_converted_graph_runs_the_fused_blocks(model):
     from conversion_models import MODELS, BiasNet
     from torch import nn
 
+    from dietsnn.conversion.modules import fuse_blocks
     from dietsnn.layers import lif_block
 
     torch.manual_seed(0)
@@ -120,7 +121,7 @@ def test_a_converted_graph_runs_the_fused_blocks(model):
     snn = dietsnn.convert(ann.eval(), 3)
     x = torch.randn(8, 1, 28, 28)
     dietsnn.calibrate_thresholds(snn, x, 99.0, 0.5, 4)
-    blocks = [n for n in snn._runner().graph.nodes if n.target is lif_block]
+    blocks = [n for n in fuse_blocks(snn.net).graph.nodes if n.target is lif_block]
     assert len(blocks) == (2 if model == "bn-functional" else 3)
     assert not any(n.target is lif_block for n in snn.net.graph.nodes)  # the stored graph: plain
 

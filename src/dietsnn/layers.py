@@ -260,8 +260,9 @@ def _fusable(mods: list[nn.Module]) -> list[nn.Module]:
 
 def lif_block(x: Tensor, lif: LIF, *following: nn.Module) -> Tensor:
     """`lif` then `following` (a `Dropout` and/or an average pooling), as one native operation
-    where `LIF.fused_forward` can run them so, else one by one (hooks then see every layer)."""
-    fused = lif.fused_forward(x, list(following))
+    where `LIF.fused_forward` can run them so, else one by one (hooks then see every layer;
+    so do layers swapped in since, e.g. a ReLU for the LIF)."""
+    fused = lif.fused_forward(x, list(following)) if isinstance(lif, LIF) else None
     if fused is None:
         x, rest = lif(x), following
     else:

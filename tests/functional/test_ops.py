@@ -101,14 +101,25 @@ def test_torch_compile_of_an_snn_matches_eager(train):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * float(b.abs().max()))
 
 
-def test_torch_export_of_an_snn_runs_and_matches():
-    snn = _snn(T=3).eval()
+def _graph_snn(T=3):
+    """A user's model converted through its traced graph (a GraphSNN), calibrated."""
+    from conversion_models import BiasNet
+
+    torch.manual_seed(0)
+    snn = dietsnn.convert(BiasNet("avg").eval(), T)
+    dietsnn.calibrate_thresholds(snn, torch.randn(16, 1, 28, 28), 99.0, 0.5, 4)
+    return snn
+
+
+@pytest.mark.parametrize("kind", ["vgg_small", "graph"])
+def test_torch_export_of_an_snn_runs_and_matches(kind):
+    snn = (_snn(T=3) if kind == "vgg_small" else _graph_snn()).eval()
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
         ref = snn(x)
     program = torch.export.export(snn, (x,))
     targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
-    assert "dietsnn.lif_pool_forward.default" in targets  # every LIF is followed by dropout
+    assert "dietsnn.lif_pool_forward.default" in targets  # LIFs run as fused blocks
     with torch.no_grad():
         assert torch.equal(program.module()(x), ref)
         assert torch.equal(program.module()(x * 2), snn(x * 2))

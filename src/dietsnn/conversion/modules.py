@@ -97,19 +97,13 @@ class GraphSNN(Network):
         self.config = {"arch": "graph", "source": source}
         # the output in the ANN's units (calibration sets it: docs/CONVERSION.md)
         self.register_buffer("output_gain", torch.ones(()))
+        # the forward of `net` with each LIF and the dropout and/or average pooling right after
+        # it as one `layers.lif_block` call (`fuse_blocks`), called with `net` itself: the same
+        # modules, nothing added to the module tree or the state_dict
+        self._fused_forward = type(fuse_blocks(net)).forward
 
     def body(self, x: Tensor) -> Tensor:
-        return self._runner()(x) * self.output_gain
-
-    def _runner(self) -> fx.GraphModule:
-        """`net` with each LIF and the dropout and/or average pooling right after it as one
-        `layers.lif_block` call (the fused block of dietsnn's own networks), over the same
-        modules; made once, not part of the module tree or the state_dict."""
-        cached = self.__dict__.get("_fused")
-        if cached is None or cached[0] is not self.net:
-            cached = (self.net, fuse_blocks(self.net))
-            self.__dict__["_fused"] = cached
-        return cached[1]
+        return self._fused_forward(self.net, x) * self.output_gain
 
     def units(self) -> list[nn.Module]:
         """The layers in order, for a graph that is a chain of layers (what a sequential export
