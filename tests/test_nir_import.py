@@ -15,7 +15,7 @@ from dietsnn.layers import lif_layers
 
 nir = pytest.importorskip("nir")
 from dietsnn.export import export_nir, to_nir  # noqa: E402
-from dietsnn.nir_import import HardResetLIF  # noqa: E402
+from dietsnn.layers import HardResetLIF  # noqa: E402
 
 X = torch.randn(6, 1, 28, 28, generator=torch.Generator().manual_seed(2))
 
@@ -105,7 +105,7 @@ def test_reset_defaults_to_nir_zero_and_can_be_chosen():
     assert soft.threshold.item() == pytest.approx(0.7 / 0.25)
 
 
-def test_hard_reset_layer_trains_and_exports():
+def test_hard_reset_layer_trains_exports_and_saves(tmp_path):
     g = euler_graph(4e-3, 1.0, 0.7, None)
     model = dietsnn.from_nir(g, timesteps=5, dt=1e-3).train()
     x = torch.rand(8, 4) * 3
@@ -115,6 +115,10 @@ def test_hard_reset_layer_trains_and_exports():
     back = to_nir(model.eval())
     assert back.metadata["reset"] == "zero"
     assert torch.equal(logits(dietsnn.from_nir(back), x), logits(model, x))
+    dietsnn.save_model(model, tmp_path / "hard.safetensors")  # a checkpoint like any other
+    again = dietsnn.load_model(tmp_path / "hard.safetensors")
+    assert isinstance(lif_layers(again)[0][1], HardResetLIF)
+    assert torch.equal(logits(again, x), logits(model, x)) and logits(model, x).sum() > 0
 
 
 def test_scale_folds_sumpool_and_integrator_import():

@@ -35,9 +35,9 @@ from torch import nn
 from .config import GAMMA, NIR_DT, NIR_NONLEAKY, NIR_POOLING, SURROGATE
 from .errors import UserError
 from .files import TMP_TAG, file_mode
-from .layers import LIF, Dropout
+from .layers import LIF, Dropout, HardResetLIF
 from .models import Network
-from .nir_import import HardResetLIF, nir_module
+from .nir_import import nir_module
 
 NONLEAKY = ("if", "lif")
 POOLING = ("avg", "conv")

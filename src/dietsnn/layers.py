@@ -19,6 +19,7 @@ from . import compact
 from .config import GAMMA, SURROGATE
 from .functional import engine, lif, native, ops
 from .functional.dropout import keep_mask
+from .functional.neuron import spike
 from .functional.pool import avg_pool
 
 MIN_LEAK = 1e-3
@@ -153,6 +154,27 @@ class LIF(Temporal):
             f"leak={self.leak.item():.4f}, threshold={self.threshold.item():.4f}, "
             f"gamma={self.gamma}, surrogate={self.surrogate}"
         )
+
+
+class HardResetLIF(LIF):
+    """A LIF layer with NIR's reset: after a spike the membrane is set to zero, `u <- u~ (1 -
+    o)`, instead of reduced by the threshold. Integrate-then-fire in the same step, spike when
+    `u~ > threshold`, learned leak and threshold and the surrogate gradient as in `LIF`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.timesteps is None:
+            raise RuntimeError("LIF needs the network's time context; call it through the SNN")
+        xs = self.unfold(x)
+        u, out = torch.zeros_like(xs[0]), []
+        for t in range(xs.shape[0]):
+            u_tilde = self.leak * u + xs[t]
+            o = spike(u_tilde / self.threshold - 1.0, self.gamma, self.surrogate)
+            u = u_tilde * (1.0 - o.detach())
+            out.append(o)
+        return torch.stack(out).flatten(0, 1)
+
+    def fused_forward(self, x: Tensor, following: list[nn.Module]) -> None:
+        return None  # no native kernel for this reset: the layers run one by one
 
 
 class Dropout(Temporal):

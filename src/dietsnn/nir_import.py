@@ -35,8 +35,7 @@ from .config import GAMMA, NIR_DT, SURROGATE
 from .conversion.modules import GraphSNN
 from .errors import UserError
 from .functional.encoding import ENCODINGS
-from .functional.neuron import spike
-from .layers import LIF
+from .layers import LIF, HardResetLIF
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 RESETS = ("subtract", "zero")
@@ -50,27 +49,6 @@ def nir_module():
     except ImportError:
         raise UserError("NIR import and export need the `nir` package: pip install nir") from None
     return nir
-
-
-class HardResetLIF(LIF):
-    """A LIF layer with NIR's reset: after a spike the membrane is set to zero, `u <- u~ (1 -
-    o)`, instead of reduced by the threshold. Integrate-then-fire in the same step, spike when
-    `u~ > threshold`, learned leak and threshold and the surrogate gradient as in `LIF`."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.timesteps is None:
-            raise RuntimeError("LIF needs the network's time context; call it through the SNN")
-        xs = self.unfold(x)
-        u, out = torch.zeros_like(xs[0]), []
-        for t in range(xs.shape[0]):
-            u_tilde = self.leak * u + xs[t]
-            o = spike(u_tilde / self.threshold - 1.0, self.gamma, self.surrogate)
-            u = u_tilde * (1.0 - o.detach())
-            out.append(o)
-        return torch.stack(out).flatten(0, 1)
-
-    def fused_forward(self, x: Tensor, following: list[nn.Module]) -> None:
-        return None  # no native kernel for this reset: the layers run one by one
 
 
 def is_nir_file(path: str | os.PathLike) -> bool:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..functional.surrogate import SURROGATES
-from ..layers import LIF, AvgPool2d, Dropout
+from ..layers import LIF, AvgPool2d, Dropout, HardResetLIF
 from .build import KEPT_METHODS
 from .modules import Merge, SpikingMaxPool2d
 
@@ -74,12 +74,14 @@ _POOL = {"kernel_size": _KERNEL, "stride": _either(_KERNEL, lambda v: v is None)
 _DIVISOR = {"divisor_override": _int(1, MAX_SIZE, none=True)}
 _ADAPTIVE = {"output_size": _ints(1, MAX_WINDOW, none=True)}
 _DIM = _int(-8, 8)
+_NEURON = {"gamma": lambda v: _real(v) and 0 < v <= 1e6,
+           "surrogate": lambda v: isinstance(v, str) and v in SURROGATES}
 # layer type -> (class, its constructor arguments (read from the layer's attributes) and rules)
 LAYERS: dict[str, tuple[type, dict[str, Rule]]] = {
     "Conv1d": (nn.Conv1d, _CONV), "Conv2d": (nn.Conv2d, _CONV), "Conv3d": (nn.Conv3d, _CONV),
     "Linear": (nn.Linear, {"in_features": _int(1, MAX_SIZE), "out_features": _int(1, MAX_SIZE)}),
-    "LIF": (LIF, {"gamma": lambda v: _real(v) and 0 < v <= 1e6,
-                  "surrogate": lambda v: isinstance(v, str) and v in SURROGATES}),
+    "LIF": (LIF, _NEURON),
+    "HardResetLIF": (HardResetLIF, _NEURON),
     "Dropout": (Dropout, {"p": lambda v: _real(v) and 0 <= v < 1}),
     "AvgPool1d": (nn.AvgPool1d, _POOL), "AvgPool2d": (nn.AvgPool2d, {**_POOL, **_DIVISOR}),
     "AvgPool3d": (nn.AvgPool3d, {**_POOL, **_DIVISOR}),
