@@ -13,7 +13,7 @@ sum `S` (what training keeps for backward, per image and timestep) and the large
 - evaluation (no gradients): `batch x T x M` float32, three times (a layer's input, its output
   and a temporary), plus the parameters;
 - threshold calibration: the spike trains of two consecutive layers, `images x T x M` bits
-  each, plus the currents kept between a layer's two passes (up to `calibration.CACHE_BYTES`),
+  each, plus the currents kept between a layer's two passes (up to `conversion.currents.CACHE_BYTES`),
   a constant current and its membrane (`images x M` float32 each) and three time chunks (at
   least one step, `images x M` float32, each); rate-coded input adds the encoded images
   (`images x T x C x H x W`, float32 and int8).
