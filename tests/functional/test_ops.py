@@ -111,6 +111,23 @@ def _graph_snn(T=3):
     return snn
 
 
+@pytest.mark.slow
+def test_torch_compile_of_a_converted_graph_matches_eager():
+    """A user's model converted through its traced graph: forward and backward of
+    `torch.compile(snn)` equal eager's (dynamo splits this one into several graphs)."""
+    snn = _graph_snn().train()
+    for m in snn.modules():
+        if isinstance(m, dietsnn.layers.Dropout):
+            m.p = 0.0  # inductor would draw other random numbers
+    x = torch.randn(4, 1, 28, 28)
+    torch._dynamo.reset()
+    compiled = _step(torch.compile(snn), snn, x)
+    eager = _step(snn, snn, x)
+    assert torch.equal(compiled[0], eager[0]) and eager[0].abs().sum() > 0
+    for a, b in zip(compiled[1], eager[1]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * float(b.abs().max()))
+
+
 @pytest.mark.parametrize("kind", ["vgg_small", "graph"])
 def test_torch_export_of_an_snn_runs_and_matches(kind):
     snn = (_snn(T=3) if kind == "vgg_small" else _graph_snn()).eval()
