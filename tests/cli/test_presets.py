@@ -3,7 +3,7 @@ import pytest
 from dietsnn import presets
 from dietsnn.cli import build_parser, main
 from dietsnn.cli import presets as cli_presets
-from dietsnn.cli.options import conversion_config
+from dietsnn.cli.options import conversion_config, train_config
 from dietsnn.config import ANN_TRAIN, CLI_SCALE
 
 
@@ -50,3 +50,18 @@ def test_presets_command_lists_the_table(capsys):
     for name in presets.PRESETS:
         assert name in out
     assert "resnet20" in out and "300 / 0.01 / 128" in out
+
+
+def test_augmentation_options_reach_both_training_phases():
+    a = parse("run")
+    assert (a.crop_padding, a.flip, a.augment) == (None, None, True)  # the dataset's
+    b = parse("run", "--crop-padding", "2", "--flip")
+    for cfg in (train_config(b, "ann_"), train_config(b, "snn_", snn=True)):
+        assert (cfg.crop_padding, cfg.flip, cfg.augment) == (2, True, True)
+    assert parse("train-ann", "--no-flip").flip is False
+    assert train_config(parse("train-snn", "ck", "--crop-padding", "0")).crop_padding == 0
+
+
+def test_a_crop_padding_as_large_as_the_image_is_refused_before_work(capsys):
+    assert main(["run", "--crop-padding", "28", "--out", "never-written"], validate_only=True) == 2
+    assert "--crop-padding must be in [0, 27]" in capsys.readouterr().err
