@@ -118,6 +118,10 @@ def test_snn_output_matches_a_step_by_step_simulation():
 
 def test_vgg_archs_build_for_their_inputs():
     assert build_ann("vgg16", 10, 3, 32)(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    medium = build_ann("vgg_medium")  # vgg_small 1.5x as wide: 48-96-96 channels, fc 256
+    assert [c.out_channels for c in medium.features if isinstance(c, torch.nn.Conv2d)] == [48, 96, 96]
+    assert medium.classifier[1].in_features == 96 * 7 * 7
+    assert ann_to_snn(medium, 2)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     m = build_ann("vgg16", 1000, 3, 224)
     assert m.classifier[1].in_features == 512 * 7 * 7
     with pytest.raises(ValueError, match="unknown arch"):

@@ -28,6 +28,9 @@ MAX_TIMESTEPS = 100_000
 MAX_EPOCHS = 100_000
 MAX_BATCH = 1 << 20
 MAX_SAMPLES = 1 << 31  # counts of images: --limit-train, --val-size, --calib-size, ...
+MAX_CROP_PADDING = 64  # --crop-padding, in pixels
+# the options of the training augmentation, shared by the ANN and SNN phases of a command
+AUGMENT_KEYS = ("augment", "crop_padding", "flip")
 
 # the values an option takes, read by the library's checks and the command line's choices
 ENCODINGS = ("direct", "rate")
@@ -76,7 +79,11 @@ class TrainConfig:
     weight_decay: float = 5e-4
     schedule: str = "cosine"  # cosine | step | none
     batch_size: int = 128
-    augment: bool = True  # as the dataset defines it (none on 28x28 sets)
+    augment: bool = True  # as the dataset defines it (none on 28x28 sets), or as below
+    # the training augmentation in place of the dataset's (data/catalog.py): random crop after
+    # this much zero padding, random horizontal flip; None: the dataset's (28x28 sets: none)
+    crop_padding: int | None = None
+    flip: bool | None = None
     seed: int = 0
     train_leak: bool = True
     train_threshold: bool = True

@@ -27,7 +27,7 @@ from . import checkpoint as ckpt
 from . import distributed, files, logs, runtime
 from .analysis.energy import SpikeEnergy
 from .config import DIVERGED_LOSS_FACTOR, OPTIMIZERS, SCHEDULES, TrainConfig
-from .data import Batches, Splits
+from .data import Batches, Splits, augmentation
 from .errors import TrainingDiverged, UserError
 from .evaluation import autocast as _autocast
 from .evaluation import eval_batches, evaluate, resolve_precision  # noqa: F401  (this module's API)
@@ -40,8 +40,12 @@ RANK_SEED = 1_000_003  # rank r > 0 seeds its dropout RNG with seed + r * RANK_S
 
 def _train_batches(data: Splits, cfg: TrainConfig):
     if isinstance(data.train_x, Tensor):
-        return Batches(data.train_x, data.train_y, cfg.batch_size, shuffle=True, info=data.info,
+        info = augmentation(data.info, cfg.crop_padding, cfg.flip)
+        return Batches(data.train_x, data.train_y, cfg.batch_size, shuffle=True, info=info,
                        augment=cfg.augment, seed=cfg.seed)
+    if cfg.crop_padding is not None or cfg.flip is not None:
+        raise UserError(f"{data.info.name}: --crop-padding and --flip apply to in-memory "
+                        "datasets only; this one augments as its loader defines")
     return data.train_x.batches(cfg.batch_size, shuffle=True, augment=cfg.augment, seed=cfg.seed)
 
 

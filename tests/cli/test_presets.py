@@ -3,8 +3,8 @@ import pytest
 from dietsnn import presets
 from dietsnn.cli import build_parser, main
 from dietsnn.cli import presets as cli_presets
-from dietsnn.cli.options import conversion_config
-from dietsnn.config import ANN_TRAIN, CLI_SCALE
+from dietsnn.cli.options import conversion_config, train_config
+from dietsnn.config import ANN_TRAIN, CLI_SCALE, SNN_TRAIN
 
 
 def parse(*argv):
@@ -50,3 +50,42 @@ def test_presets_command_lists_the_table(capsys):
     for name in presets.PRESETS:
         assert name in out
     assert "resnet20" in out and "300 / 0.01 / 128" in out
+    assert "crop 2 + flip" in out and "dataset's" in out
+
+
+def test_augmentation_options_reach_both_training_phases():
+    a = parse("run")
+    assert (a.crop_padding, a.flip, a.augment) == (None, None, True)  # the dataset's
+    b = parse("run", "--crop-padding", "2", "--flip")
+    for cfg in (train_config(b, "ann_"), train_config(b, "snn_", snn=True)):
+        assert (cfg.crop_padding, cfg.flip, cfg.augment) == (2, True, True)
+    assert parse("train-ann", "--no-flip").flip is False
+    assert train_config(parse("train-snn", "ck", "--crop-padding", "0")).crop_padding == 0
+
+
+def test_a_crop_padding_as_large_as_the_image_is_refused_before_work(capsys):
+    assert main(["run", "--crop-padding", "28", "--out", "never-written"], validate_only=True) == 2
+    assert "--crop-padding must be in [0, 27]" in capsys.readouterr().err
+
+
+def test_fmnist_best_sets_its_recipe_and_explicit_options_win():
+    p = presets.PRESETS["fmnist-best"]
+    a = parse("run", "--preset", "fmnist-best")
+    assert (a.dataset, a.arch, a.timesteps, a.scale) == ("fashion-mnist", p["arch"], 3, None)
+    assert (a.crop_padding, a.flip, a.augment) == (2, True, True)
+    assert (a.ann_epochs, a.snn_epochs) == (p["ann"]["epochs"], p["snn"]["epochs"])
+    assert (a.sweep_timesteps, a.sweep_limit) == ([1, 2, 3, 4, 5], 10000)
+    ann, snn = train_config(a, "ann_"), train_config(a, "snn_", snn=True)
+    assert (ann.crop_padding, ann.flip, snn.crop_padding, snn.flip) == (2, True, 2, True)
+    assert (ann.lr, ann.optimizer, snn.lr, snn.optimizer) == (ANN_TRAIN.lr, "sgd", 1e-4, "adam")
+    assert snn.spike_penalty == SNN_TRAIN.spike_penalty and snn.neuron_lr == SNN_TRAIN.neuron_lr
+    assert conversion_config(a).scale == CLI_SCALE  # chosen on the validation split
+    b = parse("run", "--preset", "fmnist-best", "--no-flip", "--crop-padding", "0", "-T", "2",
+              "--arch", "vgg_small", "--sweep-limit", "500")
+    assert (b.flip, b.crop_padding, b.timesteps, b.arch, b.sweep_limit) == (False, 0, 2, "vgg_small", 500)
+    t = parse("train-ann", "--preset", "fmnist-best")
+    assert (t.epochs, t.crop_padding, t.flip, t.arch) == (p["ann"]["epochs"], 2, True, p["arch"])
+    c = parse("convert", "ck", "--preset", "fmnist-best")
+    assert (c.timesteps, c.dataset) == (3, "fashion-mnist") and not hasattr(c, "crop_padding")
+    assert main(["run", "--preset", "fmnist-best", "--out", "never-written"],
+                validate_only=True) == 0

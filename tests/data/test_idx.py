@@ -55,6 +55,17 @@ def test_augment_keeps_shape_and_is_seeded():
     assert torch.equal(same, x)
 
 
+def test_augmentation_replaces_the_datasets_crop_and_flip():
+    info = data.dataset_info("fashion-mnist")
+    assert data.augmentation(info) == info and (info.crop_padding, info.flip) == (0, False)
+    aug = data.augmentation(info, crop_padding=2, flip=True)
+    assert (aug.crop_padding, aug.flip, aug.mean) == (2, True, info.mean)
+    cifar = data.dataset_info("cifar10")
+    assert (data.augmentation(cifar, 0, False).crop_padding, cifar.crop_padding) == (0, 4)
+    with pytest.raises(UserError, match="crop-padding"):
+        data.augmentation(info, crop_padding=28)
+
+
 def test_batches_cover_every_sample_once():
     x = torch.arange(10).float().view(10, 1, 1, 1)
     seen = torch.cat([xb.flatten() for xb, _ in data.Batches(x, torch.zeros(10), 3, shuffle=True)])

@@ -325,7 +325,7 @@ def train_config(args: argparse.Namespace, prefix: str = "", snn: bool = False) 
     neuron options."""
     values = {f.name: getattr(args, f"{prefix}{f.name}") for f in fields(TrainConfig)
               if hasattr(args, f"{prefix}{f.name}")}
-    values.update(seed=args.seed, augment=args.augment)
+    values.update(seed=args.seed, **{k: getattr(args, k) for k in config.AUGMENT_KEYS if hasattr(args, k)})
     if snn:  # unprefixed options of the SNN phase (an ANN parser has none of them)
         values.update({k: getattr(args, k) for k in ("train_leak", "train_threshold", "precision",
                                                      "amsgrad", "spike_penalty")})

@@ -33,9 +33,9 @@ def add_commands(sub) -> dict:
         if cmd in sub.choices:
             sub.choices[cmd].add_argument(
                 "--preset", choices=sorted(PRESETS), default=None,
-                help="paper-scale defaults (see `dietsnn presets`); explicit options override "
+                help="a recipe's defaults (see `dietsnn presets`); explicit options override "
                      "(default: none)")
-    p = sub.add_parser("presets", help="list the --preset recipes (CIFAR-10/100, ImageNet)")
+    p = sub.add_parser("presets", help="list the --preset recipes (CIFAR-10/100, ImageNet, Fashion-MNIST)")
     p.add_argument("--json", action="store_true", help="print the presets as JSON")
     return {"presets": cmd_presets}
 

@@ -14,6 +14,7 @@ from ..config import (
     DROPOUT,
     EVAL_BATCH,
     MAX_BATCH,
+    MAX_CROP_PADDING,
     MAX_SAMPLES,
     MAX_TIMESTEPS,
     MAXPOOL,
@@ -30,6 +31,7 @@ from .options import (
     common,
     conversion_config,
     float_in,
+    int_in,
     int_list,
     open_out,
     positive_int,
@@ -47,6 +49,20 @@ def _model_opts(p: argparse.ArgumentParser) -> None:
                    help="dropout after every ReLU/LIF (paper: 0.2 for CIFAR/ImageNet)")
 
 
+def _augment_opts(p: argparse.ArgumentParser) -> None:
+    """The training augmentation (ANN and SNN phases alike): the dataset's (data/catalog.py:
+    crop 4 px + flip on CIFAR, none on the 28x28 sets), or crop and flip given here."""
+    p.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="train without augmentation")
+    p.add_argument("--crop-padding", type=int_in("--crop-padding", 0, MAX_CROP_PADDING),
+                   default=ANN_TRAIN.crop_padding, metavar="PX",
+                   help="random crop after zero padding of PX pixels, 0: no crop (default: the "
+                        "dataset's: 4 on CIFAR, 0 on the 28x28 sets)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=ANN_TRAIN.flip,
+                   help="random horizontal flip (default: the dataset's: on for CIFAR and "
+                        "ImageNet, off for the 28x28 sets)")
+
+
 def add_commands(sub) -> dict:
     r = sub.add_parser("run", help="all three steps: train-ann, convert, train-snn")
     common(r)
@@ -55,8 +71,7 @@ def add_commands(sub) -> dict:
     snn_opts(r)
     train_opts(r, ANN_TRAIN, "ann")
     train_opts(r, SNN_TRAIN, "snn", snn=True)
-    r.add_argument("--no-augment", dest="augment", action="store_false",
-                   help="train without the dataset's augmentation")
+    _augment_opts(r)
     r.add_argument("--sweep-timesteps", type=int_list("--sweep-timesteps", MAX_TIMESTEPS,
                                                       allow_empty=True),
                    default=list(SWEEP_TIMESTEPS), help="T values for the latency sweep in the "
@@ -69,8 +84,7 @@ def add_commands(sub) -> dict:
     common(a, "runs/ann")
     _model_opts(a)
     a.add_argument("--resume", action="store_true", help="continue the run in --out")
-    a.add_argument("--no-augment", dest="augment", action="store_false",
-                   help="train without the dataset's augmentation")
+    _augment_opts(a)
     train_opts(a, ANN_TRAIN)
 
     c = sub.add_parser("convert", help="step 2: ANN -> SNN with calibrated thresholds")
@@ -91,8 +105,7 @@ def add_commands(sub) -> dict:
     s.add_argument("--timesteps", "-T", type=positive_int("--timesteps", MAX_TIMESTEPS),
                    default=None, help="timesteps T to train at (default: the converted checkpoint's)")
     s.add_argument("--resume", action="store_true", help="continue the run in --out")
-    s.add_argument("--no-augment", dest="augment", action="store_false",
-                   help="train without the dataset's augmentation")
+    _augment_opts(s)
     train_opts(s, SNN_TRAIN, snn=True)
 
     e = sub.add_parser("evaluate", help="test accuracy (and per-layer spikes) of a checkpoint")

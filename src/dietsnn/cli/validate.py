@@ -13,7 +13,7 @@ from .. import distributed, environment
 from ..checkpoint import read_config
 from ..config import EVAL_BATCH
 from ..conversion import check_calibration_memory
-from ..data import dataset_info, validation_size
+from ..data import augmentation, dataset_info, validation_size
 from ..errors import UserError
 from ..memory import check_memory
 from .analysis import ablation_config
@@ -117,6 +117,8 @@ def validate(args: argparse.Namespace) -> None:
         if args.val_size == 0:
             raise UserError("the ablation chooses each T's threshold scale on the validation "
                             "split; give --val-size >= 1")
+    if getattr(args, "crop_padding", None) is not None:  # refused if not smaller than the image
+        augmentation(dataset_info(args.dataset), args.crop_padding)
     if getattr(args, "scale", None) == "auto" and val_size(args) == 0:
         raise UserError("--scale auto chooses the scale on the validation split; give "
                         "--val-size >= 1 or a number")

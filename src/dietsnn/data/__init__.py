@@ -14,7 +14,16 @@ from .catalog import DATASETS, DatasetInfo, cache_dir, dataset_info, search_dirs
 from .cifar import load_cifar
 from .idx import load_idx_dataset, read_idx
 from .imagenet import load_imagenet
-from .splits import Batches, BatchSource, Splits, augment, draw, normalize, validation_size
+from .splits import (
+    Batches,
+    BatchSource,
+    Splits,
+    augment,
+    augmentation,
+    draw,
+    normalize,
+    validation_size,
+)
 
 
 def load(name: str, data_dir=None, val_size: int = 5000, seed: int = 0,
@@ -44,6 +53,6 @@ def load(name: str, data_dir=None, val_size: int = 5000, seed: int = 0,
     return Splits(info, norm(tx[ti]), ty[ti], norm(tx[vi]), ty[vi], norm(sx), sy, drawn, seed)
 
 
-__all__ = ["DATASETS", "BatchSource", "Batches", "DatasetInfo", "Splits", "augment", "cache_dir",
-           "dataset_info", "draw", "load", "load_cifar", "load_idx_dataset",
+__all__ = ["DATASETS", "BatchSource", "Batches", "DatasetInfo", "Splits", "augment", "augmentation",
+           "cache_dir", "dataset_info", "draw", "load", "load_cifar", "load_idx_dataset",
            "load_imagenet", "normalize", "read_idx", "search_dirs", "validation_size"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -81,6 +81,17 @@ def normalize(x: Tensor, info: DatasetInfo) -> Tensor:
     std = torch.tensor(info.std).view(1, -1, 1, 1)
     # in place on the one float copy: the same arithmetic, without two more full-size temporaries
     return x.float().div_(255.0).sub_(mean).div_(std)
+
+
+def augmentation(info: DatasetInfo, crop_padding: int | None = None,
+                 flip: bool | None = None) -> DatasetInfo:
+    """`info` with its training augmentation replaced where `crop_padding` or `flip` is given
+    (None: the dataset's own)."""
+    if crop_padding is not None and not 0 <= crop_padding < info.image_size:
+        raise UserError(f"--crop-padding must be in [0, {info.image_size - 1}] for "
+                        f"{info.name}, got {crop_padding}")
+    return replace(info, crop_padding=info.crop_padding if crop_padding is None else crop_padding,
+                   flip=info.flip if flip is None else flip)
 
 
 def augment(x: Tensor, padding: int, flip: bool, generator: torch.Generator) -> Tensor:

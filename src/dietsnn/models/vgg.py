@@ -12,12 +12,13 @@ from .base import Network, init_weights
 # 3x3 convs (int = output channels), "A" = 2x2 average pooling.
 VGG_FEATURES: dict[str, list[int | str]] = {
     "vgg_small": [32, "A", 64, 64, "A"],
+    "vgg_medium": [48, "A", 96, 96, "A"],  # vgg_small 1.5x as wide (docs/RESULTS.md 1.3)
     "vgg5": [64, "A", 128, 128, "A"],
     "vgg9": [64, "A", 128, 256, "A", 256, 512, "A", 512, "A", 512],
     "vgg11": [64, "A", 128, 256, "A", 512, 512, "A", 512, "A", 512, 512],
     "vgg16": [64, 64, "A", 128, 128, "A", 256, 256, 256, "A", 512, 512, 512, "A", 512, 512, 512],
 }
-VGG_HIDDEN: dict[str, list[int]] = {"vgg_small": [256], "vgg5": [1024, 1024]}
+VGG_HIDDEN: dict[str, list[int]] = {"vgg_small": [256], "vgg_medium": [256], "vgg5": [1024, 1024]}
 DEFAULT_HIDDEN = [4096, 4096]
 
 
