@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from . import compact
 from .config import GAMMA, SURROGATE
 from .functional import engine, lif, native, ops
-from .functional.dropout import keep_mask
+from .functional.dropout import draw_seed, keep_mask
 from .functional.neuron import spike
 from .functional.pool import avg_pool
 
@@ -189,9 +189,9 @@ class Dropout(Temporal):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
+        if self.timesteps is None:  # an ANN: a mask per element, made and applied in one pass
+            return torch.ops.dietsnn.dropout(x, self.p, draw_seed())
         scale = torch.tensor(1.0 / (1.0 - self.p), dtype=x.dtype, device=x.device)
-        if self.timesteps is None:  # an ANN: a mask per element
-            return x * (keep_mask(x.shape, self.p, x.device).to(x.dtype) * scale)
         # an SNN: one mask per sample, values exactly 0 or scale
         mask = keep_mask(x[: self.batch].shape, self.p, x.device).to(x.dtype) * scale
         mask = compact.mark(mask, scale)

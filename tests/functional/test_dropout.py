@@ -5,8 +5,73 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dietsnn.functional.dropout import LEVELS, keep_mask
+import dietsnn.functional.ops  # noqa: F401  (defines torch.ops.dietsnn.dropout)
+from dietsnn.functional import engine, native
+from dietsnn.functional.dropout import LEVELS, draw_seed, keep_mask, threshold
 from dietsnn.layers import Dropout
+
+ENGINES = ["native", "eager"] if native.available() else ["eager"]
+MASK = (1 << 64) - 1
+
+
+def splitmix_lanes(seed: int, n: int) -> list[int]:
+    """The 16-bit numbers of the first n elements, from SplitMix64 in Python integers (the
+    published algorithm: state seed + (w + 1) * golden, then the two multiply-xorshift rounds)."""
+    out = []
+    for w in range((n + 3) // 4):
+        z = (seed + (w + 1) * 0x9E3779B97F4A7C15) & MASK
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+        z ^= z >> 31
+        for j in range(4):
+            v = (z >> (16 * j)) & 0xFFFF
+            out.append(v - 65536 if v >= 32768 else v)
+    return out[:n]
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(0, 70), p=st.floats(0.0, 1.0), seed=st.integers(-(2**63), 2**63 - 1),
+       name=st.sampled_from(ENGINES))
+def test_masks_are_splitmix64_of_the_seed_and_index(n, p, seed, name):
+    """On every engine, element i is kept where lane i % 4 of SplitMix64's word i // 4 reaches
+    the rounded drop probability: checked against Python integers."""
+    with engine.scope(name):
+        m = keep_mask((n,), p, seed=torch.tensor(seed))
+    thr = threshold(p)
+    expect = [thr is not None and v >= thr for v in splitmix_lanes(seed % (1 << 64), n)]
+    assert m.tolist() == expect
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(7,), (3, 5, 9), (64, 32, 28, 28)])
+def test_native_dropout_is_the_reference_bit_for_bit(dtype, shape):
+    """The C kernel (mask made and applied in one pass, in parallel) gives the PyTorch
+    definition `x * (mask * scale)` in x's dtype: every value exactly, NaN where it has NaN
+    (NaN payloads aside); its gradient is the same mask times the scale."""
+    g = torch.Generator().manual_seed(len(shape))
+    x = (torch.randn(shape, generator=g) * 3).to(dtype)
+    x.view(-1)[:3] = torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=dtype)
+    seed = draw_seed(g)
+    res = []
+    for name in ENGINES:
+        xi = x.clone().requires_grad_()
+        with engine.scope(name):
+            y = torch.ops.dietsnn.dropout(xi, 0.2, seed)
+            y.backward(torch.ones_like(y))
+        res.append((y.detach(), xi.grad))
+    scale = torch.tensor(1 / 0.8, dtype=dtype)
+    keep = keep_mask(shape, 0.2, seed=seed)
+    ref = x * (keep.to(dtype) * scale)
+    for y, grad in res:
+        torch.testing.assert_close(y, ref, rtol=0, atol=0, equal_nan=True)
+        assert torch.equal(grad, keep.to(dtype) * scale)
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_opcheck_dropout(name):
+    x = torch.randn(4, 3, 5, requires_grad=True)
+    with engine.scope(name):
+        torch.library.opcheck(torch.ops.dietsnn.dropout.default, (x, 0.3, draw_seed()))
 
 
 @settings(max_examples=25, deadline=None)
@@ -44,11 +109,16 @@ def test_masks_do_not_depend_on_the_thread_count():
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
-            torch.manual_seed(0)
-            out.append(keep_mask((1 << 16,), 0.1))
+            for name in ENGINES:
+                torch.manual_seed(0)
+                seed = draw_seed()
+                with engine.scope(name):
+                    out.append(keep_mask((1 << 16,), 0.1, seed=seed))
+                    out.append(torch.ops.dietsnn.dropout(torch.ones(1 << 16), 0.1, seed))
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(out[0], out[1])
+    assert all(torch.equal(o, out[i % 2]) for i, o in enumerate(out))
+    assert torch.equal(out[0], out[1] != 0)
 
 
 def test_ann_dropout_zeroes_or_scales_and_is_identity_in_eval():

@@ -1,7 +1,8 @@
 """The "native" neuron backend: the C kernels built once per machine with the system C compiler
 into one shared library and called through ctypes. `native_lif.c` holds the LIF recurrence
 (forward and BPTT), `native_pool.c` average pooling and the fused LIF -> dropout -> pooling
-block, `native.h` what both include (the surrogates, the BPTT step).
+block, `native_dropout.c` dropout masks made and applied in one pass, `native.h` what they
+include (the surrogates, the BPTT step).
 
 The library is built on first use into a cache folder (`$DIETSNN_CACHE_DIR`, else
 `$XDG_CACHE_HOME/dietsnn`, else `~/.cache/dietsnn`) under a name that hashes the sources and the
@@ -39,7 +40,8 @@ from torch import Tensor
 from .surrogate import kernel_args
 
 _HERE = Path(__file__).parent
-SOURCES = (_HERE / "native_lif.c", _HERE / "native_pool.c")  # compiled together into one library
+# compiled together into one library
+SOURCES = (_HERE / "native_lif.c", _HERE / "native_pool.c", _HERE / "native_dropout.c")
 HEADERS = (_HERE / "native.h",)  # included by the sources (#include "native.h")
 FLAGS = ("-O3", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared")
 _log = logging.getLogger("dietsnn")
@@ -260,8 +262,9 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     lib.dietsnn_lif_pool_forward.argtypes = [p, L, L, L, L, L, i, f, f, p, f, p, p, i]
     lib.dietsnn_lif_pool_backward.argtypes = [p, p, L, L, L, L, i, i, f, f, f, i, f, p, f, p,
                                               ctypes.POINTER(d), i]
+    lib.dietsnn_dropout.argtypes = [p, p, p, L, i, ctypes.c_int64, i, f, i]
     for fn in (lib.dietsnn_lif_forward, lib.dietsnn_lif_backward, lib.dietsnn_avg_pool2d,
-               lib.dietsnn_lif_pool_forward, lib.dietsnn_lif_pool_backward):
+               lib.dietsnn_lif_pool_forward, lib.dietsnn_lif_pool_backward, lib.dietsnn_dropout):
         fn.restype = i
     return lib, None
 
@@ -372,3 +375,26 @@ def lif_pool_backward(saved: Tensor, grad: Tensor, T: int, static: bool, leak: T
     if rc != 0:
         raise MemoryError("native LIF-pool backward: out of memory")
     return (gx, torch.tensor(sums[0], dtype=saved.dtype), torch.tensor(sums[1], dtype=saved.dtype))
+
+
+def keep_mask(n: int, seed: Tensor, thr: int) -> Tensor | None:
+    """`dropout.keep_mask`'s flags for `n` elements as bool `[n]`; None without the kernels."""
+    lib = library()
+    if lib is None:
+        return None
+    out = torch.empty(n, dtype=torch.bool)
+    lib.dietsnn_dropout(None, None, _ptr(out), n, 0, int(seed), thr, 0.0,
+                        torch.get_num_threads())
+    return out
+
+
+def dropout(x: Tensor, seed: Tensor, thr: int, scale: float) -> Tensor:
+    """`x * (keep_mask(x.shape, seed=seed) * scale)` for float32 or bfloat16 CPU `x`, in one
+    pass (`scale` as x's dtype holds it); contiguous."""
+    x = x.contiguous()
+    y = torch.empty_like(x)
+    lib = library()
+    assert lib is not None
+    lib.dietsnn_dropout(_ptr(x), _ptr(y), None, x.numel(), int(x.dtype == torch.bfloat16),
+                        int(seed), thr, scale, torch.get_num_threads())
+    return y

@@ -31,6 +31,10 @@ Schemas (stable; every Tensor of one call on one device, leak and threshold 0-di
                                float gamma, str surrogate)
         -> (Tensor grad_x, Tensor grad_leak, Tensor grad_threshold)
 
+    dietsnn::dropout(Tensor x, float p, Tensor seed) -> Tensor
+      x * (keep ? 1 / (1 - p) : 0) in x's dtype, the mask `dropout.keep_mask` of x's shape
+      from `seed` (0-dim int64). Its gradient is the same operation on the output's gradient.
+
 Implementations: the function bodies below serve every device and dtype; under the "native"
 engine they call the C kernels on float32 CPU tensors and the Triton kernels (`triton_lif.py`)
 on float32 CUDA tensors (`kernels`), otherwise the PyTorch loops of `neuron.py`.
@@ -52,6 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import native
+from .dropout import keep_mask, threshold
 from .engine import compiled, resolve, scope, triton_available
 from .neuron import _backward_eager, _backward_loop, _forward_loop, _step_eager, _step_traceable
 
@@ -232,3 +237,33 @@ def _pool_grad(ctx, grad_out, _grad_u_tilde):
 
 torch.library.register_autograd("dietsnn::lif_pool_forward", _pool_grad,
                                 setup_context=_pool_setup, lib=_LIB)
+
+
+# ---- dropout ---------------------------------------------------------------------------------
+
+
+@_op("dropout(Tensor x, float p, Tensor seed) -> Tensor", lambda x, p, seed: x.new_empty(x.shape))
+def dropout(x: Tensor, p: float, seed: Tensor) -> Tensor:
+    x = x.contiguous()
+    thr = threshold(p)
+    scale = torch.tensor(1.0 / (1.0 - p) if p < 1.0 else 0.0, dtype=x.dtype)
+    if (thr is not None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+            and resolve(None, "cpu") == "native" and native.available()):
+        return native.dropout(x, seed, thr, scale.item())
+    return x * (keep_mask(x.shape, p, x.device, seed=seed).to(x.dtype) * scale.to(x.device))
+
+
+def _dropout_setup(ctx, inputs, output) -> None:
+    x, ctx.p, seed = inputs
+    ctx.save_for_backward(seed)
+    ctx.engine = resolve(None, x.device.type)
+
+
+def _dropout_grad(ctx, grad):
+    (seed,) = ctx.saved_tensors
+    with scope(ctx.engine):
+        return torch.ops.dietsnn.dropout(grad, ctx.p, seed), None, None
+
+
+torch.library.register_autograd("dietsnn::dropout", _dropout_grad, setup_context=_dropout_setup,
+                                lib=_LIB)
