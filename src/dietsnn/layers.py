@@ -12,15 +12,13 @@ from __future__ import annotations
 import weakref
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import compact
 from .config import GAMMA, SURROGATE
-from .functional import engine, lif, native, ops
+from .functional import lif, ops
 from .functional.dropout import draw_seed, keep_mask
 from .functional.neuron import spike
-from .functional.pool import avg_pool
 
 MIN_LEAK = 1e-3
 MIN_THRESHOLD = 1e-4
@@ -207,16 +205,15 @@ class Dropout(Temporal):
 
 class AvgPool2d(nn.AvgPool2d):
     """Average pooling that keeps nothing for backward when windows do not overlap (the
-    architectures' 2x2 pooling); under the native engine its forward runs the native kernel,
-    faster than PyTorch's own CPU kernel. Traced (torch.compile, torch.export), it is
-    `nn.AvgPool2d`."""
+    architectures' 2x2 pooling): the operator `dietsnn::avg_pool2d` (native kernels for
+    float32 and bfloat16 on the CPU under the native engine). Traced (torch.compile,
+    torch.export), it is `nn.AvgPool2d`."""
 
     def forward(self, x: Tensor) -> Tensor:
         k, s = self.kernel_size, self.stride
         if (isinstance(k, int) and k == s and self.padding == 0 and not self.ceil_mode
                 and x.dim() == 4 and not torch.compiler.is_compiling()):
-            native_pool = engine.resolve(None, x.device.type) == "native" and native.supports(x)
-            return avg_pool(x, k, _native_pool if native_pool else F.avg_pool2d)
+            return torch.ops.dietsnn.avg_pool2d(x, k)
         return super().forward(x)
 
 
@@ -225,10 +222,6 @@ def _square(v) -> int | None:
     if isinstance(v, (tuple, list)):
         return v[0] if len(v) == 2 and v[0] == v[1] and isinstance(v[0], int) else None
     return v if isinstance(v, int) else None
-
-
-def _native_pool(x: Tensor, k: int, stride: int) -> Tensor:
-    return native.avg_pool2d(x, k)
 
 
 def _no_hooks(*mods: nn.Module | None) -> bool:

@@ -7,11 +7,14 @@ import torch.nn.functional as F
 
 import dietsnn
 from dietsnn import compact
-from dietsnn.functional import lif
-from dietsnn.functional.pool import avg_pool
+from dietsnn.functional import engine, lif, native
 from dietsnn.layers import set_time
 
 D = torch.float64
+
+
+def avg_pool(x, k):
+    return torch.ops.dietsnn.avg_pool2d(x, k)
 
 
 @pytest.mark.parametrize("size,k", [(8, 2), (7, 2), (9, 3)])
@@ -33,6 +36,40 @@ def test_avg_pool_matches_torch_and_keeps_nothing(size, k, channels_last):
     assert torch.allclose(grads[0][1], grads[1][1], atol=1e-15)
     assert grads[0][2] == [] and len(grads[1][2]) == 1  # torch keeps the input, avg_pool nothing
     assert torch.autograd.gradcheck(lambda a: avg_pool(a, k), x.clone().requires_grad_())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("size,k", [(28, 2), (7, 2), (9, 3)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_native_avg_pool_is_torch_bit_for_bit(dtype, size, k, channels_last):
+    """The C kernels (float32 and bfloat16, either layout) give PyTorch's pooling and the
+    PyTorch definition of its gradient exactly, in the input's memory format."""
+    if not native.available():
+        pytest.skip("no native kernels")
+    g = torch.Generator().manual_seed(size)
+    x = (torch.randn(3, 5, size, size, generator=g) * 4).to(dtype)
+    w = (torch.randn(3, 5, size // k, size // k, generator=g) * 4).to(dtype)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x, w = x.contiguous(memory_format=fmt), w.contiguous(memory_format=fmt)
+    res = []
+    for name in ("native", "eager"):
+        xi = x.clone().requires_grad_()
+        with engine.scope(name):
+            out = torch.ops.dietsnn.avg_pool2d(xi, k)
+            out.backward(w)
+        res.append((out.detach(), xi.grad))
+    assert torch.equal(res[0][0], F.avg_pool2d(x, k, k)) and torch.equal(res[0][1], res[1][1])
+    for out, grad in res:
+        assert out.is_contiguous(memory_format=fmt) and grad.is_contiguous(memory_format=fmt)
+
+
+@pytest.mark.parametrize("name", ["native", "eager"] if native.available() else ["eager"])
+def test_opcheck_avg_pool(name):
+    x = torch.randn(2, 3, 7, 6, requires_grad=True)
+    with engine.scope(name):
+        torch.library.opcheck(torch.ops.dietsnn.avg_pool2d.default, (x, 2))
+        torch.library.opcheck(torch.ops.dietsnn.avg_pool2d.default,
+                              (x.detach().contiguous(memory_format=torch.channels_last), 3))
 
 
 def test_constant_input_saves_one_step_and_gives_the_same_gradients():

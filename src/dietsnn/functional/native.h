@@ -1,4 +1,4 @@
-/* dietsnn's native CPU kernels, float32: what native_lif.c (the LIF recurrence over time,
+/* dietsnn's native CPU kernels (float32; pooling and dropout also bfloat16): what native_lif.c (the LIF recurrence over time,
  * forward and BPTT) and native_pool.c (2D average pooling and the fused LIF -> dropout ->
  * pooling block) share. Both are built into one shared library, once per machine, by native.py
  * with the system C compiler and loaded with ctypes: no PyTorch headers, no Python in the loops.
@@ -16,7 +16,9 @@
 #define DIETSNN_NATIVE_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
 #define THREAD_ID() omp_get_thread_num()
@@ -36,6 +38,21 @@
 #define MAX_THREADS 256
 #define INLINE static inline __attribute__((always_inline))
 #define SHARED static __attribute__((unused))
+
+/* bfloat16 as its 16 bits: to float32 exactly; from float32 rounded to nearest even */
+INLINE float bf16_to_float(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+INLINE uint16_t float_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN stays NaN */
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
 
 /* The surrogates of surrogate.py, in the order of its SURROGATES; `c` is the coefficient
  * surrogate.kernel_args computes from the one definition there (no constant lives here). */

@@ -258,7 +258,7 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     f, d, i, L, p = ctypes.c_float, ctypes.c_double, ctypes.c_int, ctypes.c_long, ctypes.c_void_p
     lib.dietsnn_lif_forward.argtypes = [p, L, L, L, f, f, p, i, p, p, i]
     lib.dietsnn_lif_backward.argtypes = [p, p, L, L, i, f, f, f, i, f, p, ctypes.POINTER(d), i]
-    lib.dietsnn_avg_pool2d.argtypes = [p, p, L, L, L, L, i, i, i]
+    lib.dietsnn_avg_pool2d.argtypes = [p, p, L, L, L, L, i, i, i, i, i]
     lib.dietsnn_lif_pool_forward.argtypes = [p, L, L, L, L, L, i, f, f, p, f, p, p, i]
     lib.dietsnn_lif_pool_backward.argtypes = [p, p, L, L, L, L, i, i, f, f, f, i, f, p, f, p,
                                               ctypes.POINTER(d), i]
@@ -317,17 +317,20 @@ def lif_backward(saved: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamma: fl
     return (gx, torch.tensor(sums[0], dtype=saved.dtype), torch.tensor(sums[1], dtype=saved.dtype))
 
 
-def avg_pool2d(x: Tensor, k: int) -> Tensor:
-    """`F.avg_pool2d(x, k, k)` for float32 `[N, C, H, W]`, contiguous or channels-last (kept)."""
+def avg_pool2d(x: Tensor, k: int, size: tuple[int, int] | None = None) -> Tensor:
+    """`F.avg_pool2d(x, k, k)` for float32 or bfloat16 `[N, C, H, W]`, contiguous or
+    channels-last (kept); with `size` (the input's H, W), x is the output's gradient and the
+    result the input's."""
     n, c, h, w = x.shape
     cl = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    if not cl:
-        x = x.contiguous()
     fmt = torch.channels_last if cl else torch.contiguous_format
-    y = torch.empty((n, c, h // k, w // k), dtype=x.dtype, memory_format=fmt)
+    y = torch.empty((n, c, *size) if size else (n, c, h // k, w // k), dtype=x.dtype,
+                    memory_format=fmt)
+    x = x.contiguous(memory_format=fmt)
     lib = library()
     assert lib is not None
-    lib.dietsnn_avg_pool2d(_ptr(x), _ptr(y), n if cl else n * c, h, w, c, k, int(cl),
+    lib.dietsnn_avg_pool2d(_ptr(x), _ptr(y), n if cl else n * c, *(size or (h, w)), c, k,
+                           int(cl), int(x.dtype == torch.bfloat16), int(size is not None),
                            torch.get_num_threads())
     return y
 
@@ -379,18 +382,15 @@ def lif_pool_backward(saved: Tensor, grad: Tensor, T: int, static: bool, leak: T
 
 def keep_mask(n: int, seed: Tensor, thr: int) -> Tensor | None:
     """`dropout.keep_mask`'s flags for `n` elements as bool `[n]`; None without the kernels."""
-    lib = library()
-    if lib is None:
+    if (lib := library()) is None:
         return None
     out = torch.empty(n, dtype=torch.bool)
-    lib.dietsnn_dropout(None, None, _ptr(out), n, 0, int(seed), thr, 0.0,
-                        torch.get_num_threads())
+    lib.dietsnn_dropout(None, None, _ptr(out), n, 0, int(seed), thr, 0.0, torch.get_num_threads())
     return out
 
 
 def dropout(x: Tensor, seed: Tensor, thr: int, scale: float) -> Tensor:
-    """`x * (keep_mask(x.shape, seed=seed) * scale)` for float32 or bfloat16 CPU `x`, in one
-    pass (`scale` as x's dtype holds it); contiguous."""
+    """`x * (keep_mask(x.shape, seed=seed) * scale)`, float32 or bfloat16, in one pass."""
     x = x.contiguous()
     y = torch.empty_like(x)
     lib = library()

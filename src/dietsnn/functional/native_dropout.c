@@ -5,9 +5,6 @@
  * dietsnn_dropout multiplies float32 or bfloat16 x by (keep ? scale : 0), as x * mask in x's
  * dtype (bfloat16: the product in float32, rounded to nearest even).
  */
-#include <stdint.h>
-#include <string.h>
-
 #include "native.h"
 
 INLINE uint64_t splitmix(uint64_t seed, uint64_t w) {
@@ -18,20 +15,6 @@ INLINE uint64_t splitmix(uint64_t seed, uint64_t w) {
 }
 
 INLINE int kept(uint64_t z, int lane, int thr) { return (int16_t)(uint16_t)(z >> (16 * lane)) >= thr; }
-
-INLINE float bf16_to_float(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-INLINE uint16_t float_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN stays NaN */
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
 
 /* words [w0, w1) of the mask: keep flags (mask) or y = x * (keep ? scale : 0), the pointers at
  * element 4 * w0; one loop per kind, branch-free, that the compiler vectorises over words */

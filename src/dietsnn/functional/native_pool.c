@@ -6,65 +6,119 @@
 #include "native.h"
 
 /* ---- average pooling ---------------------------------------------------------------------- */
+/* k x k windows, stride k, no padding, floor mode, float32 or bfloat16 (summed in float32 and
+ * rounded once, as PyTorch's kernel does). NCHW: planes = N * C, C unused. Channels-last (NHWC):
+ * planes = N, vectorised over C. Backward: each input pixel gets 1/k^2 of its window's
+ * gradient; rows and columns the floor mode drops get 0. */
 
 typedef struct {
-    const float *x; float *y; long planes; long H; long W; long C; int k; int cl;
-    long p0; long p1;
+    const void *x; void *y; long H; long W; long C; int k; int cl; int bf16; int back;
 } pool_args;
 
-/* k x k windows, stride k, no padding, floor mode. NCHW: planes = N * C, C unused.
- * Channels-last (NHWC): planes = N, vectorised over C. */
-static void pool_range(const pool_args *a) {
+INLINE float ld(const void *p, long i, const int bf16) {
+    return bf16 ? bf16_to_float(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+INLINE void st(void *p, long i, float v, const int bf16) {
+    if (bf16) ((uint16_t *)p)[i] = float_to_bf16(v);
+    else ((float *)p)[i] = v;
+}
+
+/* planes [p0, p1); x: the input (forward) or the pooled gradient (backward). NCHW rows run
+ * as vectorisable loops over a row; channels-last over C. */
+INLINE void pool_planes(const pool_args *a, long p0, long p1, const int bf16, const int back) {
     const int k = a->k;
-    const long H = a->H, W = a->W, Ho = H / k, Wo = W / k, C = a->C;
+    const long H = a->H, W = a->W, Ho = H / k, Wo = W / k, C = a->cl ? a->C : 1;
     const float div = (float)(k * k); /* divided, as PyTorch's kernel does */
-    for (long p = a->p0; p < a->p1; p++) {
-        if (!a->cl) {
-            const float *xp = a->x + p * H * W;
-            float *yp = a->y + p * Ho * Wo;
+    const float inv = (float)(1.0 / (double)(k * k));
+    const long es = bf16 ? 2 : 4;
+    const long in_plane = (back ? Ho * Wo : H * W) * C, out_plane = (back ? H * W : Ho * Wo) * C;
+    for (long p = p0; p < p1; p++) {
+        const char *xp = (const char *)a->x + p * in_plane * es;
+        char *yp = (char *)a->y + p * out_plane * es;
+        if (back && !a->cl) {
+            for (long r = 0; r < H; r++) {
+                char *dst = yp + r * W * es;
+                long q0 = 0;
+                if (r < Ho * k) {
+                    const char *src = xp + (r / k) * Wo * es;
+                    if (k == 2)
+                        for (long j = 0; j < Wo; j++) {
+                            float v = ld(src, j, bf16) * inv;
+                            st(dst, 2 * j, v, bf16);
+                            st(dst, 2 * j + 1, v, bf16);
+                        }
+                    else
+                        for (long q = 0; q < Wo * k; q++) st(dst, q, ld(src, q / k, bf16) * inv, bf16);
+                    q0 = Wo * k;
+                }
+                for (long q = q0; q < W; q++) st(dst, q, 0.0f, bf16);
+            }
+        } else if (back) {
+            for (long r = 0; r < H; r++)
+                for (long q = 0; q < W; q++) {
+                    char *dst = yp + (r * W + q) * C * es;
+                    if (r < Ho * k && q < Wo * k) {
+                        const char *src = xp + ((r / k) * Wo + q / k) * C * es;
+                        for (long c = 0; c < C; c++) st(dst, c, ld(src, c, bf16) * inv, bf16);
+                    } else {
+                        for (long c = 0; c < C; c++) st(dst, c, 0.0f, bf16);
+                    }
+                }
+        } else if (!a->cl) {
             for (long i = 0; i < Ho; i++) {
-                float *restrict out = yp + i * Wo;
+                const char *r0 = xp + i * k * W * es, *r1 = r0 + W * es;
+                char *out = yp + i * Wo * es;
                 if (k == 2) {
-                    const float *restrict r0 = xp + 2 * i * W, *restrict r1 = r0 + W;
                     for (long j = 0; j < Wo; j++)
-                        out[j] = (r0[2 * j] + r0[2 * j + 1] + r1[2 * j] + r1[2 * j + 1]) / div;
+                        st(out, j, (ld(r0, 2 * j, bf16) + ld(r0, 2 * j + 1, bf16) + ld(r1, 2 * j, bf16)
+                                    + ld(r1, 2 * j + 1, bf16)) / div, bf16);
                     continue;
                 }
                 for (long j = 0; j < Wo; j++) {
                     float acc = 0.0f;
                     for (int di = 0; di < k; di++)
-                        for (int dj = 0; dj < k; dj++) acc += xp[(i * k + di) * W + j * k + dj];
-                    out[j] = acc / div;
+                        for (int dj = 0; dj < k; dj++) acc += ld(r0, di * W + j * k + dj, bf16);
+                    st(out, j, acc / div, bf16);
                 }
             }
         } else {
-            const float *xp = a->x + p * H * W * C;
-            float *yp = a->y + p * Ho * Wo * C;
             for (long i = 0; i < Ho; i++)
                 for (long j = 0; j < Wo; j++) {
-                    float *restrict out = yp + (i * Wo + j) * C;
-                    for (long c = 0; c < C; c++) out[c] = 0.0f;
-                    for (int di = 0; di < k; di++)
-                        for (int dj = 0; dj < k; dj++) {
-                            const float *restrict in = xp + ((i * k + di) * W + j * k + dj) * C;
-                            for (long c = 0; c < C; c++) out[c] += in[c];
-                        }
-                    for (long c = 0; c < C; c++) out[c] /= div;
+                    char *out = yp + (i * Wo + j) * C * es;
+                    for (long c = 0; c < C; c++) {
+                        float acc = 0.0f;
+                        for (int di = 0; di < k; di++)
+                            for (int dj = 0; dj < k; dj++)
+                                acc += ld(xp, ((i * k + di) * W + j * k + dj) * C + c, bf16);
+                        st(out, c, acc / div, bf16);
+                    }
                 }
         }
     }
 }
 
-int dietsnn_avg_pool2d(const float *x, float *y, long planes, long H, long W, long C, int k,
-                       int channels_last, int threads) {
+static void pool_range(const pool_args *a, long p0, long p1) {
+    if (a->back) {
+        if (a->bf16) pool_planes(a, p0, p1, 1, 1);
+        else pool_planes(a, p0, p1, 0, 1);
+    } else {
+        if (a->bf16) pool_planes(a, p0, p1, 1, 0);
+        else pool_planes(a, p0, p1, 0, 0);
+    }
+}
+
+/* forward (back = 0: x the input [planes, H, W(, C)], y the output) or backward (back = 1: x the
+ * output's gradient, y the input's gradient) */
+int dietsnn_avg_pool2d(const void *x, void *y, long planes, long H, long W, long C, int k,
+                       int channels_last, int bf16, int back, int threads) {
     if (threads < 1) threads = 1;
     if (threads > planes) threads = planes > 0 ? (int)planes : 1;
+    pool_args a = {x, y, H, W, C, k, channels_last, bf16, back};
 #pragma omp parallel num_threads(threads)
     {
         const long q = THREAD_ID(), n = THREAD_COUNT();
-        pool_args a = {x, y, planes, H, W, C, k, channels_last, planes * q / n,
-                       planes * (q + 1) / n};
-        pool_range(&a);
+        pool_range(&a, planes * q / n, planes * (q + 1) / n);
     }
     return 0;
 }

@@ -31,13 +31,21 @@ Schemas (stable; every Tensor of one call on one device, leak and threshold 0-di
                                float gamma, str surrogate)
         -> (Tensor grad_x, Tensor grad_leak, Tensor grad_threshold)
 
+    dietsnn::avg_pool2d(Tensor x, int k) -> Tensor
+    dietsnn::avg_pool2d_backward(Tensor grad, int k, int h, int w) -> Tensor
+      `F.avg_pool2d(x, k, k)` over [N, C, H, W] (floor mode), keeping x's memory format, and its
+      input gradient for an input of height h and width w: each pixel gets 1/k^2 of its
+      window's gradient (0 in the rows and columns the floor mode drops). Nothing is saved for
+      backward but the input's size.
+
     dietsnn::dropout(Tensor x, float p, Tensor seed) -> Tensor
       x * (keep ? 1 / (1 - p) : 0) in x's dtype, the mask `dropout.keep_mask` of x's shape
       from `seed` (0-dim int64). Its gradient is the same operation on the output's gradient.
 
 Implementations: the function bodies below serve every device and dtype; under the "native"
 engine they call the C kernels on float32 CPU tensors and the Triton kernels (`triton_lif.py`)
-on float32 CUDA tensors (`kernels`), otherwise the PyTorch loops of `neuron.py`.
+on float32 CUDA tensors (`kernels`), otherwise the PyTorch loops of `neuron.py`; pooling and
+dropout run the C kernels on float32 and bfloat16 CPU tensors (`_native`), PyTorch elsewhere.
 A device's own kernel is added in one place, e.g. for CUDA:
 
     @torch.library.register_kernel("dietsnn::lif_forward", "cuda")
@@ -239,6 +247,60 @@ torch.library.register_autograd("dietsnn::lif_pool_forward", _pool_grad,
                                 setup_context=_pool_setup, lib=_LIB)
 
 
+def _native(x: Tensor) -> bool:
+    """Whether pooling and dropout run the C kernels on `x`: float32 or bfloat16 on the CPU
+    under the "native" engine."""
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+            and resolve(None, "cpu") == "native" and native.available())
+
+
+# ---- average pooling -------------------------------------------------------------------------
+
+
+def _like(x: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """An empty tensor of `shape` in x's memory format (channels-last or contiguous)."""
+    cl = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return x.new_empty(shape).contiguous(
+        memory_format=torch.channels_last if cl else torch.contiguous_format)
+
+
+@_op("avg_pool2d(Tensor x, int k) -> Tensor",
+     lambda x, k: _like(x, (*x.shape[:2], x.shape[2] // k, x.shape[3] // k)))
+def avg_pool2d(x: Tensor, k: int) -> Tensor:
+    return native.avg_pool2d(x, k) if _native(x) else F.avg_pool2d(x, k, k)
+
+
+@_op("avg_pool2d_backward(Tensor grad, int k, int h, int w) -> Tensor",
+     lambda grad, k, h, w: _like(grad, (*grad.shape[:2], h, w)))
+def avg_pool2d_backward(grad: Tensor, k: int, h: int, w: int) -> Tensor:
+    if _native(grad):
+        return native.avg_pool2d(grad, k, (h, w))
+    (n, c, ho, wo), g = grad.shape, grad * (1.0 / (k * k))
+    if not g.is_contiguous() and g.is_contiguous(memory_format=torch.channels_last):
+        g = g.permute(0, 2, 3, 1)[:, :, None, :, None, :]  # work in NHWC, the memory order
+        g = g.expand(n, ho, k, wo, k, c).reshape(n, ho * k, wo * k, c).permute(0, 3, 1, 2)
+    else:
+        g = g[:, :, :, None, :, None].expand(n, c, ho, k, wo, k).reshape(n, c, ho * k, wo * k)
+    if (ho * k, wo * k) != (h, w):  # rows/columns the floor mode dropped get no gradient
+        g = F.pad(g, (0, w - wo * k, 0, h - ho * k))
+    return g
+
+
+def _avg_pool_setup(ctx, inputs, output) -> None:
+    x, ctx.k = inputs
+    ctx.h, ctx.w = x.shape[-2:]
+    ctx.engine = resolve(None, x.device.type)
+
+
+def _avg_pool_grad(ctx, grad):
+    with scope(ctx.engine):
+        return torch.ops.dietsnn.avg_pool2d_backward(grad, ctx.k, ctx.h, ctx.w), None
+
+
+torch.library.register_autograd("dietsnn::avg_pool2d", _avg_pool_grad,
+                                setup_context=_avg_pool_setup, lib=_LIB)
+
+
 # ---- dropout ---------------------------------------------------------------------------------
 
 
@@ -247,8 +309,7 @@ def dropout(x: Tensor, p: float, seed: Tensor) -> Tensor:
     x = x.contiguous()
     thr = threshold(p)
     scale = torch.tensor(1.0 / (1.0 - p) if p < 1.0 else 0.0, dtype=x.dtype)
-    if (thr is not None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
-            and resolve(None, "cpu") == "native" and native.available()):
+    if thr is not None and _native(x):
         return native.dropout(x, seed, thr, scale.item())
     return x * (keep_mask(x.shape, p, x.device, seed=seed).to(x.dtype) * scale.to(x.device))
 
