@@ -1,6 +1,7 @@
-/* dietsnn's native CPU kernels (float32; pooling and dropout also bfloat16): what native_lif.c (the LIF recurrence over time,
- * forward and BPTT) and native_pool.c (2D average pooling and the fused LIF -> dropout ->
- * pooling block) share. Both are built into one shared library, once per machine, by native.py
+/* dietsnn's native CPU kernels: what native_lif.c (the LIF recurrence over time, forward and
+ * BPTT, float32), native_pool.c (2D average pooling, float32 and bfloat16, and the fused LIF ->
+ * dropout -> pooling block) and native_dropout.c (dropout masks made and applied in one pass)
+ * share. They are built into one shared library, once per machine, by native.py
  * with the system C compiler and loaded with ctypes: no PyTorch headers, no Python in the loops.
  *
  * The arithmetic is the one of neuron.py's eager loops, operation by operation: built without
