@@ -250,7 +250,7 @@ class Sequential(nn.Sequential):
         while i < len(mods):
             m = mods[i]
             if isinstance(m, LIF):
-                following = _fusable(mods[i + 1:i + 3])
+                following = fusable(mods[i + 1:i + 3])
                 x = lif_block(x, m, *following)
                 i += 1 + len(following)
             else:
@@ -259,7 +259,7 @@ class Sequential(nn.Sequential):
         return x
 
 
-def _fusable(mods: list[nn.Module]) -> list[nn.Module]:
+def fusable(mods: list[nn.Module]) -> list[nn.Module]:
     """The layers of `mods` (those right after a LIF) that `lif_block` may take: a `Dropout`
     and/or an average pooling, in that order."""
     out = []

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from ..layers import LIF, Dropout, Temporal, lif_block
+from ..layers import LIF, Temporal, fusable, lif_block
 from ..models.base import Network
 
 WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -155,18 +155,13 @@ def fuse_blocks(net: fx.GraphModule) -> fx.GraphModule:
     for n in list(g.nodes):
         if n.op != "call_module" or not isinstance(net.get_submodule(n.target), LIF):
             continue
-        chain = [n]
+        chain = [n]  # the nodes after it, each the only reader of the one before
         while len(chain[-1].users) == 1 and len(chain) < 3:
             u = next(iter(chain[-1].users))
             if u.op != "call_module" or u.args != (chain[-1],) or u.kwargs:
                 break
-            m = net.get_submodule(u.target)
-            if isinstance(m, nn.AvgPool2d) or isinstance(m, Dropout) and len(chain) == 1:
-                chain.append(u)
-                if isinstance(m, nn.AvgPool2d):
-                    break
-            else:
-                break
+            chain.append(u)
+        chain = chain[:1 + len(fusable([net.get_submodule(c.target) for c in chain[1:]]))]
         if len(chain) == 1:
             continue
         with g.inserting_before(chain[0]):
