@@ -27,8 +27,8 @@ from .. import distributed, logs
 from ..functional.neuron import lif_forward
 from ..layers import LIF
 
-BATCH_ELEMENTS = 1 << 20  # floats of one step of the widest value for a sub-batch (4 MiB)
-CHUNK_ELEMENTS = 1 << 22  # floats of the widest value per time chunk of a sub-batch (16 MiB)
+BATCH_ELEMENTS = 1 << 19  # floats of one step of the widest value for a sub-batch (2 MiB)
+CHUNK_ELEMENTS = 1 << 21  # floats of the widest value per time chunk of a sub-batch (8 MiB)
 CACHE_BYTES = 1 << 24  # keep a layer's currents between its two passes up to this size (16 MiB)
 _SHIFTS = torch.arange(8, dtype=torch.uint8)
 
