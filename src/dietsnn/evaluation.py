@@ -16,7 +16,7 @@ from .errors import UserError
 from .memory import check_memory
 from .models import Network
 
-SNN_IMAGE_STEPS = 256  # an SNN without gradients runs at most this many images x steps at once
+SNN_IMAGE_STEPS = 128  # an SNN without gradients runs at most this many images x steps at once
 
 
 def forward(model: Network, x: Tensor) -> Tensor:

@@ -29,7 +29,7 @@ from ..layers import LIF
 
 BATCH_ELEMENTS = 1 << 19  # floats of one step of the widest value for a sub-batch (2 MiB)
 CHUNK_ELEMENTS = 1 << 21  # floats of the widest value per time chunk of a sub-batch (8 MiB)
-CACHE_BYTES = 1 << 24  # keep a layer's currents between its two passes up to this size (16 MiB)
+CACHE_BYTES = 1 << 22  # keep a layer's currents between its two passes up to this size (4 MiB)
 _SHIFTS = torch.arange(8, dtype=torch.uint8)
 
 
