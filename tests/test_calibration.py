@@ -1,4 +1,4 @@
-"""The calibration machinery (`dietsnn.conversion.currents`): the skipped percentiles, the spike trains
+"""The calibration machinery (`dietsnn.conversion.currents`): the streamed percentiles, the spike trains
 kept as bits or re-run, the progress lines, and the validation-chosen scale (`scale="auto"`)."""
 
 import json
@@ -27,36 +27,44 @@ finite = st.floats(-4, 4, width=32, allow_nan=False)
 
 @settings(max_examples=200, deadline=None)
 @given(arrays(np.float32, st.integers(1, 300), elements=finite),
-       st.floats(0.0, 100.0), finite)
-def test_a_skipped_percentile_is_never_above_the_bound(x, p, m):
+       st.floats(0.0, 100.0), st.lists(st.integers(0, 300), max_size=6))
+def test_streamed_percentile_equals_the_percentile_of_all(x, p, cuts):
+    """`TopK` over any split of the values (ties, tiny parts and empty parts included) gives
+    `percentile` of them all, bit for bit."""
     x = torch.from_numpy(x)
-    if calibration.cannot_exceed(x, p, m):
-        assert calibration.percentile_of(x, p) <= m
+    top = calibration.TopK(x.numel(), p)
+    edges = [0, *sorted(c % (x.numel() + 1) for c in cuts), x.numel()]
+    for a, b in zip(edges, edges[1:]):
+        top.add(x[a:b])
+    assert top.value() == calibration.percentile_of(x, p)
+
+
+def test_streamed_percentile_of_large_steps():
+    """The sampled and kthvalue paths of `percentile` agree with `TopK` over sub-batches."""
+    g = torch.Generator().manual_seed(0)
+    for p in (99.7, 90.0, 50.0):
+        x = torch.randn(300_000, generator=g).round(decimals=2)
+        top = calibration.TopK(x.numel(), p)
+        for part in x.split(70_001):
+            top.add(part)
+        assert top.value() == calibration.percentile_of(x, p)
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 6), st.integers(1, 40), st.integers(1, 4), st.integers(0, 2**31 - 1),
        st.sampled_from([50.0, 90.0, 99.0, 99.7, 100.0]))
-def test_max_percentile_is_the_max_of_every_steps_percentile(t, n, chunks, seed, p):
-    """Exactly (==) the maximum of the per-step percentiles, steps skipped or not; steps of
-    equal values and steps that repeat an earlier maximum included."""
+def test_max_percentile_is_the_max_of_every_steps_percentile(t, n, parts, seed, p):
+    """Exactly (==) the maximum of the per-step percentiles over all images, whatever the
+    sub-batches; steps of equal values and steps that repeat an earlier maximum included."""
     g = torch.Generator().manual_seed(seed)
-    cs = [torch.randn(t, 3, n, generator=g).round(decimals=1) for _ in range(chunks)]
-    cs[-1][-1] = cs[0][0]
-    want = max(calibration.percentile_of(c[i], p) for c in cs for i in range(t))
-    got, kept = calibration.max_percentile(iter(cs), p)
+    x = torch.randn(t, 3 * parts, n, generator=g).round(decimals=1)
+    x[-1] = x[0]
+    want = max(calibration.percentile_of(x[i], p) for i in range(t))
+    chunks = [(slice(3 * j, 3 * j + 3), t0, x[t0 : t0 + 2, 3 * j : 3 * j + 3])
+              for j in range(parts) for t0 in range(0, t, 2)]
+    got, kept = calibration.max_percentile(iter(chunks), p, x[0].numel(), t)
     assert got == want
-    assert kept.cached and len(kept) == chunks
-
-
-def test_skipped_steps_are_counted_not_sorted(monkeypatch):
-    """A step whose current cannot raise the maximum gets no percentile of its own."""
-    calls = []
-    real = calibration.percentile_of
-    monkeypatch.setattr(calibration, "percentile_of", lambda x, p: calls.append(1) or real(x, p))
-    steps = torch.rand(10, 1000) * torch.linspace(1.0, 0.1, 10)[:, None]  # decreasing
-    thr, _ = calibration.max_percentile(iter([steps]), 99.0)
-    assert thr == real(steps[0], 99.0) and len(calls) == 1
+    assert kept.cached and len(kept) == len(chunks)
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -70,21 +78,26 @@ def test_bits_round_trip(n, native):
 
 
 def test_spike_trains_are_kept_as_bits_and_refired_trains_match():
+    """Sub-batches fired apart (the membrane restarting at each) give the trains of all
+    images fired at once; `Refire` re-runs each sub-batch from its current."""
     torch.manual_seed(0)
     lif = LIF(1.0, 0.7)
     cur = torch.rand(4, 3, 5, 5)
     T = 9
     want, _, _ = lif_forward(cur.unsqueeze(0).expand(T, *cur.shape), lif.leak, lif.threshold,
                              None)
-    kept = calibration.fire(lif, [cur.unsqueeze(0).expand(4, *cur.shape),
-                                  cur.unsqueeze(0).expand(5, *cur.shape)], T)
+    a, b = slice(0, 3), slice(3, 4)
+    steps = lambda sl, t: cur[sl].unsqueeze(0).expand(t, *cur[sl].shape)  # noqa: E731
+    kept = calibration.fire(lif, [(a, 0, steps(a, 4)), (a, 4, steps(a, 5)), (b, 0, steps(b, 9))],
+                            T, 4)
     assert kept.bits.numel() == T * 4 * 10  # 75 neurons: 10 bytes per image and step
-    assert torch.equal(kept.read(0, T), want)
-    again = calibration.Refire(lif, cur)
-    assert torch.equal(torch.cat([again.read(0, 4), again.read(4, 5)]), want)
-    assert torch.equal(again.read(0, 2), want[:2])  # a read of step 0 starts over
+    assert torch.equal(kept.read(0, T, slice(0, 4)), want)
+    assert torch.equal(kept.read(2, 3, b), want[2:5, b])
+    again = calibration.Refire(lif, lambda sl: cur[sl])
+    assert torch.equal(torch.cat([again.read(0, 4, a), again.read(4, 5, a)]), want[:, a])
+    assert torch.equal(again.read(0, 2, b), want[:2, b])  # a read of step 0 starts over
     with pytest.raises(RuntimeError, match="expected 2"):
-        again.read(5, 1)
+        again.read(5, 1, b)
 
 
 def test_each_layer_is_reported(caplog):

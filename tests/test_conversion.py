@@ -139,3 +139,39 @@ def test_firing_runs_in_bounded_chunks(monkeypatch):
     snn = ann_to_snn(build_ann("vgg_small"), 5)
     calibrate_thresholds(snn, torch.rand(8, 1, 28, 28), timesteps=40)
     assert sizes and all(n <= max(5000, step) for n, step in sizes)
+
+
+def _custom_residual():
+    from conversion_models import ResNetLike
+
+    return ResNetLike("max")
+
+
+@pytest.mark.parametrize("arch,encoding,series", [
+    ("vgg_small", "direct", False), ("resnet20", "direct", False), ("vgg_small", "rate", False),
+    ("custom", "direct", False), ("custom", "direct", True)])
+def test_sub_batches_give_the_thresholds_of_one_batch(monkeypatch, arch, encoding, series):
+    """Calibration over sub-batches of a few images (currents recomputed for the firing pass)
+    sets bit for bit the thresholds of calibration over all images at once: each step's
+    percentile is over all images (rate coding: one draw for the whole batch). (The layers
+    themselves may round differently on very few rows, e.g. oneDNN convolves a batch of one
+    apart: hence sub-batches of at least two images, over all steps at once.)"""
+    import dietsnn.conversion.currents as cal
+
+    torch.manual_seed(0)
+    size = 28 if arch == "custom" else 12
+    ann = (_custom_residual() if arch == "custom" else build_ann(arch, image_size=size)).eval()
+    x = torch.randn(10, 1, size, size)
+    if series:
+        x = torch.rand(6, 10, 1, size, size)
+
+    def thresholds():
+        torch.manual_seed(1)
+        snn = ann_to_snn(ann, 5, encoding)
+        return calibrate_thresholds(snn, x, 99.0, 1.0, 6)
+
+    whole = thresholds()
+    monkeypatch.setattr(cal, "CACHE_BYTES", 10)  # currents recomputed for the firing pass
+    for b in (2, 4):  # sub-batches of 2 images; of 4, 4 and 2
+        monkeypatch.setattr(cal, "sub_batch", lambda B, widest, b=b: b)
+        assert thresholds() == whole

@@ -3,6 +3,8 @@ epoch), the command line and threshold calibration's `scale="auto"`."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -13,6 +15,22 @@ from .data import Batches
 from .errors import UserError
 from .memory import check_memory
 from .models import Network
+
+SNN_IMAGE_STEPS = 128  # an SNN without gradients runs at most this many images x steps at once
+
+
+def forward(model: Network, x: Tensor) -> Tensor:
+    """`model(x)`. Without gradients, an SNN with direct input encoding runs over images `[N,
+    ...]` in even pieces of at most `SNN_IMAGE_STEPS` images x timesteps: the same outputs
+    (every image is computed on its own) in a fraction of the memory of the whole batch's
+    spike trains. (Rate encoding draws for the whole batch at once and is not split.)"""
+    T = getattr(model, "timesteps", None)
+    if (not T or torch.is_grad_enabled() or getattr(model, "encoding", None) == "rate"
+            or x.dim() != (getattr(model, "input_dims", None) or x.dim())
+            or len(x) * T <= SNN_IMAGE_STEPS):
+        return model(x)
+    size = math.ceil(len(x) / math.ceil(len(x) * T / SNN_IMAGE_STEPS))
+    return torch.cat([model(part) for part in x.split(size)])
 
 
 def eval_batches(x, y: Tensor, batch_size: int):
@@ -70,7 +88,7 @@ def evaluate(model: Network, x, y: Tensor, batch_size: int = 256,
         for xb, yb in bar:
             xb, yb = xb.to(device), yb.to(device)
             with autocast(precision, device):
-                out = model(xb).float()
+                out = forward(model, xb).float()
             loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
             correct += (out.argmax(1) == yb).sum().item()
             n += len(yb)

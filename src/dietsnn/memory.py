@@ -14,9 +14,9 @@ sum `S` (what training keeps for backward, per image and timestep) and the large
   and a temporary), plus the parameters;
 - threshold calibration: the spike trains of two consecutive layers, `images x T x M` bits
   each, plus the currents kept between a layer's two passes (up to `conversion.currents.CACHE_BYTES`),
-  a constant current and its membrane (`images x M` float32 each) and three time chunks (at
-  least one step, `images x M` float32, each); rate-coded input adds the encoded images
-  (`images x T x C x H x W`, float32 and int8).
+  a constant current and its membrane and three time chunks (counted here, on the high side,
+  as `images x M` float32 each: calibration runs over sub-batches of images); rate-coded input
+  adds the encoded images (`images x T x C x H x W`, float32 and int8).
 
 For `vgg_small` on 28x28 images the training estimate (64 x 5 images: 210 MB) is close to the
 measured peak of an ANN on the same T x B images (187 MB, docs/BENCHMARKS.md), above the

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from .. import distributed
-from ..evaluation import eval_batches
+from ..evaluation import eval_batches, forward
 from ..layers import lif_layers
 from ..models import Network
 from ..monitor import SpikeMonitor
@@ -38,11 +38,11 @@ def spike_rates(model: Network, x, batch_size: int = 256,
     try:
         with torch.no_grad(), SpikeMonitor(model, counts=True) as monitor:
             for xb, yb in eval_batches(x, labels, batch_size):
-                out = model(xb.to(device))
+                out = forward(model, xb.to(device))
                 for n in names:
-                    if monitor.records[n]:
-                        totals[n][0] += monitor[n].sum(dtype=torch.float64).item()
-                        totals[n][1] += monitor[n].numel()
+                    for r in monitor.records[n]:  # integer counts: exact sums in float64
+                        totals[n][0] += r.sum(dtype=torch.float64).item()
+                        totals[n][1] += r.numel()
                 monitor.clear()
                 pred = out.argmax(1).cpu()
                 correct += (pred == yb).sum().item()

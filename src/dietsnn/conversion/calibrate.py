@@ -13,6 +13,8 @@ calibrated by re-running it up to each LIF (`calibrate_modules`)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from functools import partial
 
 import torch
 from torch import Tensor, fx
@@ -73,12 +75,15 @@ def describe(snn: GraphSNN, input_shape: list[int]) -> None:
 
 
 class _Runner:
-    """Evaluates nodes of the graph for one time chunk from kept values."""
+    """Evaluates nodes of the graph for one sub-batch of images and time chunk from kept
+    values."""
 
-    def __init__(self, gm: fx.GraphModule, B: int) -> None:
-        self.gm, self.B = gm, B
-        self.static: dict[fx.Node, Tensor] = {}  # [B, ...], the same at every step
+    def __init__(self, gm: fx.GraphModule, x: Tensor, T: int) -> None:
+        self.gm, self.x, self.T = gm, x, T
+        self.static: set[fx.Node] = set()  # the same at every step: [b, ...] from x[b0:b1]
         self.kept: dict[fx.Node, cal.Source] = {}  # [T, B, ...] spike trains or input series
+        self.width: dict[fx.Node, int] = {}  # elements per image and step
+        self.B = self.b = 0  # images, images per sub-batch
 
     def op(self, n: fx.Node, env: dict) -> object:
         args = fx.node.map_arg(n.args, env.__getitem__)
@@ -91,12 +96,24 @@ class _Runner:
             return getattr(args[0], n.target)(*args[1:], **kwargs)
         raise RuntimeError(f"unexpected node {n.op} {n.target}")
 
+    def measure(self, one: Tensor, B: int) -> None:
+        """The width of every value, from a run of the graph on one image at one step, and the
+        sub-batch size for `B` images (`currents.sub_batch` of the widest)."""
+        env: dict = {}
+        set_time(self.gm, 1, 1)
+        for n in self.gm.graph.nodes:
+            if n.op != "output":
+                env[n] = one if n.op == "placeholder" else self.op(n, env)
+                if isinstance(env[n], Tensor) and env[n].dim() > 0:
+                    self.width[n] = env[n][0].numel()
+        self.B, self.b = B, cal.sub_batch(B, max(self.width.values()))
+
     def ancestors(self, node: fx.Node) -> list[fx.Node]:
-        """Nodes to evaluate for `node`, in graph order, stopping at kept and static values."""
+        """Nodes to evaluate for `node`, in graph order, stopping at kept values."""
         need, todo = set(), [node]
         while todo:
             n = todo.pop()
-            if n in need or n in self.kept or n in self.static:
+            if n in need or n in self.kept:
                 continue
             need.add(n)
             todo.extend(n.all_input_nodes)
@@ -116,26 +133,44 @@ class _Runner:
                 todo.extend(n.all_input_nodes)
         return found
 
-    def chunks(self, node: fx.Node, T: int):
-        """`node`'s value `[t, B, ...]`, chunk by chunk over the T steps (carrying the state of
-        spiking max pooling across chunks)."""
+    def static_env(self, order: list[fx.Node], sl: slice) -> dict:
+        """The static values among `order` for images `sl`."""
+        set_time(self.gm, self.T, sl.stop - sl.start)
+        env: dict = {}
+        for n in order:
+            if n in self.static:
+                env[n] = self.x[sl] if n.op == "placeholder" else self.op(n, env)
+        return env
+
+    def static_value(self, node: fx.Node, sl: slice) -> Tensor:
+        return self.static_env(self.ancestors(node), sl)[node]
+
+    def chunks(self, node: fx.Node, steps: int) -> Iterator[cal.Chunk]:
+        """`node`'s values over `steps` steps (1 for a static node) as chunks `[t, b, ...]`:
+        sub-batch by sub-batch, time chunk by time chunk (spiking max pooling carries its
+        counts across the chunks of a sub-batch)."""
         order = self.ancestors(node)
         pools = [self.gm.get_submodule(n.target) for n in order if n.op == "call_module"
+                 and n not in self.static
                  and isinstance(self.gm.get_submodule(n.target), SpikingMaxPool2d)]
-        for m in pools:
-            m.stream = {}
         srcs = self.sources(node)
-        per_step = max([math.prod(self.kept[k].step_shape) for k in srcs] + [1])
-        step = cal.chunk_steps(per_step * 4, T)
+        step = cal.chunk_steps(self.b * max(self.width[n] for n in [*order, *srcs]), steps)
         try:
-            for t0 in range(0, T, step):
-                t = min(step, T - t0)
-                env = dict(self.static)
-                env.update({k: self.kept[k].read(t0, t).flatten(0, 1) for k in srcs})
-                set_time(self.gm, t, self.B)
-                for n in order:
-                    env[n] = self.op(n, env)
-                yield env[node].view(t, self.B, *env[node].shape[1:])
+            for b0 in range(0, self.B, self.b):
+                sl = slice(b0, min(b0 + self.b, self.B))
+                b = sl.stop - b0
+                for m in pools:
+                    m.stream = {}
+                static = self.static_env(order, sl)
+                for t0 in range(0, steps, step):
+                    t = min(step, steps - t0)
+                    env = dict(static)
+                    env.update({k: self.kept[k].read(t0, t, sl).flatten(0, 1) for k in srcs})
+                    set_time(self.gm, t, b)
+                    for n in order:
+                        if n not in env:
+                            env[n] = self.op(n, env)
+                    yield sl, t0, env[node].view(t, b, *env[node].shape[1:])
         finally:
             for m in pools:
                 m.stream = None
@@ -147,7 +182,7 @@ def calibrate_graph(snn: Network, x: Tensor, p: float, scale: float, T: int,
     """Set every LIF threshold of `snn` in place from the inputs `x` (`[N, ...]`, or
     `[T, N, ...]` time-varying input); returns the thresholds set. `snn` is a `GraphSNN` or a
     network converted by module replacement whose `body` torch.fx can trace. Each layer is
-    logged when done (INFO), with a bar over its steps if `progress`."""
+    logged when done (INFO), with a bar over its sub-batches' steps if `progress`."""
     was = snn.training
     snn.eval()
     graph = isinstance(snn, GraphSNN)
@@ -164,41 +199,38 @@ def calibrate_graph(snn: Network, x: Tensor, p: float, scale: float, T: int,
         B = x.shape[0]
         if graph:
             describe(snn, list(x.shape[1:]))
-    run = _Runner(gm, B)
+    run = _Runner(gm, x, T)
     placeholder = next(n for n in nodes if n.op == "placeholder")
     if series:
         run.kept[placeholder] = cal.Kept(x)
-    elif snn.encoding == "rate":
+    elif snn.encoding == "rate":  # one draw for all images, as in a forward of the batch
         run.kept[placeholder] = cal.Kept(
             _encoding.poisson(x, T).view(T, B, *x.shape[1:]).to(torch.int8))
     else:
-        run.static[placeholder] = x
-    set_time(gm, T, B)
+        run.static.add(placeholder)
     try:
-        for n in nodes:  # values constant over time, computed once
+        run.measure(x[0, :1] if series else x[:1], B)
+        for n in nodes:  # values constant over time
             if (n.op in ("call_module", "call_function", "call_method") and n.all_input_nodes
                     and all(a in run.static for a in n.all_input_nodes) and n not in lifs):
-                run.static[n] = run.op(n, run.static)
-        prog = cal.Progress([str(n.target) for n in lifs], T, progress)
+                run.static.add(n)
+        prog = cal.Progress([str(n.target) for n in lifs], progress)
         for k, ln in enumerate(lifs):
             if graph:
                 apply_scales(snn)
             lif: LIF = gm.get_submodule(ln.target)
             src = ln.args[0]
-            if src in run.static:
-                thr = cal.percentile_of(run.static[src], p)
-            else:
-                with prog.bar() as bar:
-                    thr, chunks = cal.max_percentile(run.chunks(src, T), p, bar)
+            steps = 1 if src in run.static else T
+            with prog.bar(steps * math.ceil(B / run.b)) as bar:
+                thr, chunks = cal.max_percentile(run.chunks(src, steps), p,
+                                                 B * run.width[src], steps, bar)
             cal.set_threshold(lif, thr)
             prog.done(lif.threshold.item())
             if src in run.static:
-                run.kept[ln] = cal.Refire(lif, run.static[src])
+                run.kept[ln] = cal.Refire(lif, partial(run.static_value, src))
             else:
-                if not chunks.cached:
-                    chunks = run.chunks(src, T)
-                set_time(gm, T, B)
-                run.kept[ln] = cal.fire(lif, chunks, T)
+                run.kept[ln] = cal.fire(lif, chunks if chunks.cached else run.chunks(src, T),
+                                        T, B)
             needed = set().union(*(run.sources(m.args[0]) for m in lifs[k + 1 :]))
             for kept in [v for v in run.kept if v not in needed]:
                 del run.kept[kept]  # no later layer reads these spikes
