@@ -148,8 +148,9 @@ def _custom_residual():
 
 
 @pytest.mark.parametrize("arch,encoding,series", [
-    ("vgg_small", "direct", False), ("resnet20", "direct", False), ("vgg_small", "rate", False),
-    ("custom", "direct", False), ("custom", "direct", True)])
+    ("vgg_small", "direct", False),
+    pytest.param("resnet20", "direct", False, marks=pytest.mark.slow),
+    ("vgg_small", "rate", False), ("custom", "direct", False), ("custom", "direct", True)])
 def test_sub_batches_give_the_thresholds_of_one_batch(monkeypatch, arch, encoding, series):
     """Calibration over sub-batches of a few images (currents recomputed for the firing pass)
     sets bit for bit the thresholds of calibration over all images at once: each step's
