@@ -41,10 +41,14 @@ def _rank(n: int, p: float) -> tuple[int, float]:
     return n - lo, rank - lo
 
 
-def _between(top: Tensor, k: int, frac: float) -> Tensor:
-    """The percentile from the k largest values sorted in descending order (float32)."""
-    v_lo, v_hi = top[k - 1], top[max(k - 2, 0)]
+def _lerp(v_lo: Tensor, v_hi: Tensor, frac: float) -> Tensor:
+    """The percentile between the order statistics at positions lo and lo + 1 (float32)."""
     return v_lo + frac * (v_hi - v_lo)
+
+
+def _between(top: Tensor, k: int, frac: float) -> Tensor:
+    """The percentile from the k largest values sorted in descending order."""
+    return _lerp(top[k - 1], top[max(k - 2, 0)], frac)
 
 
 def percentile(x: Tensor, p: float) -> Tensor:
@@ -64,9 +68,7 @@ def percentile(x: Tensor, p: float) -> Tensor:
     if k_top * 8 <= pool.numel() or k_top <= 4096 or pool is not flat:
         return _between(pool.topk(k_top, sorted=True).values, k_top, frac)
     lo = n - k_top
-    v_lo = flat.kthvalue(lo + 1).values
-    v_hi = flat.kthvalue(min(lo + 2, n)).values
-    return v_lo + frac * (v_hi - v_lo)
+    return _lerp(flat.kthvalue(lo + 1).values, flat.kthvalue(min(lo + 2, n)).values, frac)
 
 
 def percentile_of(x: Tensor, p: float) -> float:

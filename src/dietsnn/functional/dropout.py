@@ -17,6 +17,8 @@ import math
 import torch
 from torch import Tensor
 
+from . import engine, native
+
 LEVELS = 1 << 16  # a drop probability is a whole number of these
 _GOLDEN, _M1, _M2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 
@@ -63,11 +65,7 @@ def keep_mask(shape: tuple[int, ...] | torch.Size, p: float,
     if thr is None:  # nothing kept (the threshold would not fit in 16 bits)
         return torch.zeros(shape, dtype=torch.bool, device=device)
     n = math.prod(shape)
-    from . import engine, native
-
-    if torch.device(device or "cpu").type == "cpu" and engine.resolve() == "native":
-        out = native.keep_mask(n, seed, thr)
-        if out is not None:
-            return out.view(shape)
+    if engine.native_cpu(device):
+        return native.keep_mask(n, seed, thr).view(shape)
     u = mix(seed, (n + 3) // 4, device).view(torch.int16)[:n]  # uniform over [-2**15, 2**15)
     return (u >= thr).view(shape)

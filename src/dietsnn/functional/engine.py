@@ -49,6 +49,13 @@ def resolve(engine: str | None = None, device_type: str = "cpu") -> str:
     return "eager"
 
 
+def native_cpu(device: torch.device | str | None = None) -> bool:
+    """Whether the C kernels run on `device` now: a CPU under the "native" engine (in effect),
+    where they build."""
+    return (torch.device(device or "cpu").type == "cpu" and resolve(None, "cpu") == "native"
+            and native.available())
+
+
 def triton_available() -> bool:
     """Whether Triton (the `cuda` extra) is installed; it is imported only where used."""
     import importlib.util

@@ -380,11 +380,11 @@ def lif_pool_backward(saved: Tensor, grad: Tensor, T: int, static: bool, leak: T
     return (gx, torch.tensor(sums[0], dtype=saved.dtype), torch.tensor(sums[1], dtype=saved.dtype))
 
 
-def keep_mask(n: int, seed: Tensor, thr: int) -> Tensor | None:
-    """`dropout.keep_mask`'s flags for `n` elements as bool `[n]`; None without the kernels."""
-    if (lib := library()) is None:
-        return None
+def keep_mask(n: int, seed: Tensor, thr: int) -> Tensor:
+    """`dropout.keep_mask`'s flags for `n` elements as bool `[n]`."""
     out = torch.empty(n, dtype=torch.bool)
+    lib = library()
+    assert lib is not None
     lib.dietsnn_dropout(None, None, _ptr(out), n, 0, int(seed), thr, 0.0, torch.get_num_threads())
     return out
 

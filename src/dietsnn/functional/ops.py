@@ -65,7 +65,7 @@ from torch import Tensor
 
 from . import native
 from .dropout import keep_mask, threshold
-from .engine import compiled, resolve, scope, triton_available
+from .engine import compiled, native_cpu, resolve, scope, triton_available
 from .neuron import _backward_eager, _backward_loop, _forward_loop, _step_eager, _step_traceable
 
 _LIB = torch.library.Library("dietsnn", "DEF")
@@ -250,8 +250,7 @@ torch.library.register_autograd("dietsnn::lif_pool_forward", _pool_grad,
 def _native(x: Tensor) -> bool:
     """Whether pooling and dropout run the C kernels on `x`: float32 or bfloat16 on the CPU
     under the "native" engine."""
-    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
-            and resolve(None, "cpu") == "native" and native.available())
+    return x.dtype in (torch.float32, torch.bfloat16) and native_cpu(x.device)
 
 
 # ---- average pooling -------------------------------------------------------------------------
