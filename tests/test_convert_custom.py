@@ -58,6 +58,20 @@ def test_converted_graph_without_time_is_the_ann(kind):
     assert (got - want).abs().max().item() <= 1e-5 * max(1.0, want.abs().max().item())
 
 
+def test_a_batchnorm_vgg_is_converted_through_its_graph_with_the_norms_folded():
+    """`vgg_small_bn`: batch norm folded into the conv/linear before it, the function kept."""
+    torch.manual_seed(0)
+    ann = randomise_batchnorm(dietsnn.build_ann("vgg_small_bn"))
+    assert sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in ann.modules()) == 4
+    snn = dietsnn.convert(ann, timesteps=3)
+    assert isinstance(snn, GraphSNN) and len(lif_layers(snn)) == 4
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in snn.modules())
+    x = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        want, got = ann(x), as_ann(snn)(x)
+    assert (got - want).abs().max().item() <= 1e-5 * max(1.0, want.abs().max().item())
+
+
 @pytest.mark.parametrize("layer,bn,shape", [
     (nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), (4, 3, 9, 9)),
     (nn.Conv2d(3, 8, 3, bias=False, stride=2), nn.BatchNorm2d(8), (4, 3, 9, 9)),

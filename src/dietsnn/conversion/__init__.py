@@ -38,7 +38,8 @@ from .build import (
 from .calibrate import apply_scales, calibrate_graph, calibrate_modules
 from .modules import GraphSNN, Merge, SpikingMaxPool2d
 
-NATIVE = (VGG, ResNet)  # built by build_ann: converted by module replacement
+NATIVE = (VGG, ResNet)  # built by build_ann: converted by module replacement, unless batch
+# norm is to be folded (the `_bn` VGGs), which the traced graph does
 
 
 def convert(
@@ -64,7 +65,8 @@ def convert(
     if isinstance(model, Network) and model.is_spiking:
         raise ValueError("the model is already spiking; convert takes the trained ANN")
     check_options(timesteps, encoding, leak, threshold, surrogate, gamma)
-    if type(model) in NATIVE:
+    if type(model) in NATIVE and not any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                         for m in model.modules()):
         snn = swap_modules(model, leak, threshold, gamma, surrogate, maxpool)
         snn.timesteps, snn.encoding = timesteps, encoding
         return snn

@@ -54,8 +54,10 @@ class _Tracer(fx.Tracer):
 def trace(model: nn.Module) -> fx.GraphModule:
     """`model` as a `torch.fx.GraphModule` (a dietsnn `Network` traced as its ANN body)."""
     root = copy.deepcopy(model).eval()
-    graph = _Tracer().trace(root)
-    return fx.GraphModule(root, graph, type(model).__name__)
+    tracer = _Tracer()
+    if isinstance(root, Network):
+        tracer.traced_func_name = "body"
+    return fx.GraphModule(root, tracer.trace(root), type(model).__name__)
 
 
 def trace_layers(snn: Network) -> fx.GraphModule:

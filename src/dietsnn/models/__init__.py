@@ -5,9 +5,10 @@ from __future__ import annotations
 from ..config import DROPOUT
 from .base import Network, example_input, init_weights
 from .resnet import RESNET_BLOCKS, ResNet
-from .vgg import VGG, VGG_FEATURES, build_vgg
+from .vgg import BN_SUFFIX, VGG, VGG_FEATURES, build_vgg
 
-ARCHS = sorted([*VGG_FEATURES, *RESNET_BLOCKS])
+VGGS = [*VGG_FEATURES, *(a + BN_SUFFIX for a in VGG_FEATURES)]
+ARCHS = sorted([*VGGS, *RESNET_BLOCKS])
 
 
 def build_ann(
@@ -17,10 +18,11 @@ def build_ann(
     image_size: int = 28,
     dropout: float = DROPOUT,
 ) -> Network:
-    """Build the ANN of `arch` (ReLU, no bias, no batch-norm, average pooling, dropout)."""
+    """Build the ANN of `arch` (ReLU, no bias, average pooling, dropout; batch norm only in the
+    `_bn` VGGs)."""
     if arch in RESNET_BLOCKS:
         model: Network = ResNet(RESNET_BLOCKS[arch], num_classes, in_channels, image_size, dropout)
-    elif arch in VGG_FEATURES:
+    elif arch in VGGS:
         model = build_vgg(arch, num_classes, in_channels, image_size, dropout)
     else:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")

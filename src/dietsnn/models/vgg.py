@@ -1,5 +1,7 @@
 """VGG networks of the paper's rules (docs/METHOD.md section 6): 3x3 convs without bias, ReLU,
-dropout after each, 2x2 average pooling, a linear classifier."""
+dropout after each, 2x2 average pooling, a linear classifier. `NAME_bn` (e.g. `vgg_small_bn`)
+adds batch norm after every convolution and hidden linear layer, folded into that layer when
+the network is converted (docs/CONVERSION.md)."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ class VGG(Network):
         in_channels: int,
         image_size: int,
         dropout: float = DROPOUT,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -40,7 +43,8 @@ class VGG(Network):
                 layers.append(AvgPool2d(2))
                 size //= 2
             else:
-                layers += [nn.Conv2d(c, int(v), 3, 1, 1, bias=False), nn.ReLU(), Dropout(dropout)]
+                layers += [nn.Conv2d(c, int(v), 3, 1, 1, bias=False),
+                           *[nn.BatchNorm2d(int(v))] * batch_norm, nn.ReLU(), Dropout(dropout)]
                 c = int(v)
         if size < 1:
             raise ValueError(f"image size {image_size} is too small for this network's pooling")
@@ -48,7 +52,8 @@ class VGG(Network):
         head: list[nn.Module] = [nn.Flatten()]
         f = c * size * size
         for h in hidden:
-            head += [nn.Linear(f, h, bias=False), nn.ReLU(), Dropout(dropout)]
+            head += [nn.Linear(f, h, bias=False), *[nn.BatchNorm1d(h)] * batch_norm, nn.ReLU(),
+                     Dropout(dropout)]
             f = h
         head.append(nn.Linear(f, num_classes, bias=False))
         self.classifier = Sequential(*head)
@@ -65,11 +70,16 @@ class VGG(Network):
 
 
 
+BN_SUFFIX = "_bn"  # `vgg_small_bn`: vgg_small with batch norm
+
+
 def build_vgg(arch: str, num_classes: int, in_channels: int, image_size: int,
               dropout: float) -> VGG:
+    batch_norm = arch.endswith(BN_SUFFIX)
+    arch = arch.removesuffix(BN_SUFFIX)
     cfg = list(VGG_FEATURES[arch])
     pools = cfg.count("A")
     if arch == "vgg16" and image_size // 2**pools > 4:  # ImageNet: 224 -> 7x7 before classifier
         cfg.append("A")
     return VGG(cfg, VGG_HIDDEN.get(arch, DEFAULT_HIDDEN), num_classes, in_channels, image_size,
-               dropout)
+               dropout, batch_norm)
