@@ -3,6 +3,7 @@ analysis and the report; the command line only parses options and calls these.""
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import os
@@ -92,20 +93,35 @@ def layer_report(model: Network, ctx: Context,
 
 def train_ann(arch: str, cfg: TrainConfig, ctx: Context, out: Path, resume: bool = False,
               dropout: float = DROPOUT) -> dict:
+    """Step 1: train the ANN into `out`; returns its metrics."""
+    return _train_ann(arch, cfg, ctx, out, resume, dropout)[0]
+
+
+def _train_ann(arch: str, cfg: TrainConfig, ctx: Context, out: Path, resume: bool,
+               dropout: float) -> tuple[dict, Network]:
     info = ctx.data.info
     with seeded(cfg.seed):
         model = build_ann(arch, info.num_classes, info.in_channels, info.image_size, dropout)
     model.to(ctx.device)
     t0 = time.time()
     res = fit(model, ctx.data, cfg, out, resume, ctx.progress, ctx.log, "ann", ctx.device)
-    best = ckpt.load_model(out / ckpt.MODEL_FILE).to(ctx.device)
+    best = _best(model, res, out, ctx)
     test = evaluate_test(best, ctx, "test")
     metrics = {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
                "val_accuracy": res["best_val_accuracy"], "epochs": cfg.epochs,
                "seconds": time.time() - t0}
     files.write_json(out / "metrics.json", {"ann": metrics})
     ctx.log(f"ANN test accuracy {metrics['test_accuracy']:.4f}")
-    return metrics
+    return metrics, best
+
+
+def _best(model: Network, res: dict, out: Path, ctx: Context) -> Network:
+    """The model of the epoch `fit` kept: its state from memory, or from `out` when that epoch
+    was trained before a resume."""
+    if res["best_state"] is None:
+        return ckpt.load_model(out / ckpt.MODEL_FILE).to(ctx.device)
+    model.load_state_dict(res["best_state"])
+    return model.eval()
 
 
 def check_convertible(ann_path: Path, ctx: Context) -> Network:
@@ -166,14 +182,22 @@ def convert_module(model: nn.Module, source: str, opts: ConversionConfig, ctx: C
     return metrics
 
 
-def convert(ann_path: Path, opts: ConversionConfig, ctx: Context, out: Path, seed: int = 0) -> dict:
-    """ANN checkpoint -> calibrated SNN checkpoint in `out` (the ANN file is only read)."""
-    ann = check_convertible(ann_path, ctx)
+def convert(ann: Network | Path, opts: ConversionConfig, ctx: Context, out: Path,
+            seed: int = 0) -> dict:
+    """Step 2: the ANN (a model from `check_convertible`, or its checkpoint, only read) ->
+    calibrated SNN checkpoint in `out`; returns its metrics."""
+    return _convert(ann, opts, ctx, out, seed)[0]
+
+
+def _convert(ann: Network | Path, opts: ConversionConfig, ctx: Context, out: Path,
+             seed: int) -> tuple[dict, Network]:
+    if not isinstance(ann, Network):
+        ann = check_convertible(ann, ctx)
     snn = conversion.convert(ann, opts.timesteps, opts.encoding, leak=opts.leak, gamma=opts.gamma,
                            surrogate=opts.surrogate)
     metrics = _calibrate_and_save(snn, opts, ctx, out, seed)
     files.write_json(out / "metrics.json", {"converted": metrics})
-    return metrics
+    return metrics, snn
 
 
 def _calibrate_and_save(snn: Network, opts: ConversionConfig, ctx: Context, out: Path,
@@ -210,16 +234,24 @@ def _calibrate_and_save(snn: Network, opts: ConversionConfig, ctx: Context, out:
     return metrics
 
 
-def train_snn(snn_path: Path, cfg: TrainConfig, ctx: Context, out: Path, resume: bool = False,
-              timesteps: int | None = None) -> dict:
-    snn = check_trainable(snn_path, ctx)
+def train_snn(snn: Network | Path, cfg: TrainConfig, ctx: Context, out: Path,
+              resume: bool = False, timesteps: int | None = None) -> dict:
+    """Step 3: DIET-train the SNN (a model from `check_trainable`, trained in place, or its
+    checkpoint) into `out`; returns its metrics."""
+    return _train_snn(snn, cfg, ctx, out, resume, timesteps)[0]
+
+
+def _train_snn(snn: Network | Path, cfg: TrainConfig, ctx: Context, out: Path, resume: bool,
+               timesteps: int | None) -> tuple[dict, Network]:
+    if not isinstance(snn, Network):
+        snn = check_trainable(snn, ctx)
     if timesteps:
         snn.timesteps = timesteps
     snn.to(ctx.device)
     initial = neuron_summary(snn)
     t0 = time.time()
     res = fit(snn, ctx.data, cfg, out, resume, ctx.progress, ctx.log, "snn", ctx.device)
-    best = ckpt.load_model(out / ckpt.MODEL_FILE).to(ctx.device)
+    best = _best(snn, res, out, ctx)
     layers, accuracy = layer_report(best, ctx, initial)
     metrics = {"test_accuracy": accuracy,
                "val_accuracy": res["best_val_accuracy"], "timesteps": best.timesteps,
@@ -231,7 +263,7 @@ def train_snn(snn_path: Path, cfg: TrainConfig, ctx: Context, out: Path, resume:
         ctx.log(f"  {d['name']:<16} leak {d['leak_init']:.3f} -> {d['leak']:.3f}   threshold "
                 f"{d['threshold_init']:.3f} -> {d['threshold']:.3f}   spikes/neuron "
                 f"{d['spike_rate']:.3f}")
-    return metrics
+    return metrics, best
 
 
 
@@ -244,16 +276,28 @@ def run(out: Path, ctx: Context, arch: str, ann_cfg: TrainConfig, opts: Conversi
     `metrics.json` exists is reused and an unfinished training continues."""
     t0 = time.time()
     metrics: dict = {"profile": {}}
-    metrics["ann"] = _step_cached(out / "ann", resume, "ann", lambda: train_ann(
-        arch, ann_cfg, ctx, out / "ann", resume, dropout))
+    ann = converted = None  # the models pass from step to step in memory
+    if _done(out / "ann", resume):
+        metrics["ann"] = _metrics(out / "ann", "ann")
+    else:
+        metrics["ann"], ann = _train_ann(arch, ann_cfg, ctx, out / "ann", resume, dropout)
     _profile(metrics, "ann", t0)
-    metrics["converted"] = _step_cached(out / "converted", resume, "converted", lambda: convert(
-        out / "ann" / ckpt.MODEL_FILE, opts, ctx, out / "converted", seed))
+    if _done(out / "converted", resume):
+        metrics["converted"] = _metrics(out / "converted", "converted")
+    else:
+        metrics["converted"], converted = _convert(
+            ann if ann is not None else out / "ann" / ckpt.MODEL_FILE, opts, ctx,
+            out / "converted", seed)
+    del ann
     _profile(metrics, "converted", t0)
-    metrics["snn"] = train_snn(out / "converted" / ckpt.MODEL_FILE, snn_cfg, ctx, out / "snn",
-                               resume)
+    start = (copy.deepcopy(converted) if converted is not None  # the sweep needs it untrained
+             else out / "converted" / ckpt.MODEL_FILE)
+    metrics["snn"], snn = _train_snn(start, snn_cfg, ctx, out / "snn", resume, None)
+    del start
     _profile(metrics, "snn", t0)
-    _analyse(out, metrics, ctx, sweep_timesteps, sweep_limit)
+    if converted is None:
+        converted = ckpt.load_model(out / "converted" / ckpt.MODEL_FILE).to(ctx.device)
+    _analyse(metrics, ctx, snn, converted, sweep_timesteps, sweep_limit)
     _profile(metrics, "analysis", t0)
     metrics["seconds"] = time.time() - t0
     with files.transaction():  # metrics.json, report.md and the plots: all or none
@@ -275,9 +319,9 @@ def _profile(metrics: dict, step: str, t0: float) -> None:
     prof[step] = {"seconds": time.time() - t0 - start, "peak_rss_mb": memory.peak_rss_mb()}
 
 
-def _analyse(out: Path, metrics: dict, ctx: Context, sweep_timesteps, sweep_limit: int) -> None:
+def _analyse(metrics: dict, ctx: Context, snn: Network, converted: Network, sweep_timesteps,
+             sweep_limit: int) -> None:
     """Energy of the trained SNN on the test set, latency sweep of converted and trained SNN."""
-    snn = ckpt.load_model(out / "snn" / ckpt.MODEL_FILE).to(ctx.device)
     rates = {d["name"]: d["spike_rate"] for d in metrics["snn"]["layers"]}
     metrics["energy"] = analysis.energy(snn, rates, None, E_MAC_PJ, E_AC_PJ)
     ctx.log(analysis.format_energy_table(metrics["energy"]))
@@ -286,16 +330,16 @@ def _analyse(out: Path, metrics: dict, ctx: Context, sweep_timesteps, sweep_limi
     x, y = ctx.data.test_x[:sweep_limit], ctx.data.test_y[:sweep_limit]
     metrics["sweep"] = {}
     metrics["sweep_images"] = len(y)
-    converted = ckpt.load_model(out / "converted" / ckpt.MODEL_FILE).to(ctx.device)
     for name, model in (("converted SNN", converted), ("DIET-SNN", snn)):
         ctx.log(f"latency sweep, {name} ({len(y)} test images):")
         metrics["sweep"][name] = analysis.sweep(model, sweep_timesteps, x, y, device=ctx.device,
                                                 log=ctx.log)
 
 
-def _step_cached(out: Path, resume: bool, key: str, fn: Callable[[], dict]) -> dict:
-    """On resume, a step whose metrics.json exists is done: reuse it."""
-    path = out / "metrics.json"
-    if resume and path.is_file():
-        return json.loads(path.read_text())[key]
-    return fn()
+def _done(out: Path, resume: bool) -> bool:
+    """On resume, a step whose metrics.json exists is done."""
+    return resume and (out / "metrics.json").is_file()
+
+
+def _metrics(out: Path, key: str) -> dict:
+    return json.loads((out / "metrics.json").read_text())[key]

@@ -136,8 +136,9 @@ def fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume:
         device: str | torch.device = "cpu") -> dict:
     """Train `model`, choosing the best epoch on the validation split (without one, `val_size`
     0, the last epoch is kept). Writes into `out`: `model.safetensors` (best on validation),
-    `state.pt` (for resume), `history.json`. Returns the history and `best_val_accuracy`
-    (None without validation).
+    `state.pt` (for resume), `history.json`. Returns the history, `best_val_accuracy` (None
+    without validation) and `best_state`, the kept epoch's state dict (None when that epoch was
+    trained before a resume: then it is only in `model.safetensors`).
     Runs inside `runtime.use_engine()` (the engine in effect, freed memory kept for reuse) with
     torch's RNG seeded from `cfg.seed` (the caller's RNG state is restored afterwards)."""
     with (runtime.use_engine(), seeded(cfg.seed + RANK_SEED * distributed.rank()),
@@ -168,6 +169,7 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
     sched = make_scheduler(opt, cfg, cfg.epochs * len(batches))
     history: list[dict] = []
     start, best, step = 0, -1.0, 0
+    best_state = None  # the kept epoch's tensors, when trained in this call
     state_path = out / ckpt.STATE_FILE
     if resume and state_path.is_file():
         st = ckpt.load_state(state_path)
@@ -260,10 +262,14 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
                 best = val["accuracy"]
                 ckpt.save_model(model, out / ckpt.MODEL_FILE,
                                 {"epoch": epoch + 1, "val_accuracy": best})
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             ckpt.save_state(state_path, {
                 "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "batch_rng": batches.generator.get_state(),
                 "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "best": best,
                 "step": step, "history": history, "config": asdict(cfg)})
             files.write_json(out / "history.json", history)
-    return {"history": history, "best_val_accuracy": best if validating else None}
+    if not validating and start < cfg.epochs:
+        best_state = model.state_dict()
+    return {"history": history, "best_val_accuracy": best if validating else None,
+            "best_state": best_state}

@@ -159,10 +159,10 @@ def cmd_convert(args) -> dict:
     src = resolve_model_path(args.ann)
     with open_out(args, (src,)) as run:
         ctx = setup(args)
-        pipeline.check_convertible(src, ctx)
+        ann = pipeline.check_convertible(src, ctx)
         opts = conversion_config(args)
         run.start(run_config(args))
-        return pipeline.convert(src, opts, ctx, Path(args.out), args.seed)
+        return pipeline.convert(ann, opts, ctx, Path(args.out), args.seed)
 
 
 def cmd_train_snn(args) -> dict:
@@ -172,10 +172,10 @@ def cmd_train_snn(args) -> dict:
         if args.resume:
             check_resumable(out)
         ctx = setup(args)
-        pipeline.check_trainable(src, ctx)
+        snn = pipeline.check_trainable(src, ctx)
         cfg = train_config(args, snn=True)
         run.start(run_config(args))
-        return pipeline.train_snn(src, cfg, ctx, out, args.resume, args.timesteps)
+        return pipeline.train_snn(snn, cfg, ctx, out, args.resume, args.timesteps)
 
 
 def cmd_evaluate(args) -> dict:
