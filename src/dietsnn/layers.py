@@ -73,6 +73,8 @@ class LIF(Temporal):
         self.threshold = nn.Parameter(torch.tensor(float(threshold)))
         self.gamma = gamma
         self.surrogate = surrogate
+        # where a `monitor.SpikeCounter` collects (fired, neurons, images) per forward, or None
+        self.tally: list | None = None
         _LIVE.add(self)
 
     def __setstate__(self, state: dict) -> None:  # copy.deepcopy, pickle
@@ -84,12 +86,19 @@ class LIF(Temporal):
             if x.dim() < 2:
                 raise ValueError(f"LIF expects time-major input [T, B, ...], got shape "
                                  f"{tuple(x.shape)}")
-            return lif(x, self.leak, self.threshold, self.gamma, self.surrogate)
+            return self.count(lif(x, self.leak, self.threshold, self.gamma, self.surrogate))
         if self.is_static(x):  # direct encoding's first layer: the input current enters once
             out = lif(x, self.leak, self.threshold, self.gamma, self.surrogate, self.timesteps)
         else:
             out = lif(self.unfold(x), self.leak, self.threshold, self.gamma, self.surrogate)
-        return compact.mark(out.flatten(0, 1))
+        return compact.mark(self.count(out).flatten(0, 1))
+
+    def count(self, spikes: Tensor) -> Tensor:
+        """Tally `spikes` `[T, B, ...]` if a `SpikeCounter` is active; returns them."""
+        if self.tally is not None:
+            self.tally.append((spikes.sum(dtype=torch.float64), spikes[0, 0].numel(),
+                               spikes.shape[1]))
+        return spikes
 
     def fused_forward(self, x: Tensor, following: list[nn.Module]) -> tuple[Tensor, int] | None:
         """This LIF and the `Dropout` and/or `AvgPool2d` right after it as one native operation
@@ -104,7 +113,10 @@ class LIF(Temporal):
         pool = rest[0] if rest and isinstance(rest[0], nn.AvgPool2d) else None
         if self.timesteps is None or (drop is None and pool is None):
             return None
-        if ops.kernels(x) is None or not _no_hooks(self, drop, pool):
+        kern = ops.kernels(x)
+        if kern is None or not _no_hooks(self, drop, pool):
+            return None
+        if self.tally is not None and kern is not ops.native:  # counted in the C kernel only
             return None
         k = 1
         if pool is not None:
@@ -131,9 +143,11 @@ class LIF(Temporal):
             scale = 1.0 / keep_p
         grad = torch.is_grad_enabled() and (x.requires_grad or self.leak.requires_grad
                                             or self.threshold.requires_grad)
-        out = torch.ops.dietsnn.lif_pool_forward(x4, self.leak, self.threshold, keep, scale, k, T,
-                                                 static, grad and not static, self.gamma,
-                                                 self.surrogate)[0]
+        out, _, fired = torch.ops.dietsnn.lif_pool_forward(
+            x4, self.leak, self.threshold, keep, scale, k, T, static, grad and not static,
+            self.gamma, self.surrogate, self.tally is not None)
+        if self.tally is not None:
+            self.tally.append((fired, x4[0].numel(), B))
         if x.dim() == 2:
             out = out.view(out.shape[0], -1)
         if k == 1:  # dropped-out spikes: saved as bool by the next layer, like the unfused ones
@@ -169,7 +183,7 @@ class HardResetLIF(LIF):
             o = spike(u_tilde / self.threshold - 1.0, self.gamma, self.surrogate)
             u = u_tilde * (1.0 - o.detach())
             out.append(o)
-        return torch.stack(out).flatten(0, 1)
+        return self.count(torch.stack(out)).flatten(0, 1)
 
     def fused_forward(self, x: Tensor, following: list[nn.Module]) -> None:
         return None  # no native kernel for this reset: the layers run one by one

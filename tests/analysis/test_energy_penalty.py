@@ -48,6 +48,67 @@ def test_cost_gradient_lowers_spikes():
     assert snn.features[0].weight.grad.abs().sum() > 0  # reaches the weights that drive spikes
 
 
+@pytest.mark.parametrize("engine", ["native", "eager"])
+def test_the_penalised_step_keeps_the_fused_blocks_and_their_numbers(engine, monkeypatch):
+    """With the penalty the LIF blocks still run as one operation each (no hooks); the loss and
+    every gradient equal those of the same step run layer by layer (a hook on each LIF forces
+    that), bit for bit, with dropout active."""
+    from dietsnn import use_engine
+    from dietsnn.functional import native, ops
+
+    if engine == "native" and not native.available():
+        pytest.skip("no native kernels")
+    snn = ann_to_snn(build_ann("vgg_small", dropout=0.2), 3)
+    torch.manual_seed(0)
+    x = torch.randn(16, 1, 28, 28)
+    calibrate_thresholds(snn, x, 99.7, 0.5, timesteps=10)
+    snn.train()
+    lifs = [m for m in snn.modules() if hasattr(m, "threshold")]
+    calls = []
+    real = torch.ops.dietsnn.lif_pool_forward
+    monkeypatch.setattr(ops.torch.ops.dietsnn, "lif_pool_forward",
+                        lambda *a: calls.append(1) or real(*a), raising=False)
+    res = []
+    for hooked in (False, True):
+        hooks = [m.register_forward_hook(lambda *_: None) for m in lifs] if hooked else []
+        snn.zero_grad()
+        torch.manual_seed(1)  # the same dropout masks
+        with use_engine(engine), SpikeEnergy(snn) as en:
+            loss = torch.nn.functional.cross_entropy(snn(x), torch.arange(16) % 10) \
+                + 0.1 * en.cost()
+            loss.backward()
+        res.append((loss.detach(), [p.grad.clone() for p in snn.parameters()]))
+        for h in hooks:
+            h.remove()
+        if not hooked:
+            fused_calls, calls[:] = len(calls), []
+    assert fused_calls == (len(lifs) if engine == "native" else 0) and calls == []
+    assert torch.equal(res[0][0], res[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(res[0][1], res[1][1]))
+
+
+def test_spike_counter_counts_what_the_monitor_records():
+    from dietsnn import SpikeMonitor
+    from dietsnn.monitor import SpikeCounter
+
+    snn, x = _snn()
+    snn.eval()
+    with torch.no_grad(), SpikeMonitor(snn, counts=True) as mon:
+        snn(x)
+    outer = SpikeCounter(snn)
+    with torch.no_grad(), outer:
+        with SpikeCounter(snn) as counter:  # an inner counter takes over
+            snn(x[:8])
+            snn(x[8:])
+        snn(x[:1])
+    for name in mon.names:
+        (f0, n0, b0), (f1, n1, b1) = counter.records[name]
+        assert (b0, b1) == (8, len(x) - 8) and n0 == n1 == mon[name][0].numel()
+        assert f0.item() + f1.item() == mon[name].sum().item()
+        assert [r[2] for r in outer.records[name]] == [1]
+    assert all(m.tally is None for m in snn.modules() if hasattr(m, "tally"))
+
+
 def test_cost_needs_an_observed_forward():
     snn, _ = _snn()
     with SpikeEnergy(snn) as en, pytest.raises(RuntimeError, match="no forward"):

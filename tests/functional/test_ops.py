@@ -59,6 +59,43 @@ def test_opcheck_lif_pool(name, static):
                               (x, leak, v, keep, 1.25, 2, T, static, not static, 0.3, "sigmoid"))
 
 
+@pytest.mark.parametrize("name", ENGINES)
+@pytest.mark.parametrize("static", [False, True])
+def test_the_fused_block_counts_spikes_and_takes_their_gradient(name, static):
+    """`count=True`: the spikes the LIF fired (before dropout), as the plain loop fires them,
+    and a loss on that count gives the gradients of the same loss built from the spike tensor
+    (LIF, then dropout and pooling as separate PyTorch operations)."""
+    g = torch.Generator().manual_seed(3)
+    T, B, c = 3, 2, 0.37
+    x = torch.randn((B if static else T * B, 4, 6, 6), generator=g) * 2
+    keep = torch.rand(B, 4, 6, 6, generator=g) < 0.8
+    w = torch.randn(T * B, 4, 3, 3, generator=g)
+    with engine.scope(name):
+        torch.library.opcheck(torch.ops.dietsnn.lif_pool_forward.default,
+                              (x.clone().requires_grad_(), torch.tensor(0.8, requires_grad=True),
+                               torch.tensor(0.5, requires_grad=True), keep, 1.25, 2, T, static,
+                               not static, 0.3, "linear", True))
+    res = []
+    for fused in (True, False):
+        xi = x.clone().requires_grad_()
+        lk, th = torch.tensor(0.8, requires_grad=True), torch.tensor(0.5, requires_grad=True)
+        if fused:
+            out, _, fired = on_engine(torch.ops.dietsnn.lif_pool_forward, xi, lk, th, keep, 1.25,
+                                      2, T, static, not static, 0.3, "linear", True, engine=name)
+        else:
+            cur = xi.expand(T, *x.shape) if static else xi.view(T, B, *x.shape[1:])
+            spikes = lif_reference(cur, lk, th, 0.3, "linear")
+            fired = spikes.sum(dtype=torch.float64)
+            dropped = spikes * torch.where(keep, 1.25, 0.0)
+            out = torch.nn.functional.avg_pool2d(dropped.flatten(0, 1), 2)
+        loss = (out * w).sum() + c * fired.float()
+        on_engine(loss.backward, engine=name)
+        res.append((fired.item(), xi.grad, lk.grad, th.grad))
+    assert res[0][0] == res[1][0] > 0
+    for a, b in zip(res[0][1:], res[1][1:]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+
+
 @pytest.mark.parametrize("static", [False, True])
 def test_lif_pool_fallback_matches_the_native_block(static):
     """The operator's PyTorch implementation (other devices and dtypes) gives the C kernel's

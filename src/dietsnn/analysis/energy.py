@@ -15,7 +15,7 @@ from ..functional import encoding as _encoding
 from ..functional import energy as E
 from ..layers import LIF
 from ..models import Network, example_input
-from ..monitor import SpikeMonitor
+from ..monitor import SpikeCounter
 from .spikes import spike_rates
 
 
@@ -99,8 +99,9 @@ class SpikeEnergy:
         with SpikeEnergy(snn) as energy:
             loss = F.cross_entropy(snn(x), y) + 0.1 * energy.cost()
 
-    Observing the LIF layers with hooks runs them one by one (no fused LIF-dropout-pooling
-    kernel), as any hook does."""
+    The spikes are counted by the LIF layers themselves (`monitor.SpikeCounter`, no hooks), so
+    the fused LIF-dropout-pooling kernel keeps running and adds the penalty's gradient to each
+    spike's in its backward."""
 
     def __init__(self, model: Network, input_rate: float | None = None,
                  e_mac: float = E.E_MAC_PJ, e_ac: float = E.E_AC_PJ) -> None:
@@ -112,14 +113,14 @@ class SpikeEnergy:
         self.ann_pj, self.base_pj = base["ann_pj"], base["snn_pj"]
         self.coef = {n: energy(model, {**zero, n: 1.0}, input_rate, e_mac, e_ac, fl)["snn_pj"]
                      - self.base_pj for n, _ in self.layers}
-        self.monitor = SpikeMonitor(model, counts=True, grad=True)
+        self.counter = SpikeCounter(model)
 
     def attach(self) -> SpikeEnergy:
-        self.monitor.__enter__()
+        self.counter.__enter__()
         return self
 
     def detach(self) -> None:
-        self.monitor.__exit__()
+        self.counter.__exit__()
 
     __enter__ = attach
 
@@ -139,14 +140,14 @@ class SpikeEnergy:
 
     def cost(self) -> Tensor:
         """SNN/ANN compute energy per image of the forwards since the last call (then reset)."""
-        records = self.monitor.records
+        records = self.counter.records
         first = records[self.layers[0][0]] if self.layers else []
         if not first:
             raise RuntimeError("SpikeEnergy.cost(): no forward of the network was observed "
                                "(run the forward inside the `with` block)")
-        images = sum(r.shape[0] for r in first)
-        # per layer: spikes per neuron summed over steps and images (a record is [B, ...])
-        total = sum(self.coef[n] * sum(r.sum() / r[0].numel() for r in rs)
+        images = sum(r[2] for r in first)
+        # per layer: spikes per neuron summed over steps and images
+        total = sum(self.coef[n] * sum(fired.float() / neurons for fired, neurons, _ in rs)
                     for n, rs in records.items() if rs)
         out = (total / images + self.base_pj) / self.ann_pj
         self.reset()
@@ -154,7 +155,7 @@ class SpikeEnergy:
 
     def reset(self) -> None:
         """Forget the forwards observed so far."""
-        self.monitor.clear()
+        self.counter.clear()
 
 
 def measure(model: Network, x: Tensor, y: Tensor, batch_size: int = 256,

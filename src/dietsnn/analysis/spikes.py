@@ -1,5 +1,5 @@
-"""Counting spikes with a `SpikeMonitor`: spike rates (energy, reports) and per-image counts
-(predictions)."""
+"""Counting spikes: spike rates (energy, reports) with a `SpikeCounter`, per-image counts
+(predictions) with a `SpikeMonitor`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from .. import distributed
 from ..evaluation import eval_batches, forward
 from ..layers import lif_layers
 from ..models import Network
-from ..monitor import SpikeMonitor
+from ..monitor import SpikeCounter, SpikeMonitor
 
 
 def spikes_per_image(monitor: SpikeMonitor) -> Tensor:
@@ -36,14 +36,14 @@ def spike_rates(model: Network, x, batch_size: int = 256,
     names = [n for n, _ in lif_layers(model)]
     totals = {n: [0.0, 0.0] for n in names}  # spikes, neurons x images
     try:
-        with torch.no_grad(), SpikeMonitor(model, counts=True) as monitor:
+        with torch.no_grad(), SpikeCounter(model) as counter:
             for xb, yb in eval_batches(x, labels, batch_size):
                 out = forward(model, xb.to(device))
                 for n in names:
-                    for r in monitor.records[n]:  # integer counts: exact sums in float64
-                        totals[n][0] += r.sum(dtype=torch.float64).item()
-                        totals[n][1] += r.numel()
-                monitor.clear()
+                    for fired, neurons, images in counter.records[n]:  # exact in float64
+                        totals[n][0] += fired.item()
+                        totals[n][1] += neurons * images
+                counter.clear()
                 pred = out.argmax(1).cpu()
                 correct += (pred == yb).sum().item()
                 if predictions is not None:

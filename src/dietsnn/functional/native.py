@@ -259,8 +259,9 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     lib.dietsnn_lif_forward.argtypes = [p, L, L, L, f, f, p, i, p, p, i]
     lib.dietsnn_lif_backward.argtypes = [p, p, L, L, i, f, f, f, i, f, p, ctypes.POINTER(d), i]
     lib.dietsnn_avg_pool2d.argtypes = [p, p, L, L, L, L, i, i, i, i, i]
-    lib.dietsnn_lif_pool_forward.argtypes = [p, L, L, L, L, L, i, f, f, p, f, p, p, i]
-    lib.dietsnn_lif_pool_backward.argtypes = [p, p, L, L, L, L, i, i, f, f, f, i, f, p, f, p,
+    lib.dietsnn_lif_pool_forward.argtypes = [p, L, L, L, L, L, i, f, f, p, f, p, p,
+                                             ctypes.POINTER(L), i]
+    lib.dietsnn_lif_pool_backward.argtypes = [p, p, L, L, L, L, i, i, f, f, f, i, f, p, f, f, p,
                                               ctypes.POINTER(d), i]
     lib.dietsnn_dropout.argtypes = [p, p, p, L, i, ctypes.c_int64, i, f, i]
     for fn in (lib.dietsnn_lif_forward, lib.dietsnn_lif_backward, lib.dietsnn_avg_pool2d,
@@ -337,33 +338,36 @@ def avg_pool2d(x: Tensor, k: int, size: tuple[int, int] | None = None) -> Tensor
 
 def lif_pool_forward(x: Tensor, T: int, static: bool, leak: Tensor, v: Tensor,
                      keep: Tensor | None, scale: float, k: int,
-                     keep_u_tilde: bool) -> tuple[Tensor, Tensor | None]:
+                     keep_u_tilde: bool) -> tuple[Tensor, Tensor | None, int]:
     """LIF -> dropout -> k x k average pooling (stride k, floor) fused, NCHW float32, over `T`
     steps. `x`: the currents `[T*B, C, H, W]`, or if `static` one step's `[B, C, H, W]` (the
     same at every step); `keep`: bool `[B, C, H, W]` (dropout's kept neurons, worth `scale`)
-    or None. Returns the pooled output `[T*B, C, H//k, W//k]` and, if `keep_u_tilde`, u~
-    `[T*B, C, H, W]`."""
+    or None. Returns the pooled output `[T*B, C, H//k, W//k]`, if `keep_u_tilde` u~
+    `[T*B, C, H, W]` (else None) and the number of spikes fired (before dropout)."""
     x = x.contiguous()
     n, c, h, w = x.shape
     B = n if static else n // T
     P = B * c
     out = torch.empty((T * B, c, h // k, w // k), dtype=x.dtype)
     u_tilde = torch.empty((T * B, c, h, w), dtype=x.dtype) if keep_u_tilde else None
+    fired = ctypes.c_long(0)
     lib = library()
     assert lib is not None
     rc = lib.dietsnn_lif_pool_forward(_ptr(x), 0 if static else P * h * w, T, P, h, w, k,
                                       float(leak), float(v), _ptr(keep), float(scale), _ptr(out),
-                                      _ptr(u_tilde), torch.get_num_threads())
+                                      _ptr(u_tilde), ctypes.byref(fired), torch.get_num_threads())
     if rc != 0:
         raise MemoryError("native LIF-pool forward: out of memory")
-    return out, u_tilde
+    return out, u_tilde, fired.value
 
 
 def lif_pool_backward(saved: Tensor, grad: Tensor, T: int, static: bool, leak: Tensor,
                       v: Tensor, gamma: float, surrogate: str, keep: Tensor | None,
-                      scale: float, k: int) -> tuple[Tensor, Tensor, Tensor]:
+                      scale: float, k: int,
+                      g_count: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
     """BPTT of `lif_pool_forward`: `saved` is u~ `[T*B, C, H, W]`, or if `static` the current
-    `[B, C, H, W]`; `grad` the pooled output's gradient. Returns (dL/dx, dL/dleak, dL/dv)."""
+    `[B, C, H, W]`; `grad` the pooled output's gradient; `g_count` the gradient of the number of
+    spikes fired (added to each spike's). Returns (dL/dx, dL/dleak, dL/dv)."""
     saved, grad = saved.contiguous(), grad.contiguous()
     n, c, h, w = saved.shape
     B = n if static else n // T
@@ -374,7 +378,7 @@ def lif_pool_backward(saved: Tensor, grad: Tensor, T: int, static: bool, leak: T
     rc = lib.dietsnn_lif_pool_backward(_ptr(saved), _ptr(grad), T, B * c, h, w, k, int(static),
                                        float(leak), float(v), float(gamma),
                                        *kernel_args(surrogate), _ptr(keep), float(scale),
-                                       _ptr(gx), sums, torch.get_num_threads())
+                                       float(g_count), _ptr(gx), sums, torch.get_num_threads())
     if rc != 0:
         raise MemoryError("native LIF-pool backward: out of memory")
     return (gx, torch.tensor(sums[0], dtype=saved.dtype), torch.tensor(sums[1], dtype=saved.dtype))

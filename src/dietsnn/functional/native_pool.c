@@ -139,6 +139,8 @@ typedef struct {
     float *out; float *ut; /* ut: [T, P, H, W] u~, or NULL */
     const float *grad; float gamma; int kind; float coef; float *gx; int steps;
     double g_leak; double g_v; int failed;
+    long count; /* forward: the spikes fired (before dropout), summed over steps and planes */
+    float g_count; /* backward: dL/d(count), added to every spike's gradient */
 } lp_args;
 
 /* the input gradient of one step's plane: the pooled gradient spread over its windows, times
@@ -170,20 +172,24 @@ static void lp_spread(const lp_args *a, long p, const float *restrict gp, float 
     }
 }
 
-/* one plane through all steps: whole planes keep the loops long (vectorised) */
-static void lp_forward_plane(lp_args *a, long p, float *restrict u, float *restrict val) {
+/* one plane through all steps: whole planes keep the loops long (vectorised); returns the
+ * spikes fired (an integer sum: exact and vectorised) */
+static long lp_forward_plane(lp_args *a, long p, float *restrict u, float *restrict val) {
     const int k = a->k;
     const long H = a->H, W = a->W, Ho = H / k, Wo = W / k, HW = H * W;
     const float leak = a->leak, v = a->v, div = (float)(k * k);
     const unsigned char *restrict kp = a->keep ? a->keep + p * HW : 0;
+    long fired = 0;
     for (long q = 0; q < HW; q++) u[q] = 0.0f;
     for (long t = 0; t < a->T; t++) {
         const float *restrict x = a->x + t * a->sx + p * HW;
+        int n = 0;
         if (a->ut) {
             float *restrict ut = a->ut + t * a->P * HW + p * HW;
             for (long q = 0; q < HW; q++) {
                 float s = MADD(u[q], leak, x[q]);
                 float o = s > v ? 1.0f : 0.0f;
+                n += s > v;
                 ut[q] = s;
                 u[q] = s - o * v;
                 val[q] = o;
@@ -192,10 +198,12 @@ static void lp_forward_plane(lp_args *a, long p, float *restrict u, float *restr
             for (long q = 0; q < HW; q++) {
                 float s = MADD(u[q], leak, x[q]);
                 float o = s > v ? 1.0f : 0.0f;
+                n += s > v;
                 u[q] = s - o * v;
                 val[q] = o;
             }
         }
+        fired += n;
         if (kp) {
             const float scale = a->scale;
             for (long q = 0; q < HW; q++) val[q] = val[q] * (kp[q] ? scale : 0.0f);
@@ -220,6 +228,7 @@ static void lp_forward_plane(lp_args *a, long p, float *restrict u, float *restr
                 }
         }
     }
+    return fired;
 }
 
 /* BPTT through pooling, dropout and the LIF for one plane. scratch: [T][H*W] for the
@@ -240,6 +249,10 @@ static void lp_backward_plane(lp_args *a, long p, float *d, float *gl, float *gv
     for (long q = 0; q < HW; q++) { d[q] = 0.0f; sum[q] = 0.0f; }
     for (long t = T - 1; t >= 0; t--) {
         lp_spread(a, p, a->grad + (t * P + p) * Ho * Wo, g);
+        if (a->g_count != 0.0f) {
+            const float gc = a->g_count;
+            for (long q = 0; q < HW; q++) g[q] += gc;
+        }
         const float *prev = t > 0 ? ut + (t - 1) * sut : 0;
         bwd_step_any(HW, ut + t * sut, g, prev, a->steps ? 0 : a->gx + t * P * HW + p * HW, d,
                      gl, gv, sum, leak, v, inv_v, gamma, a->coef, a->kind);
@@ -257,17 +270,18 @@ static void lp_range(lp_args *a, long p0, long p1, int backward) {
     float *d = buf, *gl = d + n, *gv = gl + n, *g = gv + n, *sum = g + n, *val = sum + n;
     float *scratch = val + n;
     double sl = 0.0, sv = 0.0;
+    long fired = 0;
     for (long p = p0; p < p1; p++) {
-        if (!backward) { lp_forward_plane(a, p, d, val); continue; }
+        if (!backward) { fired += lp_forward_plane(a, p, d, val); continue; }
         for (long q = 0; q < n; q++) { gl[q] = 0.0f; gv[q] = 0.0f; }
         lp_backward_plane(a, p, d, gl, gv, g, sum, scratch);
         for (long q = 0; q < n; q++) { sl += gl[q]; sv += gv[q]; } /* per plane, in double */
     }
-    a->g_leak = sl; a->g_v = sv;
+    a->g_leak = sl; a->g_v = sv; a->count = fired;
     free(buf);
 }
 
-static int lp_run(lp_args *proto, int threads, int backward, double *g_out) {
+static int lp_run(lp_args *proto, int threads, int backward, double *g_out, long *count) {
     if (threads < 1) threads = 1;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     if (threads > proto->P) threads = proto->P > 0 ? (int)proto->P : 1;
@@ -282,27 +296,33 @@ static int lp_run(lp_args *proto, int threads, int backward, double *g_out) {
         if (q == 0) used = n;
     }
     double gl = 0.0, gv = 0.0;
+    long fired = 0;
     int failed = 0;
-    for (int q = 0; q < used; q++) { gl += args[q].g_leak; gv += args[q].g_v; failed |= args[q].failed; }
+    for (int q = 0; q < used; q++) {
+        gl += args[q].g_leak; gv += args[q].g_v; fired += args[q].count;
+        failed |= args[q].failed;
+    }
     if (g_out) { g_out[0] = gl; g_out[1] = gv; }
+    if (count) *count = fired;
     return failed ? -1 : 0;
 }
 
 int dietsnn_lif_pool_forward(const float *x, long sx, long T, long P, long H, long W, int k,
                              float leak, float v, const unsigned char *keep, float scale,
-                             float *out, float *ut, int threads) {
+                             float *out, float *ut, long *count, int threads) {
     lp_args a = {x, sx, T, P, H, W, k, leak, v, keep, scale, out, ut, 0, 0.0f, 0, 0.0f, 0, 0,
-                 0.0, 0.0, 0};
-    return lp_run(&a, threads, 0, 0);
+                 0.0, 0.0, 0, 0, 0.0f};
+    return lp_run(&a, threads, 0, 0, count);
 }
 
 /* saved: u~ [T, P, H, W], or with steps the constant current [P, H, W]; grad [T, P, Ho, Wo];
- * gx [T, P, H, W] or [P, H, W] with steps. g_out receives (dL/dleak, dL/dv). */
+ * gx [T, P, H, W] or [P, H, W] with steps; g_count: dL/d(spikes fired), added to the gradient
+ * of every spike. g_out receives (dL/dleak, dL/dv). */
 int dietsnn_lif_pool_backward(const float *saved, const float *grad, long T, long P, long H,
                               long W, int k, int steps, float leak, float v, float gamma,
                               int kind, float coef, const unsigned char *keep, float scale,
-                              float *gx, double *g_out, int threads) {
+                              float g_count, float *gx, double *g_out, int threads) {
     lp_args a = {saved, 0, T, P, H, W, k, leak, v, keep, scale, 0, 0, grad, gamma, kind, coef, gx,
-                 steps, 0.0, 0.0, 0};
-    return lp_run(&a, threads, 1, g_out);
+                 steps, 0.0, 0.0, 0, 0, g_count};
+    return lp_run(&a, threads, 1, g_out, 0);
 }

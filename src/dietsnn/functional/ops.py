@@ -20,16 +20,20 @@ Schemas (stable; every Tensor of one call on one device, leak and threshold 0-di
 
     dietsnn::lif_pool_forward(Tensor x, Tensor leak, Tensor threshold, Tensor? keep, float scale,
                               int k, int timesteps, bool static, bool keep_u_tilde, float gamma,
-                              str surrogate) -> (Tensor out, Tensor u_tilde)
+                              str surrogate, bool count=False)
+        -> (Tensor out, Tensor u_tilde, Tensor fired)
       LIF -> dropout -> k x k average pooling (stride k, floor) as one operation, NCHW. x: the
       currents [T*B, C, H, W], or if static one step's [B, C, H, W]; keep: bool [B, C, H, W]
-      (dropout's kept neurons, worth `scale`) or None. Returns the output [T*B, C, H//k, W//k]
-      and u~ [T*B, C, H, W] if keep_u_tilde else [0]. Backward needs keep_u_tilde unless static.
+      (dropout's kept neurons, worth `scale`) or None. Returns the output [T*B, C, H//k, W//k],
+      u~ [T*B, C, H, W] if keep_u_tilde else [0], and if count the number of spikes the LIF
+      fired (before dropout; 0-dim float64, differentiable: a spike penalty without the spike
+      tensor) else [0]. Backward needs keep_u_tilde unless static.
 
     dietsnn::lif_pool_backward(Tensor saved, Tensor grad, Tensor leak, Tensor threshold,
                                Tensor? keep, float scale, int k, int timesteps, bool static,
-                               float gamma, str surrogate)
+                               float gamma, str surrogate, Tensor? count_grad=None)
         -> (Tensor grad_x, Tensor grad_leak, Tensor grad_threshold)
+      count_grad: dL/dfired (0-dim), added to the gradient of every spike.
 
     dietsnn::avg_pool2d(Tensor x, int k) -> Tensor
     dietsnn::avg_pool2d_backward(Tensor grad, int k, int h, int w) -> Tensor
@@ -179,39 +183,61 @@ def _currents(x: Tensor, timesteps: int, static: bool) -> Tensor:
 
 
 def _pool_fake(x, leak, threshold, keep, scale, k, timesteps, static, keep_u_tilde, gamma,
-               surrogate):
+               surrogate, count=False):
     n, c, h, w = x.shape
     n = n * timesteps if static else n
     return (x.new_empty((n, c, h // k, w // k)),
-            x.new_empty((n, c, h, w) if keep_u_tilde else (0,)))
+            x.new_empty((n, c, h, w) if keep_u_tilde else (0,)),
+            x.new_empty(() if count else (0,), dtype=torch.float64))
 
 
 @_op("lif_pool_forward(Tensor x, Tensor leak, Tensor threshold, Tensor? keep, float scale, int k, "
-     "int timesteps, bool static, bool keep_u_tilde, float gamma, str surrogate) -> (Tensor, Tensor)",
-     _pool_fake)
+     "int timesteps, bool static, bool keep_u_tilde, float gamma, str surrogate, "
+     "bool count=False) -> (Tensor, Tensor, Tensor)", _pool_fake)
 def lif_pool_forward(x: Tensor, leak: Tensor, threshold: Tensor, keep: Tensor | None,
                      scale: float, k: int, timesteps: int, static: bool, keep_u_tilde: bool,
-                     gamma: float, surrogate: str) -> tuple[Tensor, Tensor]:
-    if (kern := kernels(x)) is not None:
+                     gamma: float, surrogate: str,
+                     count: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    kern = kernels(x)
+    none = x.new_empty(0)
+    if kern is native:
+        out, u_tilde, fired = native.lif_pool_forward(x, timesteps, static, leak, threshold, keep,
+                                                      scale, k, keep_u_tilde)
+        return out, none if u_tilde is None else u_tilde, _fired(x, fired if count else None)
+    if kern is not None and not count:
         out, u_tilde = kern.lif_pool_forward(x, timesteps, static, leak, threshold, keep, scale,
                                              k, keep_u_tilde)
-        return out, x.new_empty(0) if u_tilde is None else u_tilde
+        return out, none if u_tilde is None else u_tilde, _fired(x, None)
     spikes, u_tilde, _ = _forward_loop(_currents(x, timesteps, static), leak, threshold, None,
                                        keep_u_tilde)
+    fired = spikes.sum(dtype=torch.float64) if count else None
     spikes = spikes.view(timesteps, -1, *x.shape[1:])
     if keep is not None:
         spikes = spikes * torch.where(keep, scale, 0.0).to(x.dtype)
     out = F.avg_pool2d(spikes.flatten(0, 1), k, k)
-    return out, u_tilde.view(-1, *x.shape[1:]) if keep_u_tilde else x.new_empty(0)
+    return (out, u_tilde.view(-1, *x.shape[1:]) if keep_u_tilde else none,
+            _fired(x, fired))
+
+
+def _fired(x: Tensor, fired: int | Tensor | None) -> Tensor:
+    if fired is None:
+        return x.new_empty(0, dtype=torch.float64)
+    return torch.as_tensor(fired, dtype=torch.float64, device=x.device)
 
 
 @_op("lif_pool_backward(Tensor saved, Tensor grad, Tensor leak, Tensor threshold, Tensor? keep, "
-     "float scale, int k, int timesteps, bool static, float gamma, str surrogate) "
-     "-> (Tensor, Tensor, Tensor)", _grads_fake)
+     "float scale, int k, int timesteps, bool static, float gamma, str surrogate, "
+     "Tensor? count_grad=None) -> (Tensor, Tensor, Tensor)", _grads_fake)
 def lif_pool_backward(saved: Tensor, grad: Tensor, leak: Tensor, threshold: Tensor,
                       keep: Tensor | None, scale: float, k: int, timesteps: int, static: bool,
-                      gamma: float, surrogate: str) -> tuple[Tensor, Tensor, Tensor]:
-    if (kern := kernels(saved)) is not None:
+                      gamma: float, surrogate: str,
+                      count_grad: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    kern = kernels(saved)
+    if kern is native:
+        return native.lif_pool_backward(saved, grad, timesteps, static, leak, threshold, gamma,
+                                        surrogate, keep, scale, k,
+                                        0.0 if count_grad is None else float(count_grad))
+    if kern is not None and count_grad is None:
         return kern.lif_pool_backward(saved, grad, timesteps, static, leak, threshold, gamma,
                                       surrogate, keep, scale, k)
     h, w = saved.shape[-2:]
@@ -219,6 +245,8 @@ def lif_pool_backward(saved: Tensor, grad: Tensor, leak: Tensor, threshold: Tens
     g = F.pad(g, (0, w - g.shape[-1], 0, h - g.shape[-2]))  # rows the floor mode dropped: 0
     if keep is not None:
         g = (g.view(timesteps, *keep.shape) * torch.where(keep, scale, 0.0).to(g.dtype))
+    if count_grad is not None:
+        g = g + count_grad.to(g.dtype)
     u_tilde = _currents(saved, timesteps, static)
     if static:
         u_tilde = _forward_loop(u_tilde, leak, threshold, None, True)[1]
@@ -228,19 +256,22 @@ def lif_pool_backward(saved: Tensor, grad: Tensor, leak: Tensor, threshold: Tens
 
 
 def _pool_setup(ctx, inputs, output) -> None:
-    x, leak, threshold, keep, scale, k, timesteps, static, _, gamma, surrogate = inputs
+    x, leak, threshold, keep, scale, k, timesteps, static, _, gamma, surrogate, *count = inputs
     ctx.save_for_backward(x if static else output[1], leak, threshold, keep)
     ctx.args = (scale, k, timesteps, static, gamma, surrogate)
+    ctx.count = bool(count and count[0])
     ctx.engine = resolve(None, x.device.type)
     ctx.mark_non_differentiable(output[1])
 
 
-def _pool_grad(ctx, grad_out, _grad_u_tilde):
+def _pool_grad(ctx, grad_out, _grad_u_tilde, grad_fired):
     saved, leak, threshold, keep = ctx.saved_tensors
+    count_grad = grad_fired if ctx.count and grad_fired is not None else None
     with scope(ctx.engine):
         gx, g_leak, g_v = torch.ops.dietsnn.lif_pool_backward(saved, grad_out.contiguous(), leak,
-                                                              threshold, keep, *ctx.args)
-    return gx, g_leak, g_v, None, None, None, None, None, None, None, None
+                                                              threshold, keep, *ctx.args,
+                                                              count_grad)
+    return gx, g_leak, g_v, None, None, None, None, None, None, None, None, None
 
 
 torch.library.register_autograd("dietsnn::lif_pool_forward", _pool_grad,
