@@ -259,8 +259,7 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     lib.dietsnn_lif_forward.argtypes = [p, L, L, L, f, f, p, i, p, p, i]
     lib.dietsnn_lif_backward.argtypes = [p, p, L, L, i, f, f, f, i, f, p, ctypes.POINTER(d), i]
     lib.dietsnn_avg_pool2d.argtypes = [p, p, L, L, L, L, i, i, i, i, i]
-    lib.dietsnn_lif_pool_forward.argtypes = [p, L, L, L, L, L, i, f, f, p, f, p, p,
-                                             ctypes.POINTER(L), i]
+    lib.dietsnn_lif_pool_forward.argtypes = [p, L, L, L, L, L, i, f, f, p, f, p, p, p, i]
     lib.dietsnn_lif_pool_backward.argtypes = [p, p, L, L, L, L, i, i, f, f, f, i, f, p, f, f, p,
                                               ctypes.POINTER(d), i]
     lib.dietsnn_dropout.argtypes = [p, p, p, L, i, ctypes.c_int64, i, f, i]
@@ -350,8 +349,7 @@ def lif_pool_forward(x: Tensor, T: int, static: bool, leak: Tensor, v: Tensor,
     P = B * c
     out = torch.empty((T * B, c, h // k, w // k), dtype=x.dtype)
     u_tilde = torch.empty((T * B, c, h, w), dtype=x.dtype) if keep_u_tilde else None
-    fired = ctypes.c_long(0)
-    lib = library()
+    fired, lib = ctypes.c_long(0), library()
     assert lib is not None
     rc = lib.dietsnn_lif_pool_forward(_ptr(x), 0 if static else P * h * w, T, P, h, w, k,
                                       float(leak), float(v), _ptr(keep), float(scale), _ptr(out),
@@ -363,17 +361,14 @@ def lif_pool_forward(x: Tensor, T: int, static: bool, leak: Tensor, v: Tensor,
 
 def lif_pool_backward(saved: Tensor, grad: Tensor, T: int, static: bool, leak: Tensor,
                       v: Tensor, gamma: float, surrogate: str, keep: Tensor | None,
-                      scale: float, k: int,
-                      g_count: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+                      scale: float, k: int, g_count: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
     """BPTT of `lif_pool_forward`: `saved` is u~ `[T*B, C, H, W]`, or if `static` the current
-    `[B, C, H, W]`; `grad` the pooled output's gradient; `g_count` the gradient of the number of
-    spikes fired (added to each spike's). Returns (dL/dx, dL/dleak, dL/dv)."""
+    `[B, C, H, W]`; `grad` the pooled output's gradient; `g_count` the gradient of the spike
+    count, added to each spike's. Returns (dL/dx, dL/dleak, dL/dv)."""
     saved, grad = saved.contiguous(), grad.contiguous()
     n, c, h, w = saved.shape
     B = n if static else n // T
-    gx = torch.empty_like(saved)
-    sums = (ctypes.c_double * 2)()
-    lib = library()
+    gx, sums, lib = torch.empty_like(saved), (ctypes.c_double * 2)(), library()
     assert lib is not None
     rc = lib.dietsnn_lif_pool_backward(_ptr(saved), _ptr(grad), T, B * c, h, w, k, int(static),
                                        float(leak), float(v), float(gamma),
