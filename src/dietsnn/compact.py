@@ -56,7 +56,11 @@ def _unpack(saved) -> Tensor:
 
 @contextmanager
 def saving_spikes() -> Iterator[None]:
-    """Within this block, marked tensors are saved for backward as bool."""
+    """Within this block, marked tensors are saved for backward as bool (not while torch.compile
+    traces: the compiled graph decides what it saves)."""
+    if torch.compiler.is_compiling():
+        yield
+        return
     _ACTIVE.append({})
     try:
         with torch.autograd.graph.saved_tensors_hooks(_pack, _unpack):

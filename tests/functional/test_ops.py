@@ -120,6 +120,19 @@ def test_lif_pool_fallback_matches_the_native_block(static):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
 
 
+def _compiled_step(snn, x):
+    """`_step` through `torch.compile(snn)`, asserting that dynamo traced it as one graph
+    without a break (its counters see breaks that `torch._dynamo.explain` does not count)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    out = _step(torch.compile(snn), snn, x)
+    assert dict(counters["graph_break"]) == {}
+    assert counters["stats"]["unique_graphs"] == 1
+    return out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("train", [False, True])
 def test_torch_compile_of_an_snn_matches_eager(train):
@@ -128,14 +141,11 @@ def test_torch_compile_of_an_snn_matches_eager(train):
     snn = _snn()
     snn.train(train)
     x = torch.randn(4, 1, 28, 28)
-    torch._dynamo.reset()
-    explained = torch._dynamo.explain(snn)(x)
-    assert explained.graph_count == 1 and explained.graph_break_count == 0
-    compiled = _step(torch.compile(snn), snn, x)
+    compiled = _compiled_step(snn, x)
     eager = _step(snn, snn, x)
     assert torch.equal(compiled[0], eager[0])
     for a, b in zip(compiled[1], eager[1]):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * float(b.abs().max()))
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))
 
 
 def _graph_snn(T=3):
@@ -151,18 +161,17 @@ def _graph_snn(T=3):
 @pytest.mark.slow
 def test_torch_compile_of_a_converted_graph_matches_eager():
     """A user's model converted through its traced graph: forward and backward of
-    `torch.compile(snn)` equal eager's (dynamo splits this one into several graphs)."""
+    `torch.compile(snn)` (one graph, no breaks) equal eager's."""
     snn = _graph_snn().train()
     for m in snn.modules():
         if isinstance(m, dietsnn.layers.Dropout):
             m.p = 0.0  # inductor would draw other random numbers
     x = torch.randn(4, 1, 28, 28)
-    torch._dynamo.reset()
-    compiled = _step(torch.compile(snn), snn, x)
+    compiled = _compiled_step(snn, x)
     eager = _step(snn, snn, x)
     assert torch.equal(compiled[0], eager[0]) and eager[0].abs().sum() > 0
     for a, b in zip(compiled[1], eager[1]):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6 * float(b.abs().max()))
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))
 
 
 @pytest.mark.parametrize("kind", ["vgg_small", "graph"])

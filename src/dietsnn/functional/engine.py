@@ -36,10 +36,15 @@ def check(engine: str) -> str:
     return engine
 
 
+@torch._dynamo.assume_constant_result  # torch.compile takes the engine in effect when it traces
+def _scoped() -> str | None:
+    return _SCOPED.get()
+
+
 def resolve(engine: str | None = None, device_type: str = "cpu") -> str:
     """The engine that runs on `device_type`: `engine`, else the one in effect, with "auto"
     made concrete ("native", "eager" or "compile")."""
-    engine = check(engine or _SCOPED.get() or config.ENGINE)
+    engine = check(engine or _scoped() or config.ENGINE)
     if engine != "auto":
         return engine
     if device_type == "cpu":
