@@ -71,7 +71,7 @@ def test_a_crop_padding_as_large_as_the_image_is_refused_before_work(capsys):
 def test_fmnist_best_sets_its_recipe_and_explicit_options_win():
     p = presets.PRESETS["fmnist-best"]
     a = parse("run", "--preset", "fmnist-best")
-    assert (a.dataset, a.arch, a.timesteps, a.scale) == ("fashion-mnist", p["arch"], 3, None)
+    assert (a.dataset, a.arch, a.timesteps, a.scale) == ("fashion-mnist", "vgg_small_bn", 3, 0.7)
     assert (a.crop_padding, a.flip, a.augment) == (2, True, True)
     assert (a.ann_epochs, a.snn_epochs) == (p["ann"]["epochs"], p["snn"]["epochs"])
     assert (a.sweep_timesteps, a.sweep_limit) == ([1, 2, 3, 4, 5], 10000)
@@ -79,7 +79,8 @@ def test_fmnist_best_sets_its_recipe_and_explicit_options_win():
     assert (ann.crop_padding, ann.flip, snn.crop_padding, snn.flip) == (2, True, 2, True)
     assert (ann.lr, ann.optimizer, snn.lr, snn.optimizer) == (ANN_TRAIN.lr, "sgd", 1e-4, "adam")
     assert snn.spike_penalty == SNN_TRAIN.spike_penalty and snn.neuron_lr == SNN_TRAIN.neuron_lr
-    assert conversion_config(a).scale == CLI_SCALE  # chosen on the validation split
+    assert conversion_config(a).scale == 0.7
+    assert conversion_config(parse("run", "--scale", "auto")).scale == CLI_SCALE
     b = parse("run", "--preset", "fmnist-best", "--no-flip", "--crop-padding", "0", "-T", "2",
               "--arch", "vgg_small", "--sweep-limit", "500")
     assert (b.flip, b.crop_padding, b.timesteps, b.arch, b.sweep_limit) == (False, 0, 2, "vgg_small", 500)
