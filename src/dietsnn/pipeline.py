@@ -218,6 +218,11 @@ def _calibrate_and_save(snn: Network, opts: ConversionConfig, ctx: Context, out:
                                             device=ctx.device)
         ctx.log(f"scale {scale} (validation accuracy {scan[scale]:.4f}; scanned "
                 f"{', '.join(map(str, scan))})")
+        if near_chance(scan, ctx.data.val_y):
+            logs.warning(f"the converted SNN is near chance at every scale scanned (best "
+                         f"{scan[scale]:.1%}), so the scale chosen, {scale}, is noise; DIET "
+                         "training from it may end lower than from a fixed --scale (batch-norm "
+                         "networks: docs/RESULTS.md section 1.3)")
         opts = replace(opts, scale=scale)
     seconds = time.time() - t0
     ctx.log(f"calibrated {len(lif_layers(snn))} thresholds in {seconds:.1f}s")
@@ -232,6 +237,12 @@ def _calibrate_and_save(snn: Network, opts: ConversionConfig, ctx: Context, out:
         metrics["scale_validation_accuracy"] = {str(s): a for s, a in scan.items()}
     ctx.log(f"converted SNN (T={opts.timesteps}) test accuracy {metrics['test_accuracy']:.4f}")
     return metrics
+
+
+def near_chance(scan: dict[float, float], labels: torch.Tensor) -> bool:
+    """Whether the best accuracy of a scale scan is below twice chance on `labels`."""
+    classes = int(labels.max()) + 1 if len(labels) else 1
+    return max(scan.values()) < 2.0 / classes
 
 
 def train_snn(snn: Network | Path, cfg: TrainConfig, ctx: Context, out: Path,
