@@ -101,8 +101,10 @@ def test_no_module_is_over_400_lines():
 
 
 @pytest.mark.subprocess
-def test_import_dietsnn_does_not_load_the_cli():
-    code = "import sys, dietsnn; print(sorted(m for m in sys.modules if m.startswith('dietsnn.cli')))"
+@pytest.mark.parametrize("prefix", ["dietsnn.cli", "torch._dynamo"])
+def test_import_dietsnn_does_not_load(prefix):
+    """Neither the CLI nor torch's compiler (a second and 140 MB more) load with the library."""
+    code = f"import sys, dietsnn; print(sorted(m for m in sys.modules if m.startswith('{prefix}')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

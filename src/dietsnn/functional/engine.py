@@ -36,9 +36,13 @@ def check(engine: str) -> str:
     return engine
 
 
-@torch._dynamo.assume_constant_result  # torch.compile takes the engine in effect when it traces
 def _scoped() -> str | None:
     return _SCOPED.get()
+
+
+# torch.compile takes the engine in effect when it traces (dynamo cannot read a ContextVar): the
+# mark `torch.compiler.assume_constant_result` sets, without importing dynamo with dietsnn
+_scoped._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def resolve(engine: str | None = None, device_type: str = "cpu") -> str:
