@@ -56,8 +56,7 @@ def test_run_passes_models_in_memory_and_its_checkpoints_hold_them(tmp_path, mon
 def test_a_scale_scan_near_chance_is_flagged():
     """The scan of docs/RESULTS.md section 1.3 item 6 (batch-norm VGG, T=3) is below twice
     chance on 10 classes; a scan like the default network's is far above it."""
-    labels = torch.arange(10).repeat(3)
-    assert pipeline.near_chance({0.3: 0.1164, 0.4: 0.1774, 0.5: 0.1454, 0.6: 0.1494}, labels)
-    assert not pipeline.near_chance({0.4: 0.8962, 0.5: 0.9019, 0.6: 0.8957}, labels)
-    assert not pipeline.near_chance({0.5: 0.2}, labels)  # twice chance itself is not below it
-    assert pipeline.near_chance({0.5: 0.99}, torch.zeros(4, dtype=torch.long))  # one class
+    assert pipeline.near_chance({0.3: 0.1164, 0.4: 0.1774, 0.5: 0.1454, 0.6: 0.1494}, 10)
+    assert not pipeline.near_chance({0.4: 0.8962, 0.5: 0.9019, 0.6: 0.8957}, 10)
+    assert not pipeline.near_chance({0.5: 0.2}, 10)  # twice chance itself is not below it
+    assert pipeline.near_chance({0.5: 0.99}, 1)  # one class: chance is certainty

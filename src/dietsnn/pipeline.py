@@ -218,7 +218,7 @@ def _calibrate_and_save(snn: Network, opts: ConversionConfig, ctx: Context, out:
                                             device=ctx.device)
         ctx.log(f"scale {scale} (validation accuracy {scan[scale]:.4f}; scanned "
                 f"{', '.join(map(str, scan))})")
-        if near_chance(scan, ctx.data.val_y):
+        if near_chance(scan, ctx.data.info.num_classes):
             logs.warning(f"the converted SNN is near chance at every scale scanned (best "
                          f"{scan[scale]:.1%}), so the scale chosen, {scale}, is noise; DIET "
                          "training from it may end lower than from a fixed --scale (batch-norm "
@@ -239,9 +239,8 @@ def _calibrate_and_save(snn: Network, opts: ConversionConfig, ctx: Context, out:
     return metrics
 
 
-def near_chance(scan: dict[float, float], labels: torch.Tensor) -> bool:
-    """Whether the best accuracy of a scale scan is below twice chance on `labels`."""
-    classes = int(labels.max()) + 1 if len(labels) else 1
+def near_chance(scan: dict[float, float], classes: int) -> bool:
+    """Whether the best accuracy of a scale scan is below twice chance among `classes`."""
     return max(scan.values()) < 2.0 / classes
 
 
