@@ -92,7 +92,7 @@ def test_layer_by_layer_calibration_matches_naive_prefix_rerun():
     snn2 = ann_to_snn(ann, 5)
     scaled = calibrate_thresholds(snn2, images, percentile=99.0, scale=0.3, timesteps=6)
     assert scaled == pytest.approx([0.3 * w for w in want], rel=1e-5)
-    assert snn2.features[1].threshold.item() == pytest.approx(0.3 * want[0], rel=1e-5)
+    assert snn2.get_submodule("net.features.1").threshold.item() == pytest.approx(0.3 * want[0], rel=1e-5)
 
 
 def test_calibration_rejects_bad_options():
@@ -118,7 +118,8 @@ def test_time_chunks_and_recompute_path_give_the_same_thresholds(monkeypatch):
 def test_layer_without_positive_current_gets_a_positive_threshold():
     snn = ann_to_snn(build_ann("vgg_small", image_size=8), 3)
     with torch.no_grad():
-        snn.features[0].weight.fill_(-1.0)  # positive images -> negative current everywhere
+        # positive images -> negative current everywhere
+        snn.get_submodule("net.features.0").weight.fill_(-1.0)
     th = calibrate_thresholds(snn, torch.rand(4, 1, 8, 8), 99.7, 0.5, 4)
     assert th[0] == 0.5 and all(t > 0 for t in th)
 

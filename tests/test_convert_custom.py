@@ -16,6 +16,7 @@ from dietsnn import analysis, conversion
 from dietsnn.conversion import (
     ConversionError,
     GraphSNN,
+    Merge,
     ModuleSNN,
     SpikingMaxPool2d,
     fold_batchnorm,
@@ -327,14 +328,19 @@ def test_a_damaged_graph_is_refused(tmp_path):
         dietsnn.load_model(tmp_path / "bad.safetensors")
 
 
-def test_dietsnn_architectures_keep_their_modules_and_names():
+def test_dietsnn_architectures_go_through_the_graph_and_keep_their_names():
     ann = dietsnn.build_ann("resnet20", 10, 1, 8, 0.0).eval()
     snn = dietsnn.convert(ann, 3)
-    assert type(snn) is type(ann) and dietsnn.ann_to_snn is dietsnn.convert
+    assert isinstance(snn, GraphSNN) and dietsnn.ann_to_snn is dietsnn.convert
+    assert not snn.rescale and snn.config == ann.config  # the paper's units; rebuilt by name
     lif = {k for k in snn.state_dict() if k.endswith((".leak", ".threshold"))}
-    assert len(lif) == 2 * 19 and set(snn.state_dict()) - lif == set(ann.state_dict())
+    gains = {k for k in snn.state_dict() if k == "output_gain" or k.endswith(".gains")}
+    assert len(lif) == 2 * 19 and set(snn.state_dict()) - lif - gains == {
+        f"net.{k}" for k in ann.state_dict()}
     got = dietsnn.calibrate_thresholds(snn, torch.randn(4, 1, 8, 8), 99.0, 1.0, 4)
     assert got == [m.threshold.item() for _, m in lif_layers(snn)]  # its own LIFs, in order
+    assert snn.output_gain.item() == 1.0 and all(
+        m.gains.tolist() == [1.0, 1.0] for m in snn.modules() if isinstance(m, Merge))
 
 
 class Untraceable(nn.Module):
@@ -426,7 +432,7 @@ def test_rate_encoding_runs_the_graph_on_input_spikes():
 
 
 def test_one_calibrator_for_every_traceable_snn(monkeypatch):
-    """Ours (module replacement) and a traced custom model go through the same calibrator."""
+    """Ours and a traced custom model go through the same conversion and calibrator."""
     seen = []
     real = conversion.calibrate_graph
     monkeypatch.setattr(conversion, "calibrate_graph",
@@ -435,4 +441,4 @@ def test_one_calibrator_for_every_traceable_snn(monkeypatch):
             "resnet20", 10, 1, 8, 0.0), BNNet()):
         x = torch.randn(4, 1, 28, 28) if isinstance(ann, BNNet) else torch.randn(4, 1, 8, 8)
         dietsnn.calibrate_thresholds(dietsnn.convert(ann.eval(), 2), x, 99.0, 1.0, 3)
-    assert seen == ["VGG", "ResNet", "GraphSNN"]
+    assert seen == ["GraphSNN"] * 3

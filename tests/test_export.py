@@ -95,7 +95,8 @@ def test_roundtrip_types_weights_and_neurons(tmp_path):
         np.testing.assert_array_equal(node.weight, m.weight.detach().numpy())
         assert not node.bias.any() and list(node.stride) == [1, 1] and list(node.padding) == [1, 1]
     lins = [g.nodes[k] for k in chain(g) if isinstance(g.nodes[k], nir.Linear)]
-    np.testing.assert_array_equal(lins[-1].weight, snn.classifier[-1].weight.detach().numpy())
+    last = snn.get_submodule("net.classifier.4").weight.detach().numpy()
+    np.testing.assert_array_equal(lins[-1].weight, last)
     flat = next(g.nodes[k] for k in chain(g) if isinstance(g.nodes[k], nir.Flatten))
     assert (flat.start_dim, flat.end_dim) == (-3, -1)  # the same with and without a batch dim
     neurons = [g.nodes[k] for k in chain(g) if isinstance(g.nodes[k], (nir.LIF, nir.IF))]

@@ -82,7 +82,8 @@ def test_the_network_fuses_and_a_hook_turns_fusion_off():
     res = []
     for hooked in (False, True):
         torch.manual_seed(5)
-        handle = snn.features[1].register_forward_hook(lambda *a: None) if hooked else None
+        lif = snn.get_submodule("net.features.1")
+        handle = lif.register_forward_hook(lambda *a: None) if hooked else None
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(LIF, "fused_forward", spy)
             out = snn(x)

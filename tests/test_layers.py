@@ -29,9 +29,9 @@ def test_dropout_masks_differ_between_batches():
 def test_leak_and_threshold_are_parameters_in_state_dict():
     snn = ann_to_snn(build_ann("vgg_small"), 5)
     sd = snn.state_dict()
-    assert "features.1.leak" in sd and "features.1.threshold" in sd
+    assert "net.features.1.leak" in sd and "net.features.1.threshold" in sd
     names = {n for n, _ in snn.named_parameters()}
-    assert {"features.1.leak", "classifier.2.threshold"} <= names
+    assert {"net.features.1.leak", "net.classifier.2.threshold"} <= names
 
 
 def test_constrain_keeps_leak_and_threshold_in_range():
@@ -52,9 +52,9 @@ def test_snn_shares_weights_layout_and_leaves_ann_untouched():
     before = {k: v.clone() for k, v in ann.state_dict().items()}
     snn = ann_to_snn(ann, 3)
     for k, v in ann.state_dict().items():
-        assert torch.equal(snn.state_dict()[k], v)
+        assert torch.equal(snn.state_dict()[f"net.{k}"], v)
     with torch.no_grad():
-        snn.features[0].weight.add_(1.0)
+        snn.get_submodule("net.features.0").weight.add_(1.0)
     for k, v in ann.state_dict().items():
         assert torch.equal(before[k], v)
     assert not any(isinstance(m, torch.nn.ReLU) for m in snn.modules())
@@ -133,10 +133,57 @@ def test_checkpoint_roundtrip(tmp_path):
 
     snn = ann_to_snn(build_ann("vgg_small"), 5)
     with torch.no_grad():
-        snn.features[1].leak.fill_(0.8)
-        snn.features[1].threshold.fill_(0.37)
+        snn.get_submodule("net.features.1").leak.fill_(0.8)
+        snn.get_submodule("net.features.1").threshold.fill_(0.37)
     save_model(snn, tmp_path / "m.safetensors")
     back = load_model(tmp_path / "m.safetensors")
-    assert back.timesteps == 5 and back.features[1].threshold.item() == pytest.approx(0.37)
+    assert back.timesteps == 5
+    assert back.get_submodule("net.features.1").threshold.item() == pytest.approx(0.37)
     for k, v in snn.state_dict().items():
         assert torch.equal(back.state_dict()[k], v)
+
+
+def _old_layout(tensors: dict) -> dict:
+    """Tensors as a version that converted dietsnn's own architectures by module replacement
+    saved them: no `net.` prefix and no output gain."""
+    return {k.removeprefix("net."): v for k, v in tensors.items()
+            if k != "output_gain" and not k.endswith(".gains")}
+
+
+def test_checkpoint_of_the_module_replacement_layout_loads(tmp_path):
+    from safetensors.torch import load_file, safe_open, save_file
+
+    from dietsnn import load_model, save_model
+
+    snn = ann_to_snn(build_ann("vgg_small"), 3)
+    with torch.no_grad():
+        snn.get_submodule("net.features.1").threshold.fill_(0.4)
+    save_model(snn, tmp_path / "new.safetensors")
+    with safe_open(tmp_path / "new.safetensors", "pt") as f:
+        meta = f.metadata()
+    old = _old_layout(load_file(tmp_path / "new.safetensors"))
+    assert "features.1.threshold" in old and "output_gain" not in old
+    save_file(old, tmp_path / "old.safetensors", metadata=meta)
+    back = load_model(tmp_path / "old.safetensors")
+    x = torch.rand(4, 1, 28, 28)
+    assert torch.equal(back(x), snn.eval()(x))
+    assert back.get_submodule("net.features.1").threshold.item() == pytest.approx(0.4)
+
+
+def test_resume_maps_old_names_and_refuses_a_reordered_optimizer_state():
+    from dietsnn.checkpoint import model_state
+
+    vgg = ann_to_snn(build_ann("vgg_small"), 3)
+    old = _old_layout(vgg.state_dict())
+    assert list(model_state(vgg, old, "s")) == [k for k in vgg.state_dict() if k != "output_gain"] \
+        + ["output_gain"]
+    res = ann_to_snn(build_ann("resnet20", 10, 3, 32), 3)
+    new = model_state(res, _old_layout(res.state_dict()), "s")  # gains filled in, order kept
+    assert set(new) == set(res.state_dict()) and all(new[k].eq(1).all() for k in new if k.endswith(
+        ".gains"))
+    # the module layout registered each block's shortcut before its first conv
+    old = _old_layout(res.state_dict())
+    for k in [k for k in old if ".shortcut." in k]:
+        old = {k: old.pop(k), **old}
+    with pytest.raises(UserError, match="cannot be resumed"):
+        model_state(res, old, "s")

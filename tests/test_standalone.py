@@ -74,8 +74,8 @@ def test_the_monitor_records_spike_trains_in_time_major_layout():
         assert trains[n].shape[:2] == (3, 6)
         assert torch.equal(counts[n], trains[n].sum(0))
     # the first layer's spikes, recomputed from its input current (direct encoding: constant)
-    conv = snn.features[0]
-    lif = snn.features[1]
+    conv = snn.get_submodule("net.features.0")
+    lif = snn.get_submodule("net.features.1")
     current = conv(x).unsqueeze(0).expand(3, *conv(x).shape)
     assert torch.equal(trains[names[0]][:, :4], lif_reference(current, lif.leak.detach(),
                                                                lif.threshold.detach()))

@@ -52,8 +52,8 @@ def save_model(model: Network, path: str | os.PathLike, extra: dict | None = Non
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"config": json.dumps(model.config), "spiking": json.dumps(model.spiking_config()),
             "extra": json.dumps(extra or {}), "format": "dietsnn-1"}
-    if isinstance(model, GraphSNN):  # a converted custom model: its graph, rebuilt on load
-        meta["graph"] = json.dumps(graph_json(model))
+    if isinstance(model, GraphSNN) and model.config.get("arch") == "graph":
+        meta["graph"] = json.dumps(graph_json(model))  # a custom model's graph, rebuilt on load
     elif isinstance(model, ModuleSNN):
         raise UserError("a model converted without a traced graph cannot be saved with "
                         "save_model; save its state_dict and convert the model again to load it")
@@ -176,6 +176,7 @@ def load_model(path: str | os.PathLike) -> Network:
         return from_nir(resolve_model_path(path))
     tensors, meta = read_model_file(path)
     _, _, build, shapes = _configs(meta, str(path))
+    tensors = upgrade_names(shapes, tensors)
     _check_keys(shapes, tensors, str(path))  # before any memory is allocated for the model
     check_finite_tensors(tensors, str(path))
     model = build()
@@ -275,6 +276,37 @@ def check_finite_tensors(tensors: dict[str, torch.Tensor], source: str) -> None:
         raise CheckpointError(f"{source}: non-finite values in {', '.join(bad[:6])}"
                         f"{' and more' if len(bad) > 6 else ''}; the checkpoint comes from a "
                         "diverged training and is not used")
+
+
+def upgrade_names(own: dict[str, torch.Tensor],
+                  state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` under the names of `own` (a model's state_dict) where it was saved by a dietsnn
+    version that converted its own architectures by module replacement: the SNN's layers then
+    sat at the top (`features.0.weight`, now `net.features.0.weight`) and it had no output or
+    residual gains (all 1). Any other state is returned as it is."""
+    if not any(k.startswith("net.") for k in own) or any(k.startswith("net.") for k in state):
+        return state
+    out = {f"net.{k}": v for k, v in state.items()}
+    for k, v in own.items():
+        if k not in out and (k == "output_gain" or k.endswith(".gains")):
+            out[k] = torch.ones(v.shape)
+    return out
+
+
+def model_state(model: torch.nn.Module, state: dict[str, torch.Tensor],
+                source: str) -> dict[str, torch.Tensor]:
+    """A training state's model tensors (`upgrade_names`) for resuming `model`; a UserError if
+    renaming would reorder the parameters, which the saved optimizer state is indexed by."""
+    own = model.state_dict()
+    new = upgrade_names(own, state)
+    if new is not state:
+        params = {n for n, _ in model.named_parameters()}
+        if [k for k in new if k in params] != [n for n, _ in model.named_parameters()]:
+            raise UserError(f"{source}: this training state was written by an earlier dietsnn "
+                            "whose SNN ordered its layers differently; it cannot be resumed. "
+                            "Start a new training from the run's model.safetensors, or pass "
+                            "--overwrite to train again from the start")
+    return new
 
 
 def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,

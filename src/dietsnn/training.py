@@ -173,7 +173,7 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
     state_path = out / ckpt.STATE_FILE
     if resume and state_path.is_file():
         st = ckpt.load_state(state_path)
-        model.load_state_dict(st["model"])
+        model.load_state_dict(ckpt.model_state(model, st["model"], str(state_path)))
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         batches.generator.set_state(st["batch_rng"])

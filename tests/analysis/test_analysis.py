@@ -25,7 +25,8 @@ def test_energy_of_small_network_with_hand_set_spike_rates():
     snn = ann_to_snn(build_ann("vgg_small"), 5)
     flops = [9 * 1 * 32 * 784, 9 * 32 * 64 * 196, 9 * 64 * 64 * 196, 3136 * 256, 256 * 10]
     assert [r["flops"] for r in layer_flops(snn)] == flops
-    rates = {"features.1": 0.5, "features.5": 1.25, "features.8": 2.0, "classifier.2": 0.25}
+    rates = {"net.features.1": 0.5, "net.features.5": 1.25, "net.features.8": 2.0,
+             "net.classifier.2": 0.25}
     en = energy(snn, rates)
     mac, ac = 4.6, 0.9
     want_snn = (flops[0] * mac + flops[1] * 0.5 * ac + flops[2] * 1.25 * ac + flops[3] * 2.0 * ac

@@ -108,8 +108,8 @@ def test_non_finite_loss_stops_naming_step_and_thresholds(tiny):
     data = load("fashion-mnist", tiny / "data", val_size=10)
     snn = ann_to_snn(build_ann("vgg_small"), 2)
     with torch.no_grad():
-        snn.classifier[-1].weight.fill_(float("nan"))
-    with pytest.raises(UserError, match=r"loss became nan at step 0.*thresholds: features\.1="):
+        snn.get_submodule("net.classifier.4").weight.fill_(float("nan"))
+    with pytest.raises(UserError, match=r"loss became nan at step 0.*thresholds: net\.features\.1="):
         fit(snn, data, TrainConfig(epochs=1, batch_size=16), tiny / "nan", progress=False,
             log=lambda *a: None)
 

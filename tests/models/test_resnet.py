@@ -4,8 +4,9 @@ import torch
 from torch import nn
 
 from dietsnn import ann_to_snn, build_ann, calibrate_thresholds, load_model, save_model
+from dietsnn.conversion import Merge
 from dietsnn.functional import lif_forward
-from dietsnn.layers import LIF, lif_layers, set_time
+from dietsnn.layers import Dropout, lif_layers, set_time
 from dietsnn.models.resnet import BasicBlock, ResNet
 
 
@@ -15,10 +16,16 @@ def tiny(dropout=0.0, image=8):
     return ResNet((2, 1, 1, 1), 10, 1, image, dropout, widths=(4, 6, 8, 8), stem_width=4).eval()
 
 
+def named_units(ann):
+    return [(f"{part}.{i}", u) for part in ("stem", "layers", "classifier")
+            for i, u in enumerate(ann.get_submodule(part))]
+
+
 @torch.no_grad()
-def step_run(snn, images, T):
-    """Reference SNN, one timestep at a time, straight from SPEC 1/3/6: logits and, per LIF, its
-    input current at each step (for the residual LIF: conv2 + shortcut)."""
+def step_run(snn, ann, images, T):
+    """Reference SNN, one timestep at a time, straight from SPEC 1/3/6, walking the layers of
+    the ANN `snn` was converted from (each spiking layer found by its name): logits and, per
+    LIF, its input current at each step (for the residual LIF: conv2 + shortcut)."""
     states, currents, logits = {}, {}, 0.0
 
     def fire(m, c):
@@ -26,16 +33,20 @@ def step_run(snn, images, T):
         s, _, states[m] = lif_forward(c.unsqueeze(0), m.leak, m.threshold, states.get(m))
         return s[0]
 
+    def layer(name):
+        return snn.get_submodule(f"net.{name}")
+
     for _ in range(T):
         h = images
-        for u in snn.units():
-            if isinstance(u, LIF):
-                h = fire(u, h)
+        for name, u in named_units(ann):
+            if isinstance(u, nn.ReLU):
+                h = fire(layer(name), h)
             elif isinstance(u, BasicBlock):
-                a = fire(u.relu1, u.conv1(h))
-                h = fire(u.relu2, u.conv2(a) + u.shortcut(h))
-            else:
-                h = u(h)
+                a = fire(layer(f"{name}.relu1"), layer(f"{name}.conv1")(h))
+                short = h if isinstance(u.shortcut, nn.Identity) else layer(f"{name}.shortcut")(h)
+                h = fire(layer(f"{name}.relu2"), layer(f"{name}.conv2")(a) + short)
+            elif not isinstance(u, Dropout):  # dropout: the identity in evaluation
+                h = layer(name)(h)
         logits = logits + h
     return logits, currents
 
@@ -59,29 +70,29 @@ def test_resnet20_and_34_structure():
 
 
 def test_snn_forward_matches_step_by_step_reference():
-    snn = ann_to_snn(tiny(), 4).eval()
+    ann = tiny()
+    snn = ann_to_snn(ann, 4).eval()
     for _, m in lif_layers(snn):
         m.threshold.data.fill_(0.05)
         m.leak.data.fill_(0.9)
     x = torch.randn(3, 1, 8, 8)
-    want, _ = step_run(snn, x, 4)
+    want, _ = step_run(snn, ann, x, 4)
     with torch.no_grad():
         got = snn(x)
     assert torch.allclose(got, want, atol=1e-5)
     assert got.abs().sum() > 0  # spikes reach the output
 
 
-def test_block_adds_static_shortcut_into_folded_current():
+def test_residual_add_broadcasts_a_static_shortcut_over_time():
     torch.manual_seed(0)
-    block = ann_to_snn(ResNet((1,), 3, 2, 4, 0.0, widths=(2,), stem_width=2), 3).layers[0].eval()
-    for m in (block.relu1, block.relu2):
-        m.threshold.data.fill_(0.01)
-    x = torch.randn(2, 2, 4, 4)
-    set_time(block, 3, 2)
-    with torch.no_grad():
-        static = block(x)  # [B] input: conv1 once, shortcut broadcast over T
-        folded = block(x.repeat(3, 1, 1, 1))
-    assert static.shape == folded.shape == (6, 2, 4, 4) and torch.equal(static, folded)
+    snn = ann_to_snn(ResNet((1,), 3, 2, 4, 0.0, widths=(2,), stem_width=2), 3).eval()
+    merge = next(m for m in snn.modules() if isinstance(m, Merge))
+    assert merge.gains.tolist() == [1.0, 1.0]  # the paper's units: no residual gain
+    x, folded = torch.randn(2, 2, 4, 4), torch.randn(6, 2, 4, 4)
+    set_time(merge, 3, 2)
+    with torch.no_grad():  # the [B] shortcut (constant over time) is added at each step
+        assert torch.equal(merge(folded, x), folded + x.repeat(3, 1, 1, 1))
+        assert torch.equal(merge(x, folded), x.repeat(3, 1, 1, 1) + folded)
 
 
 @torch.no_grad()
@@ -89,7 +100,7 @@ def naive_thresholds(snn, images, p, T):
     """Calibrate each LIF in order by re-running the whole network step by step."""
     out = []
     for _, m in lif_layers(snn):
-        _, currents = step_run(snn, images, T)
+        _, currents = step_run(snn, tiny(), images, T)
         m.threshold.fill_(max(np.percentile(c.numpy().ravel(), p) for c in currents[m]))
         out.append(m.threshold.item())
     return out
@@ -105,7 +116,7 @@ def test_residual_calibration_matches_naive_prefix_rerun():
     snn = ann_to_snn(ann, 5)
     scaled = calibrate_thresholds(snn, x, percentile=99.0, scale=0.3, timesteps=6)
     assert scaled == pytest.approx([0.3 * w for w in want], rel=1e-5)
-    assert snn.layers[2].relu2.threshold.item() == pytest.approx(0.3 * want[8], rel=1e-5)
+    assert snn.get_submodule("net.layers.2.relu2").threshold.item() == pytest.approx(0.3 * want[8], rel=1e-5)
 
 
 def test_residual_calibration_time_chunks_and_recompute(monkeypatch):
@@ -131,6 +142,7 @@ def test_resnet_checkpoint_roundtrip_and_energy_order(tmp_path):
     rates = {n: float(i + 1) for i, (n, _) in enumerate(lif_layers(snn))}
     rows = {r["name"]: r["spike_rate_in"] for r in energy(snn, rates)["layers"]}
     # the shortcut conv and conv1 are driven by the block's input, conv2 by relu1
-    assert rows["layers.2.shortcut"] == rows["layers.2.conv1"] == rates["layers.1.relu2"]
-    assert rows["layers.2.conv2"] == rates["layers.2.relu1"]
-    assert rows["stem.0"] is None
+    assert rows["net.layers.2.shortcut"] == rows["net.layers.2.conv1"] == rates[
+        "net.layers.1.relu2"]
+    assert rows["net.layers.2.conv2"] == rates["net.layers.2.relu1"]
+    assert rows["net.stem.0"] is None

@@ -2,10 +2,10 @@
 `calibrate_thresholds`, the public entry points (`dietsnn.convert`,
 `dietsnn.calibrate_thresholds`).
 
-`convert` makes the spiking copy: dietsnn's own architectures (`build_ann`) and models that
-torch.fx cannot trace by module replacement (`build.swap_modules`: each ReLU module a LIF),
-every other model by tracing and rewriting its graph (`build.graph_to_snn`, a `GraphSNN`).
-`calibrate_thresholds` sets the thresholds layer by layer over the graph of the SNN's layers
+`convert` makes the spiking copy of every model, dietsnn's own architectures included, by
+tracing and rewriting its graph (`build.graph_to_snn`, a `GraphSNN`); only a model that torch.fx
+cannot trace is converted by module replacement (`build.swap_modules`: each ReLU module a LIF,
+a `ModuleSNN`). `calibrate_thresholds` sets the thresholds layer by layer over the SNN's graph
 (`calibrate.calibrate_graph`); only a model converted without a graph is calibrated by
 re-running it (`calibrate.calibrate_modules`)."""
 
@@ -23,7 +23,7 @@ from ..functional import encoding as _encoding
 from ..functional import surrogate as _surrogate
 from ..layers import lif_layers
 from ..memory import check_memory
-from ..models import Network, ResNet
+from ..models import ARCHS, Network, ResNet
 from ..models.vgg import VGG
 from . import currents as _currents
 from .build import (
@@ -32,14 +32,20 @@ from .build import (
     fold_batchnorm,
     graph_to_snn,
     replace_modules,
-    swap_modules,
     trace,
 )
 from .calibrate import apply_scales, calibrate_graph, calibrate_modules
 from .modules import GraphSNN, Merge, SpikingMaxPool2d
 
-NATIVE = (VGG, ResNet)  # built by build_ann: converted by module replacement, unless batch
-# norm is to be folded (the `_bn` VGGs), which the traced graph does
+
+def paper_units(model: nn.Module) -> bool:
+    """Whether `model` is one of dietsnn's architectures (a `VGG` or `ResNet`) without batch
+    norm or biases: its SNN keeps every value in the units of the spikes that drive it, as in
+    the paper (no output or residual gains: `GraphSNN(rescale=False)`); the defaults are tuned
+    so."""
+    return (isinstance(model, (VGG, ResNet))
+            and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+            and not any(getattr(m, "bias", None) is not None for m in model.modules()))
 
 
 def convert(
@@ -65,14 +71,12 @@ def convert(
     if isinstance(model, Network) and model.is_spiking:
         raise ValueError("the model is already spiking; convert takes the trained ANN")
     check_options(timesteps, encoding, leak, threshold, surrogate, gamma)
-    if type(model) in NATIVE and not any(isinstance(m, nn.modules.batchnorm._BatchNorm)
-                                         for m in model.modules()):
-        snn = swap_modules(model, leak, threshold, gamma, surrogate, maxpool)
-        snn.timesteps, snn.encoding = timesteps, encoding
-        return snn
     if input_dims is not None:
         check_int("input_dims", input_dims, 1, 16)
-    snn = graph_to_snn(model, timesteps, encoding, leak, threshold, gamma, surrogate, maxpool)
+    snn = graph_to_snn(model, timesteps, encoding, leak, threshold, gamma, surrogate, maxpool,
+                       rescale=not paper_units(model))
+    if isinstance(model, Network) and model.config.get("arch") in ARCHS:
+        snn.config = dict(model.config)  # rebuilt from its name (checkpoint.load_model)
     if input_dims is not None:
         snn.input_dims = input_dims
     return snn.train(model.training)
@@ -256,6 +260,6 @@ def choose_scale(snn: Network, x: Tensor, y: Tensor, scales: Iterable[float] = S
 
 
 __all__ = ["ConversionError", "GraphSNN", "Merge", "ModuleSNN", "SpikingMaxPool2d",
-           "apply_scales", "as_inputs", "calibrate_thresholds", "check_calibration",
+           "apply_scales", "as_inputs", "paper_units", "calibrate_thresholds", "check_calibration",
            "check_calibration_memory", "check_options", "choose_scale", "convert",
            "fold_batchnorm", "labelled", "replace_modules", "trace"]

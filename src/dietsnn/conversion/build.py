@@ -18,7 +18,7 @@ from torch import fx, nn
 
 from ..config import GAMMA, SURROGATE
 from ..errors import UserError
-from ..layers import LIF, AvgPool2d, Dropout, set_time
+from ..layers import LIF, AvgPool2d, Dropout
 from ..models.base import Network
 from .modules import WEIGHTED, GraphSNN, Merge, SpikingMaxPool2d
 
@@ -60,21 +60,12 @@ def trace(model: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(root, tracer.trace(root), type(model).__name__)
 
 
-def trace_layers(snn: Network) -> fx.GraphModule:
-    """The layers of spiking network `snn` (its `body`) as a graph over `snn`'s own modules,
-    shared, not copied: what threshold calibration walks for a network converted by module
-    replacement. Raises what torch.fx raises where `body` cannot be traced."""
-    set_time(snn, None, None)  # traced outside any time context: every layer one call
-    tracer = _Tracer()
-    tracer.traced_func_name = "body"
-    return fx.GraphModule(snn, tracer.trace(snn), type(snn).__name__)
-
-
 def graph_to_snn(model: nn.Module, timesteps: int, encoding: str = "direct", leak: float = 1.0,
                  threshold: float = 1.0, gamma: float = GAMMA, surrogate: str = SURROGATE,
-                 maxpool: str = "spiking") -> GraphSNN:
-    """Trace `model` and build its spiking copy (the model itself is not modified). Where tracing
-    fails, warn and convert by module replacement (`replacement_snn`)."""
+                 maxpool: str = "spiking", rescale: bool = True) -> Network:
+    """Trace `model` and build its spiking copy, a `GraphSNN` (the model itself is not
+    modified). Where tracing fails, warn and convert by module replacement
+    (`replacement_snn`)."""
     if maxpool not in MAXPOOL_MODES:
         raise ValueError(f"maxpool must be one of {', '.join(MAXPOOL_MODES)}, got {maxpool!r}")
     source = f"{type(model).__module__}:{type(model).__qualname__}"
@@ -92,7 +83,7 @@ def graph_to_snn(model: nn.Module, timesteps: int, encoding: str = "direct", lea
                                maxpool, source)
     _Rewriter(gm, lambda: LIF(leak, threshold, gamma, surrogate), maxpool).run()
     gm = fx.GraphModule(gm, gm.graph, gm.__class__.__name__)  # modules in execution order
-    return GraphSNN(gm, timesteps, encoding, _input_dims(gm), source)
+    return GraphSNN(gm, timesteps, encoding, _input_dims(gm), source, rescale)
 
 
 def _input_dims(gm: fx.GraphModule) -> int | None:
@@ -336,11 +327,9 @@ def replace_modules(module: nn.Module, kind: type[nn.Module],
 
 def swap_modules(model: nn.Module, leak: float, threshold: float, gamma: float,
                  surrogate: str, maxpool: str = "spiking") -> nn.Module:
-    """Conversion by module replacement: a copy of `model` with each ReLU module a LIF,
-    dropout the fixed-over-time `Dropout` and max pooling `SpikingMaxPool2d` (or average
-    pooling), as the traced conversion does them. dietsnn's own architectures are converted
-    this way (their layers are modules called once each, and keep their names); so are models
-    torch.fx cannot trace (`ModuleSNN`), where BatchNorm is refused."""
+    """Conversion by module replacement, for models torch.fx cannot trace (`ModuleSNN`): a
+    copy of `model` with each ReLU module a LIF, dropout the fixed-over-time `Dropout` and max
+    pooling `SpikingMaxPool2d` (or average pooling), as the traced conversion does them."""
     snn = copy.deepcopy(model)
     replace_modules(snn, nn.ReLU, lambda _: LIF(leak, threshold, gamma, surrogate))
     replace_modules(snn, nn.Dropout, lambda m: Dropout(m.p))

@@ -1,14 +1,13 @@
 """Threshold calibration (docs/METHOD.md section 7.2, docs/CONVERSION.md), layer by layer in
-the order of the graph of the SNN's layers (a `GraphSNN`'s own graph, or the traced `body` of a
-network converted by module replacement), residual branches and concatenations included.
+the order of a `GraphSNN`'s graph, residual branches and concatenations included.
 
 Each LIF's input current is computed, time chunk by time chunk, from the spike trains of the
 LIFs before it (`calibration.Bits`, or `calibration.Refire` for a LIF driven by a constant
 current) (and the values that are constant over time) through the layers between
 them; a spike train is dropped once every LIF that reads it is calibrated. Before each layer the
-biases and merge gains of a `GraphSNN` are set from the thresholds fixed so far
-(`apply_scales`). A model converted by module replacement that torch.fx cannot trace is
-calibrated by re-running it up to each LIF (`calibrate_modules`)."""
+biases and merge gains are set from the thresholds fixed so far (`apply_scales`). A model
+converted by module replacement, which torch.fx cannot trace, is calibrated by re-running it up
+to each LIF (`calibrate_modules`)."""
 
 from __future__ import annotations
 
@@ -21,9 +20,7 @@ from torch import Tensor, fx
 
 from ..functional import encoding as _encoding
 from ..layers import LIF, set_time
-from ..models.base import Network
 from . import currents as cal
-from .build import trace_layers
 from .modules import WEIGHTED, GraphSNN, Merge, SpikingMaxPool2d
 
 
@@ -37,7 +34,10 @@ def apply_scales(snn: GraphSNN) -> dict[fx.Node, float]:
     each input by `c_input / c_first` so that all its inputs share the first one's units, and
     the output is multiplied by its scale: each step's output is then the ANN's output (the
     logits summed over T steps are T times the ANN's), whatever the thresholds, which keeps
-    the softmax of SNN training at the ANN's temperature. Returns the scale of every node."""
+    the softmax of SNN training at the ANN's temperature. Returns the scale of every node
+    (nothing is set, and an empty dict returned, for an SNN built with `rescale=False`)."""
+    if not snn.rescale:
+        return {}
     gm = snn.net
     scale: dict[fx.Node, float] = {}
     for n in gm.graph.nodes:
@@ -64,6 +64,8 @@ def describe(snn: GraphSNN, input_shape: list[int]) -> None:
     """Record the input shape (and, as dietsnn's own models do, in_channels, image_size and
     num_classes where the input is a square image and the output a linear layer)."""
     c = snn.config
+    if c.get("arch") != "graph":  # one of dietsnn's architectures: its config says it all
+        return
     c["input_shape"] = input_shape
     if len(input_shape) == 3 and input_shape[1] == input_shape[2]:
         c["in_channels"], c["image_size"] = input_shape[0], input_shape[1]
@@ -177,16 +179,14 @@ class _Runner:
 
 
 @torch.no_grad()
-def calibrate_graph(snn: Network, x: Tensor, p: float, scale: float, T: int,
+def calibrate_graph(snn: GraphSNN, x: Tensor, p: float, scale: float, T: int,
                     progress: bool = False) -> list[float]:
     """Set every LIF threshold of `snn` in place from the inputs `x` (`[N, ...]`, or
-    `[T, N, ...]` time-varying input); returns the thresholds set. `snn` is a `GraphSNN` or a
-    network converted by module replacement whose `body` torch.fx can trace. Each layer is
-    logged when done (INFO), with a bar over its sub-batches' steps if `progress`."""
+    `[T, N, ...]` time-varying input); returns the thresholds set. Each layer is logged when
+    done (INFO), with a bar over its sub-batches' steps if `progress`."""
     was = snn.training
     snn.eval()
-    graph = isinstance(snn, GraphSNN)
-    gm = snn.net if graph else trace_layers(snn)
+    gm = snn.net
     nodes = list(gm.graph.nodes)
     lifs = [n for n in nodes if n.op == "call_module"
             and isinstance(gm.get_submodule(n.target), LIF)]
@@ -197,8 +197,7 @@ def calibrate_graph(snn: Network, x: Tensor, p: float, scale: float, T: int,
         T, B = x.shape[:2]
     else:
         B = x.shape[0]
-        if graph:
-            describe(snn, list(x.shape[1:]))
+        describe(snn, list(x.shape[1:]))
     run = _Runner(gm, x, T)
     placeholder = next(n for n in nodes if n.op == "placeholder")
     if series:
@@ -214,10 +213,9 @@ def calibrate_graph(snn: Network, x: Tensor, p: float, scale: float, T: int,
             if (n.op in ("call_module", "call_function", "call_method") and n.all_input_nodes
                     and all(a in run.static for a in n.all_input_nodes) and n not in lifs):
                 run.static.add(n)
-        prog = cal.Progress([str(n.target) for n in lifs], progress)
+        prog = cal.Progress([f"net.{n.target}" for n in lifs], progress)
         for k, ln in enumerate(lifs):
-            if graph:
-                apply_scales(snn)
+            apply_scales(snn)
             lif: LIF = gm.get_submodule(ln.target)
             src = ln.args[0]
             steps = 1 if src in run.static else T
@@ -235,8 +233,7 @@ def calibrate_graph(snn: Network, x: Tensor, p: float, scale: float, T: int,
             for kept in [v for v in run.kept if v not in needed]:
                 del run.kept[kept]  # no later layer reads these spikes
         thresholds = cal.finish([gm.get_submodule(n.target) for n in lifs], scale)
-        if graph:
-            apply_scales(snn)
+        apply_scales(snn)
     finally:
         set_time(snn, None, None)
         snn.train(was)

@@ -85,15 +85,19 @@ class Merge(Temporal):
 class GraphSNN(Network):
     """A converted model: `net`, a `torch.fx.GraphModule` whose ReLUs are LIF layers, run for
     `timesteps` steps like dietsnn's own SNNs (`Network.forward`: direct or rate encoding of
-    `[B, ...]` input, or time-varying `[T, B, ...]` input; the output accumulates over time)."""
+    `[B, ...]` input, or time-varying `[T, B, ...]` input; the output accumulates over time).
+    `rescale`: calibration puts biases, residual sums and the output in the ANN's units
+    (`calibrate.apply_scales`); without it every value stays in the units of the spikes that
+    drive it (the paper's convention, kept for dietsnn's own bias-free architectures)."""
 
     def __init__(self, net: fx.GraphModule, timesteps: int, encoding: str = "direct",
-                 input_dims: int | None = None, source: str = "") -> None:
+                 input_dims: int | None = None, source: str = "", rescale: bool = True) -> None:
         super().__init__()
         self.net = net
         self.timesteps = timesteps
         self.encoding = encoding
         self.input_dims = input_dims
+        self.rescale = rescale
         self.config = {"arch": "graph", "source": source}
         # the output in the ANN's units (calibration sets it: docs/CONVERSION.md)
         self.register_buffer("output_gain", torch.ones(()))
@@ -103,7 +107,8 @@ class GraphSNN(Network):
         self._fused_forward = type(fuse_blocks(net)).forward
 
     def body(self, x: Tensor) -> Tensor:
-        return self._fused_forward(self.net, x) * self.output_gain
+        out = self._fused_forward(self.net, x)
+        return out * self.output_gain if self.rescale else out
 
     def units(self) -> list[nn.Module]:
         """The layers in order, for a graph that is a chain of layers (what a sequential export

@@ -31,10 +31,6 @@ class Network(nn.Module):
     def body(self, x: Tensor) -> Tensor:  # the layers, the same code for ANN and SNN
         raise NotImplementedError
 
-    def units(self) -> list[nn.Module]:
-        """Top-level layers in execution order (for layer-by-layer calibration and analysis)."""
-        raise NotImplementedError
-
     @property
     def is_spiking(self) -> bool:
         return self.timesteps is not None

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from ..config import DROPOUT
-from ..layers import AvgPool2d, Dropout, Temporal
+from ..layers import AvgPool2d, Dropout
 from .base import Network, init_weights
 
 # basic blocks per stage: the paper's ResNet20 and a ResNet34 of the same rules
@@ -25,9 +25,8 @@ WIDTHS = (64, 128, 256, 512)
 STRIDES = (1, 2, 2, 2)
 
 
-class BasicBlock(Temporal):
-    """Two 3x3 convs with a residual shortcut. The shortcut is registered first so that module
-    order (energy accounting) lists it with the spikes that drive it: the block's input."""
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with a residual shortcut (registered first, as in earlier checkpoints)."""
 
     def __init__(self, c_in: int, c_out: int, stride: int, dropout: float) -> None:
         super().__init__()
@@ -41,22 +40,9 @@ class BasicBlock(Temporal):
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
         self.relu2 = nn.ReLU()
 
-    def main_path(self) -> list[nn.Module]:
-        """Modules after the first neuron, before the sum with the shortcut."""
-        return [self.drop, self.conv2]
-
-    def add(self, a: Tensor, b: Tensor) -> Tensor:
-        """a + b where one side may be static `[B, ...]` and the other time-folded `[T*B, ...]`."""
-        if self.timesteps is not None and a.shape[0] != b.shape[0]:  # (torch.fx traces a + b)
-            if a.shape[0] == self.batch:
-                a = a.repeat(self.timesteps, *([1] * (a.dim() - 1)))
-            else:
-                b = b.repeat(self.timesteps, *([1] * (b.dim() - 1)))
-        return a + b
-
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv2(self.drop(self.relu1(self.conv1(x))))
-        return self.relu2(self.add(out, self.shortcut(x)))
+        return self.relu2(out + self.shortcut(x))
 
 
 class ResNet(Network):
@@ -104,6 +90,3 @@ class ResNet(Network):
 
     def body(self, x: Tensor) -> Tensor:
         return self.classifier(self.layers(self.stem(x)))
-
-    def units(self) -> list[nn.Module]:
-        return [*self.stem, *self.layers, *self.classifier]

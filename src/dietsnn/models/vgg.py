@@ -64,11 +64,6 @@ class VGG(Network):
     def body(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))
 
-    def units(self) -> list[nn.Module]:
-        return [*self.features, *self.classifier]
-
-
-
 
 BN_SUFFIX = "_bn"  # `vgg_small_bn`: vgg_small with batch norm
 
