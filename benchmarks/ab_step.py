@@ -6,7 +6,8 @@ Each round runs one fresh process per tree, the order alternating, and each proc
 and `--infer` inference batches (eval, no_grad, batch 256), each as wall-clock and as the
 process's CPU time (less sensitive to other load on a shared machine with one thread).
 `--model custom` times a user's model converted by `dietsnn.convert` instead (conv-BatchNorm-
-ReLU-pooling twice, linear-ReLU-dropout-linear, thresholds calibrated on random images).
+ReLU-pooling twice, linear-ReLU-dropout-linear, thresholds calibrated on random images);
+`--model resnet` a narrow ResNet of dietsnn's rules (one block per stage, 16-128 channels).
 The step is the library's default path: inside `dietsnn.use_engine()` where the tree has it,
 else the plain loop (older trees: the SNN held the allocator tuning itself).
 
@@ -50,8 +51,15 @@ def worker(steps: int, infer: int, threads: int, model: str = "vgg_small") -> di
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    snn = (custom_snn() if model == "custom"
-           else dietsnn.ann_to_snn(dietsnn.build_ann("vgg_small"), 5))
+    if model == "custom":
+        snn = custom_snn()
+    elif model == "resnet":  # a narrow ResNet (residual adds), one block per stage
+        from dietsnn.models import ResNet
+
+        snn = dietsnn.ann_to_snn(ResNet((1, 1, 1, 1), 10, 1, 28, 0.1, widths=(16, 32, 64, 128),
+                                        stem_width=16), 5)
+    else:
+        snn = dietsnn.ann_to_snn(dietsnn.build_ann("vgg_small"), 5)
     opt = torch.optim.Adam(snn.parameters(), 1e-4)
     x, y = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))
     xi = torch.rand(256, 1, 28, 28)
@@ -84,7 +92,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--infer", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--model", choices=("vgg_small", "custom"), default="vgg_small")
+    p.add_argument("--model", choices=("vgg_small", "custom", "resnet"), default="vgg_small")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.worker:
