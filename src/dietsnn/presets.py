@@ -46,7 +46,7 @@ PRESETS: dict[str, dict] = {
     "fmnist-best": {
         "dataset": "fashion-mnist", "arch": "vgg_small_bn", "dropout": DROPOUT, "timesteps": 3,
         "scale": 0.7, "val_size": VAL_SIZE, "crop_padding": 2, "flip": True,
-        "ann": _phase(ANN_TRAIN, 30), "snn": _phase(SNN_TRAIN, 4),
+        "ann": _phase(ANN_TRAIN, 30), "snn": _phase(SNN_TRAIN, 8),
         "sweep_timesteps": [1, 2, 3, 4, 5], "sweep_limit": 10000,
     },
 }

@@ -58,19 +58,22 @@ class Merge(Temporal):
     """A residual add (`kind="add"`) or a concatenation (`kind="cat"`, along `dim`) of `n`
     inputs, each multiplied first by its fixed gain. Calibration sets the gains so that every
     input is in the same units (docs/CONVERSION.md, "Biases and scales"); an input that is
-    constant over time is broadcast to every step when another is not."""
+    constant over time is broadcast to every step when another is not. In an SNN that keeps
+    the paper's units (`GraphSNN(rescale=False)`) the gains stay 1 and are not applied."""
 
     def __init__(self, kind: str, n: int, dim: int = 1) -> None:
         super().__init__()
         if kind not in ("add", "cat"):
             raise ValueError(f"unknown merge {kind!r}")
         self.kind, self.n, self.dim = kind, n, dim
+        self.weighted = True  # False: the gains are 1 by construction (GraphSNN(rescale=False))
         self.register_buffer("gains", torch.ones(n))
 
     def forward(self, *xs: Tensor) -> Tensor:
         if self.timesteps is not None and len({x.shape[0] for x in xs}) > 1:
             xs = tuple(self.unfold(x).flatten(0, 1) if self.is_static(x) else x for x in xs)
-        xs = tuple(x * self.gains[i].to(x.dtype) for i, x in enumerate(xs))
+        if self.weighted:
+            xs = tuple(x * self.gains[i].to(x.dtype) for i, x in enumerate(xs))
         if self.kind == "cat":
             return torch.cat(xs, self.dim)
         out = xs[0]
@@ -98,6 +101,9 @@ class GraphSNN(Network):
         self.encoding = encoding
         self.input_dims = input_dims
         self.rescale = rescale
+        for m in net.modules():
+            if isinstance(m, Merge):
+                m.weighted = rescale
         self.config = {"arch": "graph", "source": source}
         # the output in the ANN's units (calibration sets it: docs/CONVERSION.md)
         self.register_buffer("output_gain", torch.ones(()))
