@@ -260,6 +260,6 @@ def choose_scale(snn: Network, x: Tensor, y: Tensor, scales: Iterable[float] = S
 
 
 __all__ = ["ConversionError", "GraphSNN", "Merge", "ModuleSNN", "SpikingMaxPool2d",
-           "apply_scales", "as_inputs", "paper_units", "calibrate_thresholds", "check_calibration",
+           "apply_scales", "as_inputs", "calibrate_thresholds", "check_calibration",
            "check_calibration_memory", "check_options", "choose_scale", "convert",
-           "fold_batchnorm", "labelled", "replace_modules", "trace"]
+           "fold_batchnorm", "labelled", "paper_units", "replace_modules", "trace"]
