@@ -442,3 +442,28 @@ def test_one_calibrator_for_every_traceable_snn(monkeypatch):
         x = torch.randn(4, 1, 28, 28) if isinstance(ann, BNNet) else torch.randn(4, 1, 8, 8)
         dietsnn.calibrate_thresholds(dietsnn.convert(ann.eval(), 2), x, 99.0, 1.0, 3)
     assert seen == ["GraphSNN"] * 3
+
+
+def test_a_spiking_network_built_by_hand_is_calibrated_by_rerunning_it():
+    """A `Network` of LIF layers made without `convert` (no graph) gets the thresholds the
+    graph calibrator gives the same layers converted from their ANN."""
+    from dietsnn.models import Network
+
+    torch.manual_seed(0)
+    ann = nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(4 * 26 * 26, 8, bias=False), nn.ReLU(),
+                        nn.Linear(8, 3, bias=False)).eval()  # no bias: no rescaling
+
+    class Hand(Network):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.Sequential(ann[0], LIF(), ann[2], ann[3], LIF(), ann[5])
+            self.timesteps = 2
+
+        def body(self, x):
+            return self.layers(x)
+
+    x = torch.randn(6, 1, 28, 28)
+    want = dietsnn.calibrate_thresholds(dietsnn.convert(ann, 2), x, 99.0, 1.0, 3)
+    got = dietsnn.calibrate_thresholds(Hand(), x, 99.0, 1.0, 3)
+    assert got == pytest.approx(want, rel=1e-6) and len(got) == 2

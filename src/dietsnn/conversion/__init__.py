@@ -6,8 +6,8 @@
 tracing and rewriting its graph (`build.graph_to_snn`, a `GraphSNN`); only a model that torch.fx
 cannot trace is converted by module replacement (`build.swap_modules`: each ReLU module a LIF,
 a `ModuleSNN`). `calibrate_thresholds` sets the thresholds layer by layer over the SNN's graph
-(`calibrate.calibrate_graph`); only a model converted without a graph is calibrated by
-re-running it (`calibrate.calibrate_modules`)."""
+(`calibrate.calibrate_graph`); only a spiking network without a graph (a `ModuleSNN`, or one
+built from LIF layers by hand) is calibrated by re-running it (`calibrate.calibrate_modules`)."""
 
 from __future__ import annotations
 
@@ -182,10 +182,10 @@ def calibrate_thresholds(
     x = x.to(next(snn.parameters()).device)
     check_calibration_memory(snn.config, x.shape[0], timesteps, snn.encoding, x.device)
     s = 1.0 if auto else scale
-    if isinstance(snn, ModuleSNN):
-        thresholds = calibrate_modules(snn, x, percentile, s, timesteps)
-    else:
+    if isinstance(snn, GraphSNN):
         thresholds = calibrate_graph(snn, x, percentile, s, timesteps, progress)
+    else:  # no graph (a ModuleSNN, or a network built from LIF layers by hand): re-run it
+        thresholds = calibrate_modules(snn, x, percentile, s, timesteps)
     if not auto:
         return thresholds
     best, _ = choose_scale(snn, *labelled(validation))

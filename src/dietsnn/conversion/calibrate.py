@@ -246,9 +246,10 @@ class _Stop(Exception):
 
 @torch.no_grad()
 def calibrate_modules(snn, x: Tensor, p: float, scale: float, T: int) -> list[float]:
-    """Calibration of a model converted by module replacement (no graph): the LIFs in the
-    order the forward calls them, each from its input current recorded by re-running the SNN
-    up to it (memory: one layer's currents for all T steps and images)."""
+    """Calibration of a spiking network without a graph (converted by module replacement, or
+    built from LIF layers by hand): the LIFs in the order the forward calls them, each from its
+    input current recorded by re-running the SNN up to it (memory: one layer's currents for all
+    T steps and images)."""
     was, steps = snn.training, snn.timesteps
     snn.eval()
     snn.timesteps = T

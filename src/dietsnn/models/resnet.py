@@ -26,7 +26,8 @@ STRIDES = (1, 2, 2, 2)
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convs with a residual shortcut (registered first, as in earlier checkpoints)."""
+    """Two 3x3 convs with a residual shortcut. The shortcut is registered first: the order of
+    the ANN's parameters, by which a saved optimizer state (resume) is indexed."""
 
     def __init__(self, c_in: int, c_out: int, stride: int, dropout: float) -> None:
         super().__init__()
