@@ -467,3 +467,18 @@ def test_a_spiking_network_built_by_hand_is_calibrated_by_rerunning_it():
     want = dietsnn.calibrate_thresholds(dietsnn.convert(ann, 2), x, 99.0, 1.0, 3)
     got = dietsnn.calibrate_thresholds(Hand(), x, 99.0, 1.0, 3)
     assert got == pytest.approx(want, rel=1e-6) and len(got) == 2
+
+
+def test_the_units_of_a_hand_built_vgg_survive_saving(tmp_path):
+    from dietsnn.models.vgg import VGG
+    ann = VGG([4, "A", 8], [16], 10, 1, 8, 0.0).eval()  # not from build_ann: saved as a graph
+    snn = dietsnn.convert(ann, 2)
+    dietsnn.calibrate_thresholds(snn, torch.rand(8, 1, 8, 8), 99.0, 0.5, 3)
+    assert not snn.rescale and snn.config["arch"] == "graph"
+    dietsnn.save_model(snn, tmp_path / "m.safetensors")
+    back = dietsnn.load_model(tmp_path / "m.safetensors")
+    assert isinstance(back, GraphSNN) and not back.rescale
+    x = torch.rand(5, 1, 8, 8)
+    torch.testing.assert_close(back.eval()(x), snn.eval()(x), rtol=0, atol=0)
+    dietsnn.calibrate_thresholds(back, torch.rand(8, 1, 8, 8), 99.0, 0.5, 3)
+    assert back.output_gain.item() == 1.0  # recalibrating keeps the paper's units

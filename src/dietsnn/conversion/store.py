@@ -94,7 +94,7 @@ def graph_json(snn: GraphSNN) -> dict:
                       "args": _value(tuple(n.args)), "kwargs": {k: _value(v) for k, v
                                                                 in n.kwargs.items()}})
     return {"format": FORMAT, "input_dims": snn.input_dims, "nodes": nodes, "layers": layers,
-            "name": type(gm).__name__}
+            "name": type(gm).__name__, "rescale": snn.rescale}
 
 
 # -- reading
@@ -256,7 +256,7 @@ def _call(d: dict, env: dict[str, fx.Node], kinds: dict[fx.Node, str], layers: d
 def graph_from_json(arch: Any, timesteps: int, encoding: str, source: str) -> GraphSNN:
     """Rebuild the `GraphSNN` that `graph_json` described (weights not loaded), or a
     CheckpointError that names the first thing outside the schema."""
-    arch = _dict(arch, {"format", "input_dims", "nodes", "layers", "name"},
+    arch = _dict(arch, {"format", "input_dims", "nodes", "layers", "name", "rescale"},
                  {"format", "nodes", "layers"}, "graph", source)
     if arch["format"] != FORMAT:
         raise _bad(source, f"unknown graph format {_show(arch['format'])}")
@@ -266,6 +266,9 @@ def graph_from_json(arch: Any, timesteps: int, encoding: str, source: str) -> Gr
         raise _bad(source, f"name {_show(name)}")
     if dims is not None and not (is_int(dims) and 1 <= dims <= 8):
         raise _bad(source, f"input_dims {_show(dims)}")
+    rescale = arch.get("rescale", True)  # absent in files written before the flag was stored
+    if not is_bool(rescale):
+        raise _bad(source, f"rescale {_show(rescale)}")
     nodes = arch["nodes"]
     if not isinstance(nodes, list) or not 2 <= len(nodes) <= MAX_NODES:
         raise _bad(source, f"nodes: expected a list of 2 to {MAX_NODES} nodes")
@@ -304,4 +307,4 @@ def graph_from_json(arch: Any, timesteps: int, encoding: str, source: str) -> Gr
         gm = fx.GraphModule(root, graph, name)
     except Exception as e:  # noqa: BLE001 - a malformed graph, whatever torch.fx says
         raise _bad(source, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
-    return GraphSNN(gm, timesteps, encoding, dims)
+    return GraphSNN(gm, timesteps, encoding, dims, rescale=rescale)
