@@ -3,9 +3,9 @@ forward, its BPTT, and the fused block "LIF -> dropout -> k x k average pooling 
 
 The functions `lif_forward`, `lif_backward`, `lif_pool_forward` and `lif_pool_backward` take
 and return what `native.py`'s functions of the same names do, so that either serves as the
-implementation of one neuron operator (`register_cuda`). Each kernel program holds a block of
-neurons in registers through all T steps, so a layer's currents, spikes and u~ cross memory
-once per pass.
+implementation of one neuron operator (`ops.kernels` routes CUDA tensors here). Each kernel
+program holds a block of neurons in registers through all T steps, so a layer's currents,
+spikes and u~ cross memory once per pass.
 
 - Inputs float32, bfloat16 or float16; the membrane and u~ are float32; spikes (and the pooled
   output) come back in the input's dtype; dL/dx in the current's dtype.
@@ -24,10 +24,7 @@ imported), which runs the same kernels on CPU tensors; triton is the optional ex
 
 from __future__ import annotations
 
-import inspect
-import math
 import os
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -40,22 +37,10 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 from . import surrogate as _surrogate
 from .triton_kernels import _lif_bwd, _lif_fwd, _pool_bwd, _pool_fwd, _sum_parts
 
-DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-KINDS = {"linear": 0, "exponential": 1, "sigmoid": 2, "atan": 3}
 BLOCK = 1024  # neurons per program (LIF)
 POOL_LANES = 1024  # neurons per program (pooling): 1024 // k^2 windows (padded to a power of 2)
 RBLOCK = 1024  # partial sums per iteration of the final reduction
 NUM_WARPS = 8  # 4 neurons per thread: no register spills on sm_90 (cuobjdump)
-
-
-def _default(fn: Callable, name: str) -> float:
-    return float(inspect.signature(fn).parameters[name].default)
-
-
-# each surrogate's shape constant, as surrogate.py defines it (atan: its pi/2 * alpha)
-_PARAM = {"linear": 0.0, "exponential": _default(_surrogate.exponential, "beta"),
-          "sigmoid": _default(_surrogate.sigmoid, "alpha"),
-          "atan": math.pi / 2 * _default(_surrogate.atan, "alpha")}
 
 
 def interpreting() -> bool:
@@ -63,24 +48,11 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def supports(x: Tensor) -> bool:
-    """Whether these kernels take `x`: float32/bf16/fp16 on a CUDA device (any device under
-    the interpreter)."""
-    return x.dtype in DTYPES and (x.is_cuda or interpreting())
-
-
 # ---- wrappers: native.py's signatures ---------------------------------------------------------
 
 def _scalar(t: Tensor | float, device: torch.device) -> Tensor:
     """A leak or threshold as a float32 [1] tensor on `device` (no copy when it is there)."""
     return torch.as_tensor(t).detach().to(device=device, dtype=torch.float32).reshape(1)
-
-
-def _kind(surrogate: str) -> int:
-    if surrogate not in KINDS or surrogate not in _surrogate.SURROGATES:
-        raise ValueError(f"unknown surrogate {surrogate!r}; the GPU kernels have "
-                         f"{', '.join(KINDS)}")
-    return KINDS[surrogate]
 
 
 def _reduce(parts: Tensor, n: int) -> tuple[Tensor, Tensor]:
@@ -117,7 +89,7 @@ def lif_backward(saved: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamma: fl
     """`neuron._backward_loop`: `saved` is u~ `[T, N]`, or with `steps` the constant current
     `[N]` (u~ is then recomputed, and dL/dx summed over time); `grad` is dL/dspikes `[T, N]`.
     Returns (dL/dx in the saved tensor's dtype (float32 for u~), dL/dleak, dL/dv)."""
-    kind = _kind(surrogate)
+    kind, coef = _surrogate.kernel_args(surrogate)
     grad = grad.contiguous()
     T, N = grad.shape
     dev = grad.device
@@ -137,7 +109,7 @@ def lif_backward(saved: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamma: fl
     n = triton.cdiv(N, BLOCK)
     parts = torch.zeros((2, max(n, 1)), dtype=torch.float64, device=dev)
     if T and N:
-        _lif_bwd[(n,)](u_tilde, grad, lk, th, gx, parts, T, N, float(gamma), _PARAM[surrogate],
+        _lif_bwd[(n,)](u_tilde, grad, lk, th, gx, parts, T, N, float(gamma), coef,
                        KIND=kind, SUM_T=bool(steps), BLOCK=BLOCK, num_warps=NUM_WARPS)
     elif steps:
         gx.zero_()
@@ -188,7 +160,7 @@ def lif_pool_backward(saved: Tensor, grad: Tensor, T: int, static: bool, leak: T
     """BPTT of `lif_pool_forward`: `saved` is u~ `[T*B, C, H, W]`, or if `static` the current
     `[B, C, H, W]`; `grad` the pooled output's gradient. Returns (dL/dx (float32 for u~, the
     current's dtype if `static`), dL/dleak, dL/dv)."""
-    kind = _kind(surrogate)
+    kind, coef = _surrogate.kernel_args(surrogate)
     saved, grad = saved.contiguous(), grad.contiguous()
     B, P, h, w, kk, blk = _pool_shapes(saved, T, static, k)
     dev = saved.device
@@ -213,31 +185,8 @@ def lif_pool_backward(saved: Tensor, grad: Tensor, T: int, static: bool, leak: T
     if T and M:
         _pool_bwd[(n,)](u_tilde, grad, lk, th, saved if keep8 is None else keep8, scale,
                         float(1.0 / (k * k)), gx, parts, T, P, h, w, ho, wo, float(gamma),
-                        _PARAM[surrogate], HAS_KEEP=keep8 is not None, KIND=kind,
+                        coef, HAS_KEEP=keep8 is not None, KIND=kind,
                         SUM_T=static, K=k, KK=kk, BLOCK=blk, num_warps=NUM_WARPS)
     g_leak, g_v = _reduce(parts, parts.shape[1])
     return gx, g_leak, g_v
 
-
-IMPLEMENTATIONS: dict[str, Callable] = {
-    "lif_forward": lif_forward, "lif_backward": lif_backward,
-    "lif_pool_forward": lif_pool_forward, "lif_pool_backward": lif_pool_backward,
-}
-
-
-def register_cuda(register: str | Callable[[str, Callable], object] = "dietsnn") -> list[str]:
-    """Plug these kernels into the neuron operator as its CUDA implementation. `register`:
-    a callable `register(name, fn)` called once per entry of `IMPLEMENTATIONS` (name as in
-    native.py), or an operator namespace: then each existing `namespace::name` operator gets
-    the wrapper as its CUDA kernel (`torch.library.register_kernel`; its schema must take the
-    wrapper's arguments). Returns the names registered."""
-    done = []
-    for name, fn in IMPLEMENTATIONS.items():
-        if callable(register):
-            register(name, fn)
-        elif hasattr(getattr(torch.ops, register), name):
-            torch.library.register_kernel(f"{register}::{name}", "cuda", fn)
-        else:
-            continue
-        done.append(name)
-    return done
