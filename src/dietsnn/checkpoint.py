@@ -20,6 +20,7 @@ from safetensors.torch import save as st_save
 
 from .config import MAX_TIMESTEPS
 from .conversion import GraphSNN, ModuleSNN, convert
+from .conversion.schema import is_int, is_real
 from .conversion.store import graph_from_json, graph_json
 from .errors import CheckpointError, UserError
 from .files import atomic_write, open_regular
@@ -190,14 +191,6 @@ MAX_CLASSES, MAX_CHANNELS, MAX_IMAGE_SIZE = 1_000_000, 1024, 8192
 MAX_INPUT = 1 << 26  # values in one input sample (256 MB as float32)
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
-
-
 _SHORT = reprlib.Repr()
 _SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxstring = 2, 3, 8, 40
 
@@ -217,7 +210,7 @@ def check_metadata(cfg: Any, spiking: Any, source: str, graph: bool = False) -> 
                                   "or was written by an incompatible tool")
 
     def size(lo: int, hi: int) -> tuple[Callable[[Any], bool], str]:
-        return (lambda v: _is_int(v) and lo <= v <= hi), f"an integer in [{lo}, {hi}]"
+        return (lambda v: is_int(v) and lo <= v <= hi), f"an integer in [{lo}, {hi}]"
 
     need(isinstance(cfg, dict), "config", cfg, "an object")
     need(isinstance(spiking, dict), "spiking", spiking, "an object")
@@ -229,16 +222,16 @@ def check_metadata(cfg: Any, spiking: Any, source: str, graph: bool = False) -> 
         "image_size": size(1, MAX_IMAGE_SIZE),
         **({"source": ((lambda v: isinstance(v, str) and len(v) <= 4096), "a string"),
             "input_shape": ((lambda v: isinstance(v, list) and 1 <= len(v) <= 8 and all(
-                _is_int(d) and 1 <= d <= MAX_INPUT for d in v) and math.prod(v) <= MAX_INPUT),
+                is_int(d) and 1 <= d <= MAX_INPUT for d in v) and math.prod(v) <= MAX_INPUT),
                 f"a list of 1 to 8 sizes of at most {MAX_INPUT} values in all")}
-           if graph else {"dropout": (lambda v: _is_number(v) and 0 <= v < 1,
+           if graph else {"dropout": (lambda v: is_real(v) and 0 <= v < 1,
                                       "a number in [0, 1)")}),
     }
     srules = {
         "timesteps": size(1, MAX_TIMESTEPS),
         "encoding": ((lambda v: isinstance(v, str) and v in ENCODINGS),
                      f"one of {', '.join(ENCODINGS)}"),
-        "gamma": (lambda v: _is_number(v) and v > 0, "a finite number > 0"),
+        "gamma": (lambda v: is_real(v) and v > 0, "a finite number > 0"),
         "surrogate": ((lambda v: isinstance(v, str) and v in SURROGATES),
                       f"one of {', '.join(sorted(SURROGATES))}"),
     }
@@ -309,17 +302,15 @@ def model_state(model: torch.nn.Module, state: dict[str, torch.Tensor],
     return new
 
 
-def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
-                      allow_missing: tuple[str, ...] = ()) -> None:
+def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load `state` into `model`; any missing, unexpected or mis-shaped key is a UserError that
-    names the keys. Keys ending in one of `allow_missing` may be absent."""
-    _check_keys(model.state_dict(), state, source, allow_missing)
+    names the keys."""
+    _check_keys(model.state_dict(), state, source)
     model.load_state_dict(state, strict=False)
 
 
-def _check_keys(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str,
-                allow_missing: tuple[str, ...] = ()) -> None:
-    missing = [k for k in own if k not in state and not k.endswith(allow_missing)]
+def _check_keys(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: str) -> None:
+    missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
              for k in own if k in state and state[k].shape != own[k].shape]

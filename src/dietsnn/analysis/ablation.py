@@ -35,7 +35,7 @@ from ..models import Network
 from ..rundir import RunDir
 from ..training import evaluate, fit, seeded
 from .energy import measure, write_predictions
-from .report import plot_ablation_if_possible
+from .report import plot_ablation, plot_if_possible
 
 VARIANTS = {  # key: label, encoding, train threshold, train leak
     "a": ("(a) rate coding", "rate", False, False),
@@ -311,7 +311,7 @@ def summarize(out: str | Path, log=None) -> dict:
     with files.transaction():  # the summary's three files: all or none
         files.write_json(out / "ablation.json", res)
         files.atomic_write(out / "ablation.md", md.encode())
-        plot_ablation_if_possible(res, out / "ablation.png", log or (lambda *a, **k: None))
+        plot_if_possible(plot_ablation, res, out / "ablation.png", log=log)
     if len(every) > len(cells):
         from .front import load_labels, summarize_front
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .. import files
 from .energy import read_predictions
+from .report import _plt, _save, plot_if_possible
 
 # two-sided 95% quantiles of Student's t for 1..30 degrees of freedom
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -98,11 +99,7 @@ def summarize_front(out: str | Path, cells: list[dict], converted: dict, ann_acc
            "converted": {str(T): c for T, c in sorted(conv.items())}}
     files.write_json(out / "front.json", res)
     files.atomic_write(out / "front.md", front_markdown(res).encode())
-    try:
-        plot_front(res, out / "front.png")
-    except ImportError:
-        if log:
-            log("no front plot written: install matplotlib (pip install dietsnn[plots])")
+    plot_if_possible(plot_front, res, out / "front.png", log=log)
     return res
 
 
@@ -136,8 +133,6 @@ def front_markdown(res: dict) -> str:
 
 
 def plot_front(res: dict, path: Path) -> Path:
-    from .report import _plt, _save
-
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     colors = {"b": "tab:blue", "c": "tab:orange", "d": "tab:green"}
@@ -164,10 +159,7 @@ def plot_front(res: dict, path: Path) -> Path:
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Accuracy against energy over spike penalties (mean ± 95% CI over seeds)")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def load_labels(out: str | Path) -> list[int] | None:

@@ -23,11 +23,15 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> None:
-    """Render to memory, then write atomically (a killed write keeps the previous plot)."""
+def _save(fig, path: Path) -> Path:
+    """Lay out, render to memory, then write atomically (a killed write keeps the previous
+    plot); closes `fig`."""
+    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
+    _plt().close(fig)
     atomic_write(path, buf.getvalue())
+    return path
 
 
 def _history(path: Path) -> list[dict]:
@@ -54,11 +58,7 @@ def plot_training(run: Path, out: Path) -> Path | None:
         ax2.set_ylabel("loss")
         ax2.grid(False)
         ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path = out / "training.png"
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "training.png")
 
 
 def plot_sweep(sweeps: dict[str, list[dict]], ann_acc: float | None, path: Path,
@@ -80,18 +80,17 @@ def plot_sweep(sweeps: dict[str, list[dict]], ann_acc: float | None, path: Path,
     a2.set_ylabel("spikes per neuron per image")
     a2.set_title("Mean spike rate against timesteps")
     a2.legend(fontsize=8)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
-def plot_sweep_if_possible(sweeps: dict, ann_acc: float | None, path: Path, title: str,
-                           log: Callable[[str], None] = logs.warning) -> Path | None:
+def plot_if_possible(plot: Callable[..., Path], *args,
+                     log: Callable[[str], None] | None = logs.warning) -> Path | None:
+    """`plot(*args)`, or None (and a line to `log`) where matplotlib is not installed."""
     try:
-        return plot_sweep(sweeps, ann_acc, path, title)
+        return plot(*args)
     except ImportError:
-        log("no plot written: install matplotlib (pip install dietsnn[plots])")
+        if log:
+            log("no plot written: install matplotlib (pip install dietsnn[plots])")
         return None
 
 
@@ -132,19 +131,8 @@ def plot_ablation(res: dict, path: Path) -> Path:
     a2.set_xlabel("timesteps T")
     a2.set_ylabel("spikes per neuron per image")
     a2.set_title("Mean spike rate against T")
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
-
-def plot_ablation_if_possible(res: dict, path: Path,
-                              log: Callable[[str], None] = logs.warning) -> Path | None:
-    try:
-        return plot_ablation(res, path)
-    except ImportError:
-        log("no plot written: install matplotlib (pip install dietsnn[plots])")
-        return None
 
 
 def plot_layers(layers: list[dict], path: Path) -> Path:
@@ -166,10 +154,7 @@ def plot_layers(layers: list[dict], path: Path) -> Path:
     for ax in axes:
         ax.set_xticks(list(x))
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_energy(en: dict, path: Path) -> Path:
@@ -187,10 +172,7 @@ def plot_energy(en: dict, path: Path) -> Path:
     ax.set_xticks(list(x))
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _figures(run: Path, metrics: dict, ann_acc, layers, en) -> list[tuple[str, str]]:

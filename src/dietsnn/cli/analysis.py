@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..analysis import format_energy_table, measure, sweep
 from ..analysis.ablation import Ablation, AblationConfig, ablation_outputs
-from ..analysis.report import plot_sweep_if_possible
+from ..analysis.report import plot_if_possible, plot_sweep
 from ..checkpoint import load_model
 from ..config import MAX_BATCH, MAX_EPOCHS, MAX_SAMPLES, MAX_TIMESTEPS
 from ..errors import UserError
@@ -181,8 +181,8 @@ def cmd_sweep(args) -> dict:
             else:
                 write_json(out_dir / "sweep.json", result)
             ann_acc = (data or {}).get("ann", {}).get("test_accuracy")
-            plotted = plot_sweep_if_possible(result, ann_acc, out_dir / "sweep.png",
-                                             "Accuracy against T", ctx.log)
+            plotted = plot_if_possible(plot_sweep, result, ann_acc, out_dir / "sweep.png",
+                                       "Accuracy against T", log=ctx.log)
     if plotted:
         ctx.log(f"wrote {out_dir / 'sweep.png'}")
     return result

@@ -4,7 +4,6 @@ library objects (configs, data). Defaults come from `dietsnn.config`."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -394,7 +393,3 @@ def metrics_file(model_arg: str) -> Path | None:
         if os.path.lexists(cand):
             return cand
     return None
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text())

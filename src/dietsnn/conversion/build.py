@@ -16,13 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..config import GAMMA, SURROGATE
+from ..config import GAMMA, MAXPOOL, MAXPOOL_MODES, SURROGATE
 from ..errors import UserError
 from ..layers import LIF, AvgPool2d, Dropout
 from ..models.base import Network
 from .modules import WEIGHTED, GraphSNN, Merge, SpikingMaxPool2d
-
-MAXPOOL_MODES = ("spiking", "avg")
 
 RELU_FUNCTIONS = {F.relu, torch.relu, torch.relu_, F.relu_}
 ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
@@ -62,7 +60,7 @@ def trace(model: nn.Module) -> fx.GraphModule:
 
 def graph_to_snn(model: nn.Module, timesteps: int, encoding: str = "direct", leak: float = 1.0,
                  threshold: float = 1.0, gamma: float = GAMMA, surrogate: str = SURROGATE,
-                 maxpool: str = "spiking", rescale: bool = True) -> Network:
+                 maxpool: str = MAXPOOL, rescale: bool = True) -> Network:
     """Trace `model` and build its spiking copy, a `GraphSNN` (the model itself is not
     modified). Where tracing fails, warn and convert by module replacement
     (`replacement_snn`)."""

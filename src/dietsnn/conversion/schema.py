@@ -36,7 +36,7 @@ def is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _real(v: Any) -> bool:
+def is_real(v: Any) -> bool:
     return (is_int(v) or isinstance(v, float)) and math.isfinite(v)
 
 
@@ -74,7 +74,7 @@ _POOL = {"kernel_size": _KERNEL, "stride": _either(_KERNEL, lambda v: v is None)
 _DIVISOR = {"divisor_override": _int(1, MAX_SIZE, none=True)}
 _ADAPTIVE = {"output_size": _ints(1, MAX_WINDOW, none=True)}
 _DIM = _int(-8, 8)
-_NEURON = {"gamma": lambda v: _real(v) and 0 < v <= 1e6,
+_NEURON = {"gamma": lambda v: is_real(v) and 0 < v <= 1e6,
            "surrogate": lambda v: isinstance(v, str) and v in SURROGATES}
 # layer type -> (class, its constructor arguments (read from the layer's attributes) and rules)
 LAYERS: dict[str, tuple[type, dict[str, Rule]]] = {
@@ -82,7 +82,7 @@ LAYERS: dict[str, tuple[type, dict[str, Rule]]] = {
     "Linear": (nn.Linear, {"in_features": _int(1, MAX_SIZE), "out_features": _int(1, MAX_SIZE)}),
     "LIF": (LIF, _NEURON),
     "HardResetLIF": (HardResetLIF, _NEURON),
-    "Dropout": (Dropout, {"p": lambda v: _real(v) and 0 <= v < 1}),
+    "Dropout": (Dropout, {"p": lambda v: is_real(v) and 0 <= v < 1}),
     "AvgPool1d": (nn.AvgPool1d, _POOL), "AvgPool2d": (nn.AvgPool2d, {**_POOL, **_DIVISOR}),
     "AvgPool3d": (nn.AvgPool3d, {**_POOL, **_DIVISOR}),
     "DietAvgPool2d": (AvgPool2d, {**_POOL, **_DIVISOR}),

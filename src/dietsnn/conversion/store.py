@@ -110,9 +110,7 @@ _SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxtuple = 2, 3, 3, 3
 _SHORT.maxstring, _SHORT.maxother = 40, 40
 
 
-def _show(v: Any) -> str:
-    """A short one-line form of a stored value, for messages."""
-    return _SHORT.repr(v)
+_show = _SHORT.repr  # a short one-line form of a stored value, for messages
 
 
 def _dict(v: Any, keys: set[str], required: set[str], what: str, source: str) -> dict:

@@ -237,6 +237,13 @@ def library() -> ctypes.CDLL | None:
     return _STATE["lib"]  # type: ignore[return-value]
 
 
+def _lib() -> ctypes.CDLL:
+    """The loaded kernels, where a caller has checked that they are there (`supports`)."""
+    lib = library()
+    assert lib is not None
+    return lib
+
+
 def why_not() -> str | None:
     """Why `library()` is None (after it was called), else None."""
     return _STATE.get("why")  # type: ignore[return-value]
@@ -292,8 +299,7 @@ def lif_forward(x: Tensor, leak: Tensor, v: Tensor, u0: Tensor | None,
     spikes = torch.empty((T, N), dtype=x.dtype)
     u_tilde = torch.empty((T, N), dtype=x.dtype) if keep_u_tilde else None
     u = torch.empty(N, dtype=x.dtype) if u0 is None else u0.contiguous().clone()
-    lib = library()
-    assert lib is not None
+    lib = _lib()
     lib.dietsnn_lif_forward(_ptr(x), x.stride(0), T, N, float(leak), float(v), _ptr(u),
                             int(u0 is None), _ptr(spikes), _ptr(u_tilde), torch.get_num_threads())
     return spikes, u_tilde, u
@@ -307,8 +313,7 @@ def lif_backward(saved: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamma: fl
     T, N = grad.shape
     gx = torch.empty(N if steps else (T, N), dtype=saved.dtype)
     sums = (ctypes.c_double * 2)()
-    lib = library()
-    assert lib is not None
+    lib = _lib()
     rc = lib.dietsnn_lif_backward(_ptr(saved), _ptr(grad), T, N, int(bool(steps)), float(leak),
                                   float(v), float(gamma), *kernel_args(surrogate), _ptr(gx),
                                   sums, torch.get_num_threads())
@@ -327,8 +332,7 @@ def avg_pool2d(x: Tensor, k: int, size: tuple[int, int] | None = None) -> Tensor
     y = torch.empty((n, c, *size) if size else (n, c, h // k, w // k), dtype=x.dtype,
                     memory_format=fmt)
     x = x.contiguous(memory_format=fmt)
-    lib = library()
-    assert lib is not None
+    lib = _lib()
     lib.dietsnn_avg_pool2d(_ptr(x), _ptr(y), n if cl else n * c, *(size or (h, w)), c, k,
                            int(cl), int(x.dtype == torch.bfloat16), int(size is not None),
                            torch.get_num_threads())
@@ -349,8 +353,7 @@ def lif_pool_forward(x: Tensor, T: int, static: bool, leak: Tensor, v: Tensor,
     P = B * c
     out = torch.empty((T * B, c, h // k, w // k), dtype=x.dtype)
     u_tilde = torch.empty((T * B, c, h, w), dtype=x.dtype) if keep_u_tilde else None
-    fired, lib = ctypes.c_long(0), library()
-    assert lib is not None
+    fired, lib = ctypes.c_long(0), _lib()
     rc = lib.dietsnn_lif_pool_forward(_ptr(x), 0 if static else P * h * w, T, P, h, w, k,
                                       float(leak), float(v), _ptr(keep), float(scale), _ptr(out),
                                       _ptr(u_tilde), ctypes.byref(fired), torch.get_num_threads())
@@ -368,8 +371,7 @@ def lif_pool_backward(saved: Tensor, grad: Tensor, T: int, static: bool, leak: T
     saved, grad = saved.contiguous(), grad.contiguous()
     n, c, h, w = saved.shape
     B = n if static else n // T
-    gx, sums, lib = torch.empty_like(saved), (ctypes.c_double * 2)(), library()
-    assert lib is not None
+    gx, sums, lib = torch.empty_like(saved), (ctypes.c_double * 2)(), _lib()
     rc = lib.dietsnn_lif_pool_backward(_ptr(saved), _ptr(grad), T, B * c, h, w, k, int(static),
                                        float(leak), float(v), float(gamma),
                                        *kernel_args(surrogate), _ptr(keep), float(scale),
@@ -382,8 +384,7 @@ def lif_pool_backward(saved: Tensor, grad: Tensor, T: int, static: bool, leak: T
 def keep_mask(n: int, seed: Tensor, thr: int) -> Tensor:
     """`dropout.keep_mask`'s flags for `n` elements as bool `[n]`."""
     out = torch.empty(n, dtype=torch.bool)
-    lib = library()
-    assert lib is not None
+    lib = _lib()
     lib.dietsnn_dropout(None, None, _ptr(out), n, 0, int(seed), thr, 0.0, torch.get_num_threads())
     return out
 
@@ -392,8 +393,7 @@ def dropout(x: Tensor, seed: Tensor, thr: int, scale: float) -> Tensor:
     """`x * (keep_mask(x.shape, seed=seed) * scale)`, float32 or bfloat16, in one pass."""
     x = x.contiguous()
     y = torch.empty_like(x)
-    lib = library()
-    assert lib is not None
+    lib = _lib()
     lib.dietsnn_dropout(_ptr(x), _ptr(y), None, x.numel(), int(x.dtype == torch.bfloat16),
                         int(seed), thr, scale, torch.get_num_threads())
     return y
