@@ -150,3 +150,33 @@ def test_a_converted_graph_runs_the_fused_blocks(model):
     for u, v in zip(ga, gb):
         torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-6)
     assert seen and seen[0][0] == 3 * 8  # the hook saw the LIF's own spikes [T*B, ...]
+
+
+@settings(max_examples=20, deadline=None)
+@given(T=st.integers(1, 3), static=st.booleans(), p=st.sampled_from([0.0, 0.3]),
+       k=st.sampled_from([1, 2]), seed=st.integers(0, 1000))
+def test_a_bfloat16_current_runs_the_fused_block_in_float32(T, static, p, k, seed):
+    """Under autocast a block's current is bfloat16: the fused block integrates it in float32
+    (as `lif` does for the layers one by one) and returns bfloat16; the spikes agree with the
+    layers one by one, pooled averages to bfloat16 rounding, gradients to bfloat16 rounding."""
+    B, C, H, W = 2, 3, 6, 6
+    seq = Sequential(LIF(0.9, 0.6), Dropout(p), *([AvgPool2d(k)] if k > 1 else [])).train()
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((B if static else T * B), C, H, W, generator=g).bfloat16()
+    calls = []
+    orig = LIF.fused_forward
+
+    def spy(self, *a):
+        r = orig(self, *a)
+        calls.append(r is not None)
+        return r
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(LIF, "fused_forward", spy)
+        a = _run(seq, x, T, B, True, seed)
+    b = _run(seq, x, T, B, False, seed)
+    assert calls == [True] and a[0].dtype == b[0].dtype == torch.bfloat16
+    assert torch.equal(a[1], b[1])  # the same random numbers drawn
+    torch.testing.assert_close(a[0], b[0], rtol=8e-3, atol=0)
+    for ga, gb in zip(a[2], b[2]):
+        assert ga.dtype == gb.dtype
+        torch.testing.assert_close(ga.float(), gb.float(), rtol=2e-2, atol=2e-3)

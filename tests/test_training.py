@@ -9,20 +9,18 @@ from dietsnn.errors import UserError
 from dietsnn.training import fit, resolve_precision
 
 
-@pytest.mark.parametrize("caps, ann, snn", [
-    ({"avx512_bf16": True, "amx_bf16": False}, "bf16", "fp32"),
-    ({"avx512_bf16": False, "amx_bf16": True}, "bf16", "fp32"),
-    ({"avx512_bf16": False, "amx_bf16": False}, "fp32", "fp32"),
-    ({}, "fp32", "fp32"),
+@pytest.mark.parametrize("caps, auto", [
+    ({"avx512_bf16": True, "amx_bf16": False}, "bf16"),
+    ({"avx512_bf16": False, "amx_bf16": True}, "bf16"),
+    ({"avx512_bf16": False, "amx_bf16": False}, "fp32"),
+    ({}, "fp32"),
 ])
-def test_auto_precision_is_bf16_only_for_an_ann_on_a_cpu_with_native_bf16(monkeypatch, caps,
-                                                                          ann, snn):
+def test_auto_precision_is_bf16_on_a_cpu_with_native_bf16(monkeypatch, caps, auto):
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
-    assert resolve_precision("auto", "cpu") == ann
-    assert resolve_precision("auto", "cpu", spiking=True) == snn
+    assert resolve_precision("auto", "cpu") == auto
     assert resolve_precision("auto", "meta") == "fp32"  # not a CPU
     assert resolve_precision("fp32", "cpu") == "fp32"
-    assert resolve_precision("bf16", "cpu", spiking=True) == "bf16"
+    assert resolve_precision("bf16", "cpu") == "bf16"
     with pytest.raises(UserError, match="choose auto, fp32 or bf16"):
         resolve_precision("fp16", "cpu")
 

@@ -49,20 +49,19 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
     return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
 
 
-def resolve_precision(precision: str, device: str | torch.device = "cpu",
-                      spiking: bool = False) -> str:
-    """"auto" -> "bf16" for an ANN on a CPU with native bf16 (`native_bf16`), else "fp32" (an
-    SNN's neuron kernels compute in float32); "fp32" and "bf16" stay as they are."""
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
+    """"auto" -> "bf16" on a CPU with native bf16 (`native_bf16`), else "fp32"; "fp32" and
+    "bf16" stay as they are. Under bf16 autocast the convolutions and linear layers compute in
+    bf16, an SNN's neurons integrate in float32."""
     if precision == "auto":
-        return "bf16" if not spiking and native_bf16(device) else "fp32"
+        return "bf16" if native_bf16(device) else "fp32"
     if precision not in ("fp32", "bf16"):
         raise UserError(f"unknown precision {precision!r}; choose auto, fp32 or bf16")
     return precision
 
 
 def autocast(precision: str, device: str | torch.device = "cpu"):
-    """bf16 autocast on `device` for "bf16", none for "fp32" ("auto": `resolve_precision` of
-    an ANN)."""
+    """bf16 autocast on `device` for "bf16", none for "fp32" ("auto": `resolve_precision`)."""
     kind = torch.device(device).type
     precision = resolve_precision(precision, device)
     if precision == "bf16":

@@ -104,16 +104,19 @@ class LIF(Temporal):
         """This LIF and the `Dropout` and/or `AvgPool2d` right after it as one native operation
         (no spike tensor is stored; see `Sequential`). Returns (output, how many of
         `following` it ran), or None where the layers must run one by one: an engine other than
-        the native one, not float32 NCHW on the CPU, hooks on any of the layers, pooling other
-        than k x k windows at stride k. The output, the random numbers drawn and the saved
-        tensors' marks are those of the layers run one by one. The block runs the operator
-        `dietsnn::lif_pool_forward` (functional/ops.py)."""
+        the native one, not float32 or bfloat16 NCHW on the CPU, hooks on any of the layers,
+        pooling other than k x k windows at stride k. The output, the random numbers drawn and
+        the saved tensors' marks are those of the layers run one by one. The block runs the
+        operator `dietsnn::lif_pool_forward` (functional/ops.py); a bfloat16 current (under
+        autocast) is integrated in float32, as `lif` does, and the block's output is cast
+        back to bfloat16."""
         drop = following[0] if following and isinstance(following[0], Dropout) else None
         rest = following[1:] if drop is not None else following
         pool = rest[0] if rest and isinstance(rest[0], nn.AvgPool2d) else None
         if self.timesteps is None or (drop is None and pool is None):
             return None
-        kern = ops.kernels(x)
+        low = x.dtype == torch.bfloat16  # autocast: the block runs in float32
+        kern = ops.kernels(x.new_empty(0, dtype=torch.float32) if low else x)
         if kern is None or not _no_hooks(self, drop, pool):
             return None
         if self.tally is not None and kern is not ops.native:  # counted in the C kernel only
@@ -132,6 +135,7 @@ class LIF(Temporal):
             return None
         T, static = self.timesteps, self.is_static(x)
         B = x.shape[0] if static else self.batch
+        x4 = x4.float() if low else x4
         keep, scale = None, 1.0
         active = drop is not None and drop.training and drop.p > 0.0
         if active and drop.timesteps is None:  # not in the network's time context: its own way
@@ -150,6 +154,7 @@ class LIF(Temporal):
             self.tally.append((fired, x4[0].numel(), B))
         if x.dim() == 2:
             out = out.view(out.shape[0], -1)
+        out = out.to(x.dtype)
         if k == 1:  # dropped-out spikes: saved as bool by the next layer, like the unfused ones
             out = compact.mark(out, torch.tensor(scale, dtype=x.dtype) if active else None)
         used = (drop is not None) + (pool is not None)

@@ -161,7 +161,7 @@ def _fit(model: Network, data: Splits, cfg: TrainConfig, out: str | Path, resume
                  getattr(model, "timesteps", None) or 1, "train", device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    precision = resolve_precision(cfg.precision, device, getattr(model, "is_spiking", False))
+    precision = resolve_precision(cfg.precision, device)
     rank, world = distributed.rank(), distributed.world()
     batches = _train_batches(data, cfg)
     presharded = getattr(batches, "sharded", False)
