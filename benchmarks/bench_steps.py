@@ -1,7 +1,7 @@
 """Time one training step of the default run's two phases on this CPU: the ANN (fp32 or bf16
-autocast, contiguous or channels-last memory) and the SNN (T, batch, with or without the spike
-penalty's observers), vgg_small on 28x28, as `dietsnn run` trains them. Prints one JSON line per
-variant (median wall and CPU seconds per step over `--steps` after warm-up) and the CPU.
+autocast, contiguous or channels-last memory) and the SNN (fp32 or bf16 autocast, T, batch, with
+or without the spike penalty), vgg_small on 28x28, as `dietsnn run` trains them. Prints one JSON
+line per variant (median wall and CPU seconds per step over `--steps` after warm-up) and the CPU.
 
     python benchmarks/bench_steps.py --threads 2 --steps 20
 """
@@ -76,17 +76,19 @@ def main() -> None:
                                       "channels_last": cl, "batch": len(y), **r}))
         if "snn" in a.only:
             xs, ys = x[:SNN_TRAIN.batch_size], y[:SNN_TRAIN.batch_size]
-            for penalty in (False, True):
-                snn = dietsnn.ann_to_snn(dietsnn.build_ann("vgg_small"), a.timesteps)
-                dietsnn.calibrate_thresholds(snn, x, timesteps=10)
-                opt = make_optimizer(snn, SNN_TRAIN)
-                if penalty:
-                    with SpikeEnergy(snn) as en:
-                        r = time_steps(snn, opt, xs, ys, a.steps, energy=en)
-                else:
-                    r = time_steps(snn, opt, xs, ys, a.steps)
-                print(json.dumps({"phase": "snn", "timesteps": a.timesteps, "penalty": penalty,
-                                  "batch": len(ys), **r}))
+            for precision in ("fp32", "bf16"):
+                for penalty in (False, True):
+                    snn = dietsnn.ann_to_snn(dietsnn.build_ann("vgg_small"), a.timesteps)
+                    dietsnn.calibrate_thresholds(snn, x, timesteps=10)
+                    opt = make_optimizer(snn, SNN_TRAIN)
+                    if penalty:
+                        with SpikeEnergy(snn) as en:
+                            r = time_steps(snn, opt, xs, ys, a.steps, precision, energy=en)
+                    else:
+                        r = time_steps(snn, opt, xs, ys, a.steps, precision)
+                    print(json.dumps({"phase": "snn", "precision": precision,
+                                      "timesteps": a.timesteps, "penalty": penalty,
+                                      "batch": len(ys), **r}))
 
 
 if __name__ == "__main__":

@@ -36,8 +36,9 @@ AUGMENT_KEYS = ("augment", "crop_padding", "flip")
 ENCODINGS = ("direct", "rate")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "step", "none")
-# "auto": bf16 autocast for an ANN on a CPU that computes bf16 natively (AVX512-BF16 or AMX;
-# docs/RESULTS.md section 1.2 shows the accuracy is the same), float32 otherwise and for SNNs
+# "auto": bf16 autocast (ANN and SNN training) on a CPU that computes bf16 natively (AVX512-BF16
+# or AMX; docs/RESULTS.md sections 1.2 and 1.4 show the accuracy is the same), float32 otherwise;
+# an SNN's neurons integrate in float32 either way, and test accuracies are measured in float32
 PRECISIONS = ("auto", "fp32", "bf16")
 MAXPOOL_MODES = ("spiking", "avg")
 # how the neurons run (functional/engine.py): "native" (C kernels, float32 on the CPU),

@@ -202,7 +202,8 @@ def train_opts(p: argparse.ArgumentParser, d: TrainConfig, prefix: str = "",
                    default=d.schedule)
     g.add_argument("--precision" if snn else f"{pre}precision", choices=config.PRECISIONS,
                    dest="precision" if snn else f"{dest}precision", default=d.precision,
-                   help="auto: bf16 autocast for an ANN on a CPU with native bf16, else fp32")
+                   help="auto: bf16 autocast on a CPU with native bf16 (AVX512-BF16 or AMX), "
+                   "else fp32")
     if snn:
         g.add_argument(f"{pre}neuron-lr", dest=f"{dest}neuron_lr",
                        type=positive_float(f"{pre}neuron-lr"), default=d.neuron_lr,
