@@ -68,25 +68,33 @@ def test_fused_linear_block_and_bool_saving():
         torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-6)
 
 
-def test_the_network_fuses_and_a_hook_turns_fusion_off():
-    torch.manual_seed(0)
-    snn = dietsnn.ann_to_snn(dietsnn.build_ann("vgg_small"), 3).train()
-    x = torch.randn(4, 1, 28, 28)
-    calls = []
+def _spy_fusion(mp: pytest.MonkeyPatch) -> list[bool]:
+    """Record, per `LIF.fused_forward` call, whether the block ran fused."""
+    calls: list[bool] = []
     orig = LIF.fused_forward
 
     def spy(self, *a):
         r = orig(self, *a)
         calls.append(r is not None)
         return r
+    mp.setattr(LIF, "fused_forward", spy)
+    return calls
+
+
+def test_the_network_fuses_and_a_hook_turns_fusion_off():
+    torch.manual_seed(0)
+    snn = dietsnn.ann_to_snn(dietsnn.build_ann("vgg_small"), 3).train()
+    x = torch.randn(4, 1, 28, 28)
+    calls = []
     res = []
     for hooked in (False, True):
         torch.manual_seed(5)
         lif = snn.get_submodule("net.features.1")
         handle = lif.register_forward_hook(lambda *a: None) if hooked else None
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(LIF, "fused_forward", spy)
+            seen = _spy_fusion(mp)
             out = snn(x)
+        calls += seen
         out.sum().backward()
         res.append((out.detach(), [q.grad.clone() for q in snn.parameters()]))
         snn.zero_grad()
@@ -154,31 +162,25 @@ def test_a_converted_graph_runs_the_fused_blocks(model):
 
 @settings(max_examples=20, deadline=None)
 @given(T=st.integers(1, 3), static=st.booleans(), p=st.sampled_from([0.0, 0.3]),
-       k=st.sampled_from([1, 2]), seed=st.integers(0, 1000))
-def test_a_bfloat16_current_runs_the_fused_block_in_float32(T, static, p, k, seed):
-    """Under autocast a block's current is bfloat16: the fused block integrates it in float32
-    (as `lif` does for the layers one by one) and returns bfloat16. So it is the float32 block
-    on the same (upcast) current, its output and input gradient rounded to bfloat16 and its
-    leak and threshold gradients equal, bit for bit; and its output is that of the layers run
-    one by one in bfloat16, to bfloat16 rounding."""
+       k=st.sampled_from([1, 2]), seed=st.integers(0, 1000),
+       dtype=st.sampled_from([torch.bfloat16, torch.float16]))
+def test_a_low_precision_current_runs_the_fused_block_in_float32(T, static, p, k, seed, dtype):
+    """Under autocast a block's current is bfloat16 (float16 on GPUs): the fused block
+    integrates it in float32 (as `lif` does for the layers one by one) and returns the current's
+    dtype. So it is the float32 block on the same (upcast) current, its output and input
+    gradient rounded to that dtype and its leak and threshold gradients equal, bit for bit; and
+    its output is that of the layers run one by one, to the dtype's rounding."""
     B, C, H, W = 2, 3, 6, 6
     seq = Sequential(LIF(0.9, 0.6), Dropout(p), *([AvgPool2d(k)] if k > 1 else [])).train()
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn((B if static else T * B), C, H, W, generator=g).bfloat16()
-    calls = []
-    orig = LIF.fused_forward
-
-    def spy(self, *a):
-        r = orig(self, *a)
-        calls.append(r is not None)
-        return r
+    x = torch.randn((B if static else T * B), C, H, W, generator=g).to(dtype)
 
     def run(x, fused=True):
         set_time(seq, T, B)
         xi = x.clone().requires_grad_()
         torch.manual_seed(seed)
         out = seq(xi) if fused else _one_by_one(seq, xi)
-        w = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).bfloat16()
+        w = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
         (out * w.to(out.dtype)).float().sum().backward()  # w exact in both dtypes
         grads = [xi.grad] + [q.grad.clone() for q in seq.parameters()]
         seq.zero_grad()
@@ -186,11 +188,11 @@ def test_a_bfloat16_current_runs_the_fused_block_in_float32(T, static, p, k, see
         return out.detach(), grads
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(LIF, "fused_forward", spy)
+        calls = _spy_fusion(mp)
         a = run(x)
         f = run(x.float())
-    assert calls == [True, True] and a[0].dtype == torch.bfloat16
-    assert torch.equal(a[0], f[0].bfloat16())
-    assert torch.equal(a[1][0], f[1][0].bfloat16())  # dL/dx
+    assert calls == [True, True] and a[0].dtype == dtype
+    assert torch.equal(a[0], f[0].to(dtype))
+    assert torch.equal(a[1][0], f[1][0].to(dtype))  # dL/dx
     assert all(torch.equal(ga, gf) for ga, gf in zip(a[1][1:], f[1][1:]))  # leak, threshold
     torch.testing.assert_close(a[0], run(x, fused=False)[0], rtol=8e-3, atol=0)

@@ -18,7 +18,7 @@ from . import compact
 from .config import GAMMA, SURROGATE
 from .functional import lif, ops
 from .functional.dropout import draw_seed, keep_mask
-from .functional.neuron import spike
+from .functional.neuron import _LOW_PRECISION, spike
 
 MIN_LEAK = 1e-3
 MIN_THRESHOLD = 1e-4
@@ -104,18 +104,18 @@ class LIF(Temporal):
         """This LIF and the `Dropout` and/or `AvgPool2d` right after it as one native operation
         (no spike tensor is stored; see `Sequential`). Returns (output, how many of
         `following` it ran), or None where the layers must run one by one: an engine other than
-        the native one, not float32 or bfloat16 NCHW on the CPU, hooks on any of the layers,
-        pooling other than k x k windows at stride k. The output, the random numbers drawn and
-        the saved tensors' marks are those of the layers run one by one. The block runs the
-        operator `dietsnn::lif_pool_forward` (functional/ops.py); a bfloat16 current (under
-        autocast) is integrated in float32, as `lif` does, and the block's output is cast
-        back to bfloat16."""
+        the native one, not a float32, bfloat16 or float16 NCHW current on the CPU, hooks on any
+        of the layers, pooling other than k x k windows at stride k. The output, the random
+        numbers drawn and the saved tensors' marks are those of the layers run one by one. The
+        block runs the operator `dietsnn::lif_pool_forward` (functional/ops.py); a
+        bfloat16/float16 current (under autocast) is integrated in float32, as `lif` does, and
+        the block's output is cast back to the current's dtype."""
         drop = following[0] if following and isinstance(following[0], Dropout) else None
         rest = following[1:] if drop is not None else following
         pool = rest[0] if rest and isinstance(rest[0], nn.AvgPool2d) else None
         if self.timesteps is None or (drop is None and pool is None):
             return None
-        low = x.dtype == torch.bfloat16  # autocast: the block runs in float32
+        low = x.dtype in _LOW_PRECISION  # autocast: the block runs in float32, as `lif` does
         kern = ops.kernels(x.new_empty(0, dtype=torch.float32) if low else x)
         if kern is None or not _no_hooks(self, drop, pool):
             return None
