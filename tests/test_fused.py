@@ -196,3 +196,36 @@ def test_a_low_precision_current_runs_the_fused_block_in_float32(T, static, p, k
     assert torch.equal(a[1][0], f[1][0].to(dtype))  # dL/dx
     assert all(torch.equal(ga, gf) for ga, gf in zip(a[1][1:], f[1][1:]))  # leak, threshold
     torch.testing.assert_close(a[0], run(x, fused=False)[0], rtol=8e-3, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_an_ann_runs_relu_and_dropout_as_one_op_and_a_hook_turns_it_off(dtype):
+    """In training, each ReLU -> Dropout of an ANN is one `dietsnn::dropout(relu=True)`: the
+    same output and gradients, bit for bit, as with a hook on a ReLU (the layers one by one),
+    and with the same random numbers drawn."""
+    torch.manual_seed(0)
+    ann = dietsnn.build_ann("vgg_small").train()
+    x = torch.randn(4, 1, 28, 28)
+    res, fused = [], []
+    for hooked in (False, True):
+        relu = next(m for m in ann.modules() if isinstance(m, torch.nn.ReLU))
+        handle = relu.register_forward_hook(lambda *a: None) if hooked else None
+        torch.manual_seed(5)
+        with pytest.MonkeyPatch.context() as mp:
+            calls: list[bool] = []
+            orig = Dropout.relu_forward
+            mp.setattr(Dropout, "relu_forward",
+                       lambda self, *a: calls.append(r := orig(self, *a)) or r)
+            with torch.autocast("cpu", dtype, enabled=dtype != torch.float32):
+                out = ann(x)
+        fused.append([c is not None for c in calls])
+        out.float().sum().backward()
+        res.append((out.detach(), torch.get_rng_state(), [q.grad.clone() for q in ann.parameters()]))
+        ann.zero_grad()
+        if handle:
+            handle.remove()
+    assert fused[0] and all(fused[0])  # every ReLU -> Dropout fused without hooks
+    assert fused[1][0] is False  # the hooked ReLU ran on its own
+    assert torch.equal(res[0][0], res[1][0]) and torch.equal(res[0][1], res[1][1])
+    for ga, gb in zip(res[0][2], res[1][2]):
+        assert torch.equal(ga, gb)

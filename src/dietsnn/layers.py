@@ -218,6 +218,15 @@ class Dropout(Temporal):
             out = (self.unfold(x) * mask).flatten(0, 1)
         return compact.mark(out, scale) if compact.is_spikes(x) else out
 
+    def relu_forward(self, x: Tensor, relu: nn.Module) -> Tensor | None:
+        """`self(relu(x))` as one operation (`dietsnn::dropout` with relu: one pass, and the
+        backward needs only the output) where that is the same as the two layers one by one:
+        an ANN in training, no hooks on either; else None."""
+        if (not self.training or self.p == 0.0 or self.timesteps is not None
+                or type(relu) is not nn.ReLU or not _no_hooks(self, relu)):
+            return None
+        return torch.ops.dietsnn.dropout(x, self.p, draw_seed(), True)
+
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
@@ -259,19 +268,24 @@ class Sequential(nn.Sequential):
     """`nn.Sequential` (same state_dict, same results) that, in an SNN on the CPU, runs each
     LIF layer together with the `Dropout` and `AvgPool2d` right after it as one native
     operation (`LIF.fused_forward`): the spikes and the dropped-out spikes of that block are
-    never stored, which saves memory and two passes over it in forward and in backward. The
-    layers run one by one wherever that is not possible, and whenever a hook is registered on
-    any of them (so hooks see exactly what they would see without fusion)."""
+    never stored, which saves memory and two passes over it in forward and in backward. In an
+    ANN in training, a ReLU and the `Dropout` after it are one operation likewise
+    (`Dropout.relu_forward`). The layers run one by one wherever that is not possible, and
+    whenever a hook is registered on any of them (so hooks see exactly what they would see
+    without fusion)."""
 
     def forward(self, x: Tensor) -> Tensor:
         mods = list(self._modules.values())
         i = 0
         while i < len(mods):
-            m = mods[i]
+            m, nxt = mods[i], mods[i + 1] if i + 1 < len(mods) else None
             if isinstance(m, LIF):
                 following = fusable(mods[i + 1:i + 3])
                 x = lif_block(x, m, *following)
                 i += 1 + len(following)
+            elif isinstance(nxt, Dropout) and (y := nxt.relu_forward(x, m)) is not None:
+                x = y
+                i += 2
             else:
                 x = m(x)
                 i += 1

@@ -133,3 +133,44 @@ def test_ann_dropout_zeroes_or_scales_and_is_identity_in_eval():
     assert set(torch.unique(x.grad).tolist()) <= {0.0, 1 / 0.8}
     d.eval()
     assert d(x) is x
+
+
+@settings(max_examples=30, deadline=None)
+@given(shape=st.lists(st.integers(1, 9), min_size=1, max_size=4),
+       p=st.sampled_from([0.0, 0.2, 0.5, 1.0]) | st.floats(0.0, 1.0),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]), seed=st.integers(0, 2**31 - 1),
+       name=st.sampled_from(ENGINES))
+def test_relu_dropout_is_relu_then_dropout(shape, p, dtype, seed, name):
+    """dropout with relu is torch.relu, then x * (mask * scale) in x's dtype: every value
+    exactly (NaN, infinities and -0 among the inputs); its gradient is autograd's through
+    torch.relu and that product, except at a NaN input (0 there: the output, all the gradient
+    sees, does not tell a kept NaN from a dropped one)."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=g) * 3).to(dtype)
+    specials = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0, 0.0], dtype=dtype)
+    x.view(-1)[: min(5, x.numel())] = specials[: min(5, x.numel())]
+    dy = torch.randn(shape, generator=g).to(dtype)
+    s = draw_seed(g)
+    xi = x.clone().requires_grad_()
+    with engine.scope(name):
+        y = torch.ops.dietsnn.dropout(xi, p, s, True)
+        y.backward(dy)
+    xr = x.clone().requires_grad_()
+    scale = torch.tensor(1 / (1 - p) if p < 1 else 0.0, dtype=dtype)
+    ref = torch.relu(xr) * (keep_mask(shape, p, seed=s).to(dtype) * scale)
+    ref.backward(dy)
+    torch.testing.assert_close(y.detach(), ref.detach(), rtol=0, atol=0, equal_nan=True)
+    num = ~torch.isnan(ref.detach())  # the sign of zeros, not that of NaN
+    assert torch.equal(torch.signbit(y.detach()[num]), torch.signbit(ref.detach()[num]))
+    nan = torch.isnan(x)
+    assert torch.equal(xi.grad[~nan], xr.grad[~nan]) and not xi.grad[nan].any()
+
+
+@pytest.mark.parametrize("name", ENGINES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_opcheck_relu_dropout(name, dtype):
+    x = torch.randn(4, 3, 5, dtype=dtype, requires_grad=True)
+    with engine.scope(name):
+        torch.library.opcheck(torch.ops.dietsnn.dropout.default, (x, 0.3, draw_seed(), True))
+        torch.library.opcheck(torch.ops.dietsnn.relu_dropout_backward.default,
+                              (torch.randn(4, 3, 5, dtype=dtype), torch.relu(x.detach()), 0.3))

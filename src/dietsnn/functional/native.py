@@ -262,17 +262,18 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     lib, why = _find(cc, f"dietsnn_native_{key.hexdigest()[:20]}.so")
     if lib is None:
         return None, why
-    f, d, i, L, p = ctypes.c_float, ctypes.c_double, ctypes.c_int, ctypes.c_long, ctypes.c_void_p
-    lib.dietsnn_lif_forward.argtypes = [p, L, L, L, f, f, p, i, p, p, i]
-    lib.dietsnn_lif_backward.argtypes = [p, p, L, L, i, f, f, f, i, f, p, ctypes.POINTER(d), i]
-    lib.dietsnn_avg_pool2d.argtypes = [p, p, L, L, L, L, i, i, i, i, i]
-    lib.dietsnn_lif_pool_forward.argtypes = [p, L, L, L, L, L, i, f, f, p, f, p, p, p, i]
-    lib.dietsnn_lif_pool_backward.argtypes = [p, p, L, L, L, L, i, i, f, f, f, i, f, p, f, f, p,
-                                              ctypes.POINTER(d), i]
-    lib.dietsnn_dropout.argtypes = [p, p, p, L, i, ctypes.c_int64, i, f, i]
-    for fn in (lib.dietsnn_lif_forward, lib.dietsnn_lif_backward, lib.dietsnn_avg_pool2d,
-               lib.dietsnn_lif_pool_forward, lib.dietsnn_lif_pool_backward, lib.dietsnn_dropout):
-        fn.restype = i
+    f, i, L, p, s = ctypes.c_float, ctypes.c_int, ctypes.c_long, ctypes.c_void_p, ctypes.c_int64
+    sums = ctypes.POINTER(ctypes.c_double)
+    for name, args in (("lif_forward", [p, L, L, L, f, f, p, i, p, p, i]),
+                       ("lif_backward", [p, p, L, L, i, f, f, f, i, f, p, sums, i]),
+                       ("avg_pool2d", [p, p, L, L, L, L, i, i, i, i, i]),
+                       ("lif_pool_forward", [p, L, L, L, L, L, i, f, f, p, f, p, p, p, i]),
+                       ("lif_pool_backward", [p, p, L, L, L, L, i, i, f, f, f, i, f, p, f, f,
+                                              p, sums, i]),
+                       ("dropout", [p, p, p, L, i, s, i, f, i, i]),
+                       ("relu_dropout_backward", [p, p, p, L, i, f, i])):
+        fn = getattr(lib, f"dietsnn_{name}")
+        fn.argtypes, fn.restype = args, i
     return lib, None
 
 
@@ -289,6 +290,12 @@ def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _call(name: str, *args) -> None:
+    """`dietsnn_<name>(*args, threads)`; its nonzero status (a failed allocation) raised."""
+    if getattr(_lib(), f"dietsnn_{name}")(*args, torch.get_num_threads()) != 0:
+        raise MemoryError(f"native {name}: out of memory")
+
+
 def lif_forward(x: Tensor, leak: Tensor, v: Tensor, u0: Tensor | None,
                 keep_u_tilde: bool) -> tuple[Tensor, Tensor | None, Tensor]:
     """`neuron._forward_loop` on `[T, N]` float32 (time stride N or 0): (spikes, u~ or None,
@@ -299,9 +306,8 @@ def lif_forward(x: Tensor, leak: Tensor, v: Tensor, u0: Tensor | None,
     spikes = torch.empty((T, N), dtype=x.dtype)
     u_tilde = torch.empty((T, N), dtype=x.dtype) if keep_u_tilde else None
     u = torch.empty(N, dtype=x.dtype) if u0 is None else u0.contiguous().clone()
-    lib = _lib()
-    lib.dietsnn_lif_forward(_ptr(x), x.stride(0), T, N, float(leak), float(v), _ptr(u),
-                            int(u0 is None), _ptr(spikes), _ptr(u_tilde), torch.get_num_threads())
+    _call("lif_forward", _ptr(x), x.stride(0), T, N, float(leak), float(v), _ptr(u),
+          int(u0 is None), _ptr(spikes), _ptr(u_tilde))
     return spikes, u_tilde, u
 
 
@@ -311,14 +317,9 @@ def lif_backward(saved: Tensor, grad: Tensor, leak: Tensor, v: Tensor, gamma: fl
     `[N]`; `grad` is dL/dspikes `[T, N]`. Returns (dL/dx, dL/dleak, dL/dv)."""
     saved, grad = saved.contiguous(), grad.contiguous()
     T, N = grad.shape
-    gx = torch.empty(N if steps else (T, N), dtype=saved.dtype)
-    sums = (ctypes.c_double * 2)()
-    lib = _lib()
-    rc = lib.dietsnn_lif_backward(_ptr(saved), _ptr(grad), T, N, int(bool(steps)), float(leak),
-                                  float(v), float(gamma), *kernel_args(surrogate), _ptr(gx),
-                                  sums, torch.get_num_threads())
-    if rc != 0:
-        raise MemoryError("native LIF backward: out of memory")
+    gx, sums = torch.empty(N if steps else (T, N), dtype=saved.dtype), (ctypes.c_double * 2)()
+    _call("lif_backward", _ptr(saved), _ptr(grad), T, N, int(bool(steps)), float(leak),
+          float(v), float(gamma), *kernel_args(surrogate), _ptr(gx), sums)
     return (gx, torch.tensor(sums[0], dtype=saved.dtype), torch.tensor(sums[1], dtype=saved.dtype))
 
 
@@ -332,10 +333,8 @@ def avg_pool2d(x: Tensor, k: int, size: tuple[int, int] | None = None) -> Tensor
     y = torch.empty((n, c, *size) if size else (n, c, h // k, w // k), dtype=x.dtype,
                     memory_format=fmt)
     x = x.contiguous(memory_format=fmt)
-    lib = _lib()
-    lib.dietsnn_avg_pool2d(_ptr(x), _ptr(y), n if cl else n * c, *(size or (h, w)), c, k,
-                           int(cl), int(x.dtype == torch.bfloat16), int(size is not None),
-                           torch.get_num_threads())
+    _call("avg_pool2d", _ptr(x), _ptr(y), n if cl else n * c, *(size or (h, w)), c, k, int(cl),
+          int(x.dtype == torch.bfloat16), int(size is not None))
     return y
 
 
@@ -351,14 +350,10 @@ def lif_pool_forward(x: Tensor, T: int, static: bool, leak: Tensor, v: Tensor,
     n, c, h, w = x.shape
     B = n if static else n // T
     P = B * c
-    out = torch.empty((T * B, c, h // k, w // k), dtype=x.dtype)
+    out, fired = torch.empty((T * B, c, h // k, w // k), dtype=x.dtype), ctypes.c_long(0)
     u_tilde = torch.empty((T * B, c, h, w), dtype=x.dtype) if keep_u_tilde else None
-    fired, lib = ctypes.c_long(0), _lib()
-    rc = lib.dietsnn_lif_pool_forward(_ptr(x), 0 if static else P * h * w, T, P, h, w, k,
-                                      float(leak), float(v), _ptr(keep), float(scale), _ptr(out),
-                                      _ptr(u_tilde), ctypes.byref(fired), torch.get_num_threads())
-    if rc != 0:
-        raise MemoryError("native LIF-pool forward: out of memory")
+    _call("lif_pool_forward", _ptr(x), 0 if static else P * h * w, T, P, h, w, k, float(leak),
+          float(v), _ptr(keep), float(scale), _ptr(out), _ptr(u_tilde), ctypes.byref(fired))
     return out, u_tilde, fired.value
 
 
@@ -371,29 +366,35 @@ def lif_pool_backward(saved: Tensor, grad: Tensor, T: int, static: bool, leak: T
     saved, grad = saved.contiguous(), grad.contiguous()
     n, c, h, w = saved.shape
     B = n if static else n // T
-    gx, sums, lib = torch.empty_like(saved), (ctypes.c_double * 2)(), _lib()
-    rc = lib.dietsnn_lif_pool_backward(_ptr(saved), _ptr(grad), T, B * c, h, w, k, int(static),
-                                       float(leak), float(v), float(gamma),
-                                       *kernel_args(surrogate), _ptr(keep), float(scale),
-                                       float(g_count), _ptr(gx), sums, torch.get_num_threads())
-    if rc != 0:
-        raise MemoryError("native LIF-pool backward: out of memory")
+    gx, sums = torch.empty_like(saved), (ctypes.c_double * 2)()
+    _call("lif_pool_backward", _ptr(saved), _ptr(grad), T, B * c, h, w, k, int(static),
+          float(leak), float(v), float(gamma), *kernel_args(surrogate), _ptr(keep), float(scale),
+          float(g_count), _ptr(gx), sums)
     return (gx, torch.tensor(sums[0], dtype=saved.dtype), torch.tensor(sums[1], dtype=saved.dtype))
 
 
 def keep_mask(n: int, seed: Tensor, thr: int) -> Tensor:
     """`dropout.keep_mask`'s flags for `n` elements as bool `[n]`."""
     out = torch.empty(n, dtype=torch.bool)
-    lib = _lib()
-    lib.dietsnn_dropout(None, None, _ptr(out), n, 0, int(seed), thr, 0.0, torch.get_num_threads())
+    _call("dropout", None, None, _ptr(out), n, 0, int(seed), thr, 0.0, 0)
     return out
 
 
-def dropout(x: Tensor, seed: Tensor, thr: int, scale: float) -> Tensor:
-    """`x * (keep_mask(x.shape, seed=seed) * scale)`, float32 or bfloat16, in one pass."""
+def dropout(x: Tensor, seed: Tensor, thr: int, scale: float, relu: bool = False) -> Tensor:
+    """`x * (keep_mask(x.shape, seed=seed) * scale)`, float32 or bfloat16, in one pass; with
+    `relu`, `torch.relu(x)` in place of x."""
     x = x.contiguous()
     y = torch.empty_like(x)
-    lib = _lib()
-    lib.dietsnn_dropout(_ptr(x), _ptr(y), None, x.numel(), int(x.dtype == torch.bfloat16),
-                        int(seed), thr, scale, torch.get_num_threads())
+    _call("dropout", _ptr(x), _ptr(y), None, x.numel(), int(x.dtype == torch.bfloat16), int(seed),
+          thr, scale, int(relu))
     return y
+
+
+def relu_dropout_backward(grad: Tensor, y: Tensor, scale: float) -> Tensor:
+    """The gradient of `dropout(..., relu=True)` from its output `y`: `grad * scale` where
+    `y > 0`, else 0 (float32 or bfloat16, one pass)."""
+    grad, y = grad.contiguous(), y.contiguous()
+    dx = torch.empty_like(grad)
+    _call("relu_dropout_backward", _ptr(grad), _ptr(y), _ptr(dx), grad.numel(),
+          int(grad.dtype == torch.bfloat16), scale)
+    return dx

@@ -42,9 +42,13 @@ Schemas (stable; every Tensor of one call on one device, leak and threshold 0-di
       window's gradient (0 in the rows and columns the floor mode drops). Nothing is saved for
       backward but the input's size.
 
-    dietsnn::dropout(Tensor x, float p, Tensor seed) -> Tensor
+    dietsnn::dropout(Tensor x, float p, Tensor seed, bool relu=False) -> Tensor
       x * (keep ? 1 / (1 - p) : 0) in x's dtype, the mask `dropout.keep_mask` of x's shape
-      from `seed` (0-dim int64). Its gradient is the same operation on the output's gradient.
+      from `seed` (0-dim int64); with relu, torch.relu(x) in place of x (the ANN's ReLU ->
+      dropout in one pass). Its gradient is the same operation on the output's gradient, and
+      with relu `relu_dropout_backward` of the output.
+    dietsnn::relu_dropout_backward(Tensor grad, Tensor y, float p) -> Tensor
+      grad / (1 - p) where y > 0, else 0 (also where y is NaN).
 
 Implementations: the function bodies below serve every device and dtype; under the "native"
 engine they call the C kernels on float32 CPU tensors and the Triton kernels (`triton_lif.py`)
@@ -334,26 +338,46 @@ torch.library.register_autograd("dietsnn::avg_pool2d", _avg_pool_grad,
 # ---- dropout ---------------------------------------------------------------------------------
 
 
-@_op("dropout(Tensor x, float p, Tensor seed) -> Tensor", lambda x, p, seed: x.new_empty(x.shape))
-def dropout(x: Tensor, p: float, seed: Tensor) -> Tensor:
-    x = x.contiguous()
-    thr = threshold(p)
-    scale = torch.tensor(1.0 / (1.0 - p) if p < 1.0 else 0.0, dtype=x.dtype)
+@_op("dropout(Tensor x, float p, Tensor seed, bool relu=False) -> Tensor",
+     lambda x, p, seed, relu=False: x.new_empty(x.shape))
+def dropout(x: Tensor, p: float, seed: Tensor, relu: bool = False) -> Tensor:
+    x, thr, scale = x.contiguous(), threshold(p), _scale(p, x.dtype)
     if thr is not None and _native(x):
-        return native.dropout(x, seed, thr, scale.item())
-    return x * (keep_mask(x.shape, p, x.device, seed=seed).to(x.dtype) * scale.to(x.device))
+        return native.dropout(x, seed, thr, scale, relu)
+    x = torch.relu(x) if relu else x
+    return x * (keep_mask(x.shape, p, x.device, seed=seed).to(x.dtype) * _tensor(scale, x))
+
+
+@_op("relu_dropout_backward(Tensor grad, Tensor y, float p) -> Tensor",
+     lambda grad, y, p: grad.new_empty(grad.shape))
+def relu_dropout_backward(grad: Tensor, y: Tensor, p: float) -> Tensor:
+    if _native(grad) and grad.dtype == y.dtype:
+        return native.relu_dropout_backward(grad, y, _scale(p, grad.dtype))
+    return torch.where(y > 0, grad * _tensor(_scale(p, grad.dtype), grad), 0)
+
+
+def _scale(p: float, dtype: torch.dtype) -> float:
+    """Dropout's 1 / (1 - p) (0 for p = 1) as a number of `dtype`."""
+    return torch.tensor(1.0 / (1.0 - p) if p < 1.0 else 0.0, dtype=dtype).item()
+
+
+def _tensor(v: float, like: Tensor) -> Tensor:
+    return torch.tensor(v, dtype=like.dtype, device=like.device)
 
 
 def _dropout_setup(ctx, inputs, output) -> None:
-    x, ctx.p, seed = inputs
-    ctx.save_for_backward(seed)
+    x, ctx.p, seed, *rest = inputs
+    ctx.relu = bool(rest and rest[0])
+    ctx.save_for_backward(output if ctx.relu else seed)
     ctx.engine = resolve(None, x.device.type)
 
 
 def _dropout_grad(ctx, grad):
-    (seed,) = ctx.saved_tensors
+    (saved,) = ctx.saved_tensors
     with scope(ctx.engine):
-        return torch.ops.dietsnn.dropout(grad, ctx.p, seed), None, None
+        if ctx.relu:  # where the output is positive (ReLU's and dropout's gradients in one)
+            return torch.ops.dietsnn.relu_dropout_backward(grad, saved, ctx.p), None, None, None
+        return torch.ops.dietsnn.dropout(grad, ctx.p, saved), None, None, None
 
 
 torch.library.register_autograd("dietsnn::dropout", _dropout_grad, setup_context=_dropout_setup,
