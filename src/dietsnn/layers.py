@@ -73,7 +73,8 @@ class LIF(Temporal):
         self.threshold = nn.Parameter(torch.tensor(float(threshold)))
         self.gamma = gamma
         self.surrogate = surrogate
-        # where a `monitor.SpikeCounter` collects (fired, neurons, images) per forward, or None
+        # where a `monitor.SpikeCounter` collects (fired at each step [T], neurons, images) per
+        # forward, or None
         self.tally: list | None = None
         _LIVE.add(self)
 
@@ -96,8 +97,8 @@ class LIF(Temporal):
     def count(self, spikes: Tensor) -> Tensor:
         """Tally `spikes` `[T, B, ...]` if a `SpikeCounter` is active; returns them."""
         if self.tally is not None:
-            self.tally.append((spikes.sum(dtype=torch.float64), spikes[0, 0].numel(),
-                               spikes.shape[1]))
+            self.tally.append((spikes.reshape(len(spikes), -1).sum(1, dtype=torch.float64),
+                               spikes[0, 0].numel(), spikes.shape[1]))
         return spikes
 
     def fused_forward(self, x: Tensor, following: list[nn.Module]) -> tuple[Tensor, int] | None:

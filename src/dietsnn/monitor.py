@@ -57,17 +57,31 @@ class SpikeMonitor:
             r.clear()
 
 
+class _Tally(list):
+    """A layer's records; takes (fired at each step [T], neurons, images) from the LIF."""
+
+    def __init__(self, per_step: bool) -> None:
+        super().__init__()
+        self.per_step = per_step
+
+    def append(self, entry: tuple[Tensor, int, int]) -> None:
+        fired, neurons, images = entry
+        super().append((fired if self.per_step else fired.sum(), neurons, images))
+
+
 class SpikeCounter:
     """While active (a `with` block), counts the spikes every LIF layer of `model` fires: per
     layer and forward, `(fired, neurons, images)`, where `fired` is the 0-dim float64 count
-    summed over time, images and neurons (differentiable where the forward is: a spike penalty
-    needs no spike tensor), `neurons` the layer's neurons per image and `images` the batch.
-    Unlike a `SpikeMonitor` it uses no hooks: fused blocks stay fused and count their spikes in
-    the kernel. An inner counter takes over from an outer one until it ends."""
+    summed over time, images and neurons (with `per_step`, `[T]`: the count at each step),
+    differentiable where the forward is (a spike penalty needs no spike tensor); `neurons` is
+    the layer's neurons per image and `images` the batch. Unlike a `SpikeMonitor` it uses no
+    hooks: fused blocks stay fused and count their spikes in the kernel. An inner counter takes
+    over from an outer one until it ends."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, per_step: bool = False) -> None:
         self.layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LIF)]
-        self.records: dict[str, list[tuple[Tensor, int, int]]] = {n: [] for n, _ in self.layers}
+        self.records: dict[str, list[tuple[Tensor, int, int]]] = {
+            n: _Tally(per_step) for n, _ in self.layers}
         self._outer: list = []
 
     def __enter__(self) -> SpikeCounter:

@@ -8,7 +8,9 @@ from dietsnn import ann_to_snn, build_ann, save_model
 from dietsnn.analysis import energy, layer_flops, smallest_t_within
 from dietsnn.cli import main
 from dietsnn.errors import UserError
+from dietsnn.functional import native
 from dietsnn.functional.energy import snn_energy
+from dietsnn.layers import LIF
 
 
 def test_vgg16_flops_match_the_paper_counts():
@@ -184,7 +186,13 @@ def test_sweep_from_one_run_matches_a_run_at_each_t(arch):
         snn = ann_to_snn(build_ann("vgg_small"), 4)
     x, y = torch.randn(96, 1, 28, 28), torch.randint(0, 10, (96,))
     calibrate_thresholds(snn, x[:32], scale=0.5, timesteps=8)
-    rows = sweep(snn, [5, 1, 3], x, y, batch_size=40)
+    fused = []
+    orig = LIF.fused_forward
+    with pytest.MonkeyPatch.context() as mp:  # the sweep counts spikes without hooks
+        mp.setattr(LIF, "fused_forward", lambda self, *a: fused.append(r := orig(self, *a)) or r)
+        rows = sweep(snn, [5, 1, 3], x, y, batch_size=40)
+    if arch == "vgg_small" and native.available():  # every LIF with its dropout/pooling
+        assert fused and all(r is not None for r in fused)
     assert snn.timesteps == 4 and [r["timesteps"] for r in rows] == [5, 1, 3]
     for r in rows:
         snn.timesteps = r["timesteps"]

@@ -110,6 +110,26 @@ def test_spike_counter_counts_what_the_monitor_records():
     assert all(m.tally is None for m in snn.modules() if hasattr(m, "tally"))
 
 
+@pytest.mark.parametrize("engine", ["native", "eager"])
+def test_per_step_counts_are_the_monitors_spikes_at_each_step(engine):
+    """`SpikeCounter(per_step=True)`: each layer's spikes at each step, the fused blocks
+    (counted in the kernel) and the layers one by one (eager) alike, equal to the spike
+    tensors a `SpikeMonitor` records."""
+    from dietsnn import SpikeMonitor, use_engine
+    from dietsnn.monitor import SpikeCounter
+
+    snn, x = _snn(T=4)
+    snn.eval()
+    with torch.no_grad(), SpikeMonitor(snn) as mon:
+        snn(x)
+    with torch.no_grad(), use_engine(engine), SpikeCounter(snn, per_step=True) as counter:
+        snn(x)
+    for name in mon.names:
+        ((fired, neurons, images),) = counter.records[name]
+        assert fired.shape == (4,) and images == len(x) and neurons == mon[name][0, 0].numel()
+        assert fired.tolist() == mon[name].flatten(1).sum(1).tolist()
+
+
 def test_cost_needs_an_observed_forward():
     snn, _ = _snn()
     with SpikeEnergy(snn) as en, pytest.raises(RuntimeError, match="no forward"):

@@ -61,12 +61,14 @@ def test_opcheck_lif_pool(name, static):
 
 @pytest.mark.parametrize("name", ENGINES)
 @pytest.mark.parametrize("static", [False, True])
-def test_the_fused_block_counts_spikes_and_takes_their_gradient(name, static):
-    """`count=True`: the spikes the LIF fired (before dropout), as the plain loop fires them,
-    and a loss on that count gives the gradients of the same loss built from the spike tensor
-    (LIF, then dropout and pooling as separate PyTorch operations)."""
+@pytest.mark.parametrize("c", [(0.37, 0.37, 0.37), (0.37, -0.2, 0.5)])
+def test_the_fused_block_counts_spikes_and_takes_their_gradient(name, static, c):
+    """`count=True`: the spikes the LIF fired at each step (before dropout), as the plain loop
+    fires them, and a loss on those counts (the same weight for every step, as a spike penalty,
+    or one per step) gives the gradients of the same loss built from the spike tensor (LIF,
+    then dropout and pooling as separate PyTorch operations)."""
     g = torch.Generator().manual_seed(3)
-    T, B, c = 3, 2, 0.37
+    T, B, c = 3, 2, torch.tensor(c)
     x = torch.randn((B if static else T * B, 4, 6, 6), generator=g) * 2
     keep = torch.rand(B, 4, 6, 6, generator=g) < 0.8
     w = torch.randn(T * B, 4, 3, 3, generator=g)
@@ -85,13 +87,13 @@ def test_the_fused_block_counts_spikes_and_takes_their_gradient(name, static):
         else:
             cur = xi.expand(T, *x.shape) if static else xi.view(T, B, *x.shape[1:])
             spikes = lif_reference(cur, lk, th, 0.3, "linear")
-            fired = spikes.sum(dtype=torch.float64)
+            fired = spikes.flatten(1).sum(1, dtype=torch.float64)
             dropped = spikes * torch.where(keep, 1.25, 0.0)
             out = torch.nn.functional.avg_pool2d(dropped.flatten(0, 1), 2)
-        loss = (out * w).sum() + c * fired.float()
+        loss = (out * w).sum() + (c * fired.float()).sum()
         on_engine(loss.backward, engine=name)
-        res.append((fired.item(), xi.grad, lk.grad, th.grad))
-    assert res[0][0] == res[1][0] > 0
+        res.append((fired.tolist(), xi.grad, lk.grad, th.grad))
+    assert res[0][0] == res[1][0] and len(res[0][0]) == T and sum(res[0][0]) > 0
     for a, b in zip(res[0][1:], res[1][1:]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
 

@@ -9,6 +9,7 @@ from .. import distributed
 from ..evaluation import eval_batches
 from ..layers import lif_layers
 from ..models import Network
+from ..monitor import SpikeCounter
 from ..runtime import use_engine
 from .energy import energy, layer_flops, measure
 
@@ -46,34 +47,30 @@ def prefix_sweep(model: Network, timesteps: list[int], x: Tensor, y: Tensor,
                  batch_size: int = 256, device: str | torch.device = "cpu") -> list[dict]:
     """`sweep` of a directly encoded SNN from one run at the largest T: the network is causal,
     so its outputs and spikes over the first t steps of that run are the run at T=t (the
-    summed outputs equal up to float rounding). Per step it keeps only the running sums. Each
-    batch holds as many image-steps as `batch_size` images at the model's own T (the memory of
-    evaluating it)."""
+    summed outputs equal up to float rounding). Per step it keeps only the running sums; the
+    layers count their spikes at each step themselves (`SpikeCounter`), so fused blocks stay
+    fused. Each batch holds as many image-steps as `batch_size` images at the model's own T
+    (the memory of evaluating it)."""
     Tmax = max(timesteps)
     batch_size = max(1, batch_size * min(model.timesteps or Tmax, Tmax) // Tmax)
     names = [n for n, _ in lif_layers(model)]
     spikes = {n: torch.zeros(Tmax, dtype=torch.float64) for n in names}
     neurons = dict.fromkeys(names, 0)  # neurons of one image, per layer
-
-    def count(name: str, mod, _inp, out: Tensor) -> None:
-        per_step = out.detach().reshape(mod.timesteps, -1)
-        spikes[name] += per_step.sum(1, dtype=torch.float64).cpu()
-        neurons[name] = out[0].numel()
-
     was = model.training
     model.eval()
     model.timesteps = Tmax
-    hooks = [m.register_forward_hook(lambda mod, i, o, n=n: count(n, mod, i, o))
-             for n, m in lif_layers(model)]
     correct = torch.zeros(Tmax, dtype=torch.float64)
     try:
-        with use_engine():
+        with use_engine(), SpikeCounter(model, per_step=True) as counter:
             for xb, yb in eval_batches(x, y, batch_size):
                 cum = model.step_outputs(xb.to(device)).float().cumsum(0)
                 correct += (cum.argmax(-1).cpu() == yb).sum(1, dtype=torch.float64)
+                for n in names:
+                    for fired, per_image, _ in counter.records[n]:
+                        spikes[n] += fired.cpu()
+                        neurons[n] = per_image
+                counter.clear()
     finally:
-        for h in hooks:
-            h.remove()
         model.train(was)
     sums = distributed.all_reduce_sum([*correct.tolist(),
                                        *(v for n in names for v in spikes[n].tolist())])

@@ -339,22 +339,23 @@ def avg_pool2d(x: Tensor, k: int, size: tuple[int, int] | None = None) -> Tensor
 
 
 def lif_pool_forward(x: Tensor, T: int, static: bool, leak: Tensor, v: Tensor,
-                     keep: Tensor | None, scale: float, k: int,
-                     keep_u_tilde: bool) -> tuple[Tensor, Tensor | None, int]:
+                     keep: Tensor | None, scale: float, k: int, keep_u_tilde: bool,
+                     count: bool = False) -> tuple[Tensor, Tensor | None, list[int] | None]:
     """LIF -> dropout -> k x k average pooling (stride k, floor) fused, NCHW float32, over `T`
     steps. `x`: the currents `[T*B, C, H, W]`, or if `static` one step's `[B, C, H, W]` (the
     same at every step); `keep`: bool `[B, C, H, W]` (dropout's kept neurons, worth `scale`)
     or None. Returns the pooled output `[T*B, C, H//k, W//k]`, if `keep_u_tilde` u~
-    `[T*B, C, H, W]` (else None) and the number of spikes fired (before dropout)."""
+    `[T*B, C, H, W]` (else None) and, with `count`, the spikes fired (before dropout) at each
+    step (else None)."""
     x = x.contiguous()
     n, c, h, w = x.shape
     B = n if static else n // T
     P = B * c
-    out, fired = torch.empty((T * B, c, h // k, w // k), dtype=x.dtype), ctypes.c_long(0)
+    out, fired = torch.empty((T * B, c, h // k, w // k), dtype=x.dtype), (ctypes.c_long * T)()
     u_tilde = torch.empty((T * B, c, h, w), dtype=x.dtype) if keep_u_tilde else None
     _call("lif_pool_forward", _ptr(x), 0 if static else P * h * w, T, P, h, w, k, float(leak),
-          float(v), _ptr(keep), float(scale), _ptr(out), _ptr(u_tilde), ctypes.byref(fired))
-    return out, u_tilde, fired.value
+          float(v), _ptr(keep), float(scale), _ptr(out), _ptr(u_tilde), fired if count else None)
+    return out, u_tilde, list(fired) if count else None
 
 
 def lif_pool_backward(saved: Tensor, grad: Tensor, T: int, static: bool, leak: Tensor,

@@ -139,7 +139,8 @@ typedef struct {
     float *out; float *ut; /* ut: [T, P, H, W] u~, or NULL */
     const float *grad; float gamma; int kind; float coef; float *gx; int steps;
     double g_leak; double g_v; int failed;
-    long count; /* forward: the spikes fired (before dropout), summed over steps and planes */
+    long *count; /* forward: [T] spikes fired per step (before dropout), or NULL */
+    long *tc;    /* forward: this thread's [T] counts (allocated in lp_range) */
     float g_count; /* backward: dL/d(count), added to every spike's gradient */
 } lp_args;
 
@@ -172,14 +173,13 @@ static void lp_spread(const lp_args *a, long p, const float *restrict gp, float 
     }
 }
 
-/* one plane through all steps: whole planes keep the loops long (vectorised); returns the
- * spikes fired (an integer sum: exact and vectorised) */
-static long lp_forward_plane(lp_args *a, long p, float *restrict u, float *restrict val) {
+/* one plane through all steps: whole planes keep the loops long (vectorised); adds the spikes
+ * fired at each step (an integer sum: exact and vectorised) to a->tc where counting */
+static void lp_forward_plane(lp_args *a, long p, float *restrict u, float *restrict val) {
     const int k = a->k;
     const long H = a->H, W = a->W, Ho = H / k, Wo = W / k, HW = H * W;
     const float leak = a->leak, v = a->v, div = (float)(k * k);
     const unsigned char *restrict kp = a->keep ? a->keep + p * HW : 0;
-    long fired = 0;
     for (long q = 0; q < HW; q++) u[q] = 0.0f;
     for (long t = 0; t < a->T; t++) {
         const float *restrict x = a->x + t * a->sx + p * HW;
@@ -203,7 +203,7 @@ static long lp_forward_plane(lp_args *a, long p, float *restrict u, float *restr
                 val[q] = o;
             }
         }
-        fired += n;
+        if (a->tc) a->tc[t] += n;
         if (kp) {
             const float scale = a->scale;
             for (long q = 0; q < HW; q++) val[q] = val[q] * (kp[q] ? scale : 0.0f);
@@ -228,7 +228,6 @@ static long lp_forward_plane(lp_args *a, long p, float *restrict u, float *restr
                 }
         }
     }
-    return fired;
 }
 
 /* BPTT through pooling, dropout and the LIF for one plane. scratch: [T][H*W] for the
@@ -266,22 +265,22 @@ static void lp_backward_plane(lp_args *a, long p, float *d, float *gl, float *gv
 static void lp_range(lp_args *a, long p0, long p1, int backward) {
     const long n = a->H * a->W;
     float *buf = (float *)malloc(sizeof(float) * (size_t)(6 * n + (a->steps ? a->T * n : 0)) + 64);
-    if (!buf) { a->failed = 1; return; }
+    if (a->count && !backward) a->tc = (long *)calloc((size_t)a->T, sizeof(long));
+    if (!buf || (a->count && !backward && !a->tc)) { a->failed = 1; free(buf); return; }
     float *d = buf, *gl = d + n, *gv = gl + n, *g = gv + n, *sum = g + n, *val = sum + n;
     float *scratch = val + n;
     double sl = 0.0, sv = 0.0;
-    long fired = 0;
     for (long p = p0; p < p1; p++) {
-        if (!backward) { fired += lp_forward_plane(a, p, d, val); continue; }
+        if (!backward) { lp_forward_plane(a, p, d, val); continue; }
         for (long q = 0; q < n; q++) { gl[q] = 0.0f; gv[q] = 0.0f; }
         lp_backward_plane(a, p, d, gl, gv, g, sum, scratch);
         for (long q = 0; q < n; q++) { sl += gl[q]; sv += gv[q]; } /* per plane, in double */
     }
-    a->g_leak = sl; a->g_v = sv; a->count = fired;
+    a->g_leak = sl; a->g_v = sv;
     free(buf);
 }
 
-static int lp_run(lp_args *proto, int threads, int backward, double *g_out, long *count) {
+static int lp_run(lp_args *proto, int threads, int backward, double *g_out) {
     if (threads < 1) threads = 1;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     if (threads > proto->P) threads = proto->P > 0 ? (int)proto->P : 1;
@@ -296,23 +295,26 @@ static int lp_run(lp_args *proto, int threads, int backward, double *g_out, long
         if (q == 0) used = n;
     }
     double gl = 0.0, gv = 0.0;
-    long fired = 0;
     int failed = 0;
+    if (proto->count)
+        for (long t = 0; t < proto->T; t++) proto->count[t] = 0;
     for (int q = 0; q < used; q++) {
-        gl += args[q].g_leak; gv += args[q].g_v; fired += args[q].count;
+        gl += args[q].g_leak; gv += args[q].g_v;
         failed |= args[q].failed;
+        if (args[q].tc)
+            for (long t = 0; t < proto->T; t++) proto->count[t] += args[q].tc[t];
+        free(args[q].tc);
     }
     if (g_out) { g_out[0] = gl; g_out[1] = gv; }
-    if (count) *count = fired;
     return failed ? -1 : 0;
 }
 
 int dietsnn_lif_pool_forward(const float *x, long sx, long T, long P, long H, long W, int k,
                              float leak, float v, const unsigned char *keep, float scale,
                              float *out, float *ut, long *count, int threads) {
-    lp_args a = {x, sx, T, P, H, W, k, leak, v, keep, scale, out, ut, 0, 0.0f, 0, 0.0f, 0, 0,
-                 0.0, 0.0, 0, 0, 0.0f};
-    return lp_run(&a, threads, 0, 0, count);
+    lp_args a = {.x = x, .sx = sx, .T = T, .P = P, .H = H, .W = W, .k = k, .leak = leak, .v = v,
+                 .keep = keep, .scale = scale, .out = out, .ut = ut, .count = count};
+    return lp_run(&a, threads, 0, 0);
 }
 
 /* saved: u~ [T, P, H, W], or with steps the constant current [P, H, W]; grad [T, P, Ho, Wo];
@@ -322,7 +324,8 @@ int dietsnn_lif_pool_backward(const float *saved, const float *grad, long T, lon
                               long W, int k, int steps, float leak, float v, float gamma,
                               int kind, float coef, const unsigned char *keep, float scale,
                               float g_count, float *gx, double *g_out, int threads) {
-    lp_args a = {saved, 0, T, P, H, W, k, leak, v, keep, scale, 0, 0, grad, gamma, kind, coef, gx,
-                 steps, 0.0, 0.0, 0, 0, g_count};
-    return lp_run(&a, threads, 1, g_out, 0);
+    lp_args a = {.x = saved, .T = T, .P = P, .H = H, .W = W, .k = k, .leak = leak, .v = v,
+                 .keep = keep, .scale = scale, .grad = grad, .gamma = gamma, .kind = kind,
+                 .coef = coef, .gx = gx, .steps = steps, .g_count = g_count};
+    return lp_run(&a, threads, 1, g_out);
 }

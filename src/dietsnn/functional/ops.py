@@ -26,14 +26,14 @@ Schemas (stable; every Tensor of one call on one device, leak and threshold 0-di
       currents [T*B, C, H, W], or if static one step's [B, C, H, W]; keep: bool [B, C, H, W]
       (dropout's kept neurons, worth `scale`) or None. Returns the output [T*B, C, H//k, W//k],
       u~ [T*B, C, H, W] if keep_u_tilde else [0], and if count the number of spikes the LIF
-      fired (before dropout; 0-dim float64, differentiable: a spike penalty without the spike
-      tensor) else [0]. Backward needs keep_u_tilde unless static.
+      fired at each step (before dropout; [T] float64, differentiable: a spike penalty without
+      the spike tensor) else [0]. Backward needs keep_u_tilde unless static.
 
     dietsnn::lif_pool_backward(Tensor saved, Tensor grad, Tensor leak, Tensor threshold,
                                Tensor? keep, float scale, int k, int timesteps, bool static,
                                float gamma, str surrogate, Tensor? count_grad=None)
         -> (Tensor grad_x, Tensor grad_leak, Tensor grad_threshold)
-      count_grad: dL/dfired (0-dim), added to the gradient of every spike.
+      count_grad: dL/dfired ([T]), added to the gradient of every spike of its step.
 
     dietsnn::avg_pool2d(Tensor x, int k) -> Tensor
     dietsnn::avg_pool2d_backward(Tensor grad, int k, int h, int w) -> Tensor
@@ -192,7 +192,7 @@ def _pool_fake(x, leak, threshold, keep, scale, k, timesteps, static, keep_u_til
     n = n * timesteps if static else n
     return (x.new_empty((n, c, h // k, w // k)),
             x.new_empty((n, c, h, w) if keep_u_tilde else (0,)),
-            x.new_empty(() if count else (0,), dtype=torch.float64))
+            x.new_empty((timesteps,) if count else (0,), dtype=torch.float64))
 
 
 @_op("lif_pool_forward(Tensor x, Tensor leak, Tensor threshold, Tensor? keep, float scale, int k, "
@@ -206,15 +206,15 @@ def lif_pool_forward(x: Tensor, leak: Tensor, threshold: Tensor, keep: Tensor | 
     none = x.new_empty(0)
     if kern is native:
         out, u_tilde, fired = native.lif_pool_forward(x, timesteps, static, leak, threshold, keep,
-                                                      scale, k, keep_u_tilde)
-        return out, none if u_tilde is None else u_tilde, _fired(x, fired if count else None)
+                                                      scale, k, keep_u_tilde, count)
+        return out, none if u_tilde is None else u_tilde, _fired(x, fired)
     if kern is not None and not count:
         out, u_tilde = kern.lif_pool_forward(x, timesteps, static, leak, threshold, keep, scale,
                                              k, keep_u_tilde)
         return out, none if u_tilde is None else u_tilde, _fired(x, None)
     spikes, u_tilde, _ = _forward_loop(_currents(x, timesteps, static), leak, threshold, None,
                                        keep_u_tilde)
-    fired = spikes.sum(dtype=torch.float64) if count else None
+    fired = spikes.sum(1, dtype=torch.float64) if count else None
     spikes = spikes.view(timesteps, -1, *x.shape[1:])
     if keep is not None:
         spikes = spikes * torch.where(keep, scale, 0.0).to(x.dtype)
@@ -223,7 +223,7 @@ def lif_pool_forward(x: Tensor, leak: Tensor, threshold: Tensor, keep: Tensor | 
             _fired(x, fired))
 
 
-def _fired(x: Tensor, fired: int | Tensor | None) -> Tensor:
+def _fired(x: Tensor, fired: list[int] | Tensor | None) -> Tensor:
     if fired is None:
         return x.new_empty(0, dtype=torch.float64)
     return torch.as_tensor(fired, dtype=torch.float64, device=x.device)
@@ -237,10 +237,12 @@ def lif_pool_backward(saved: Tensor, grad: Tensor, leak: Tensor, threshold: Tens
                       gamma: float, surrogate: str,
                       count_grad: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     kern = kernels(saved)
-    if kern is native:
+    # the C kernel adds one value to every spike: a penalty on the sum over steps
+    uniform = count_grad is None or bool((count_grad == count_grad[0]).all())
+    if kern is native and uniform:
         return native.lif_pool_backward(saved, grad, timesteps, static, leak, threshold, gamma,
                                         surrogate, keep, scale, k,
-                                        0.0 if count_grad is None else float(count_grad))
+                                        0.0 if count_grad is None else float(count_grad[0]))
     if kern is not None and count_grad is None:
         return kern.lif_pool_backward(saved, grad, timesteps, static, leak, threshold, gamma,
                                       surrogate, keep, scale, k)
@@ -249,8 +251,8 @@ def lif_pool_backward(saved: Tensor, grad: Tensor, leak: Tensor, threshold: Tens
     g = F.pad(g, (0, w - g.shape[-1], 0, h - g.shape[-2]))  # rows the floor mode dropped: 0
     if keep is not None:
         g = (g.view(timesteps, *keep.shape) * torch.where(keep, scale, 0.0).to(g.dtype))
-    if count_grad is not None:
-        g = g + count_grad.to(g.dtype)
+    if count_grad is not None:  # dL/dfired[t] to every spike of step t
+        g = (g.reshape(timesteps, -1) + count_grad.to(g.dtype)[:, None]).view(g.shape)
     u_tilde = _currents(saved, timesteps, static)
     if static:
         u_tilde = _forward_loop(u_tilde, leak, threshold, None, True)[1]
