@@ -342,11 +342,10 @@ def lif_pool_forward(x: Tensor, T: int, static: bool, leak: Tensor, v: Tensor,
                      keep: Tensor | None, scale: float, k: int, keep_u_tilde: bool,
                      count: bool = False) -> tuple[Tensor, Tensor | None, list[int] | None]:
     """LIF -> dropout -> k x k average pooling (stride k, floor) fused, NCHW float32, over `T`
-    steps. `x`: the currents `[T*B, C, H, W]`, or if `static` one step's `[B, C, H, W]` (the
-    same at every step); `keep`: bool `[B, C, H, W]` (dropout's kept neurons, worth `scale`)
-    or None. Returns the pooled output `[T*B, C, H//k, W//k]`, if `keep_u_tilde` u~
-    `[T*B, C, H, W]` (else None) and, with `count`, the spikes fired (before dropout) at each
-    step (else None)."""
+    steps. `x`: the currents `[T*B, C, H, W]`, or if `static` one step's `[B, C, H, W]`;
+    `keep`: bool `[B, C, H, W]` (dropout's kept neurons, worth `scale`) or None. Returns the
+    pooled output `[T*B, C, H//k, W//k]`, if `keep_u_tilde` u~ `[T*B, C, H, W]` (else None)
+    and, with `count`, the spikes fired (before dropout) at each step (else None)."""
     x = x.contiguous()
     n, c, h, w = x.shape
     B = n if static else n // T
