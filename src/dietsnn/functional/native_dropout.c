@@ -50,12 +50,12 @@ INLINE void range_bf16(long w0, long w1, uint64_t seed, int thr, const uint16_t 
 
 static void range(long w0, long w1, uint64_t seed, int thr, const void *x, void *y,
                   unsigned char *mask, int bf16, float scale, int relu) {
+    if (mask) { range_mask(w0, w1, seed, thr, mask + 4 * w0); return; } /* x and y are NULL */
     const uint16_t *xh = (const uint16_t *)x + 4 * w0;
     const float *xf = (const float *)x + 4 * w0;
     uint16_t *yh = (uint16_t *)y + 4 * w0;
     float *yf = (float *)y + 4 * w0;
-    if (mask) range_mask(w0, w1, seed, thr, mask + 4 * w0);
-    else if (bf16 && relu) range_bf16(w0, w1, seed, thr, xh, yh, scale, 1);
+    if (bf16 && relu) range_bf16(w0, w1, seed, thr, xh, yh, scale, 1);
     else if (bf16) range_bf16(w0, w1, seed, thr, xh, yh, scale, 0);
     else if (relu) range_f32(w0, w1, seed, thr, xf, yf, scale, 1);
     else range_f32(w0, w1, seed, thr, xf, yf, scale, 0);

@@ -265,8 +265,9 @@ static void lp_backward_plane(lp_args *a, long p, float *d, float *gl, float *gv
 static void lp_range(lp_args *a, long p0, long p1, int backward) {
     const long n = a->H * a->W;
     float *buf = (float *)malloc(sizeof(float) * (size_t)(6 * n + (a->steps ? a->T * n : 0)) + 64);
-    if (a->count && !backward) a->tc = (long *)calloc((size_t)a->T, sizeof(long));
-    if (!buf || (a->count && !backward && !a->tc)) { a->failed = 1; free(buf); return; }
+    const int counting = a->count && !backward;
+    if (counting) a->tc = (long *)calloc((size_t)a->T, sizeof(long)); /* freed by lp_run */
+    if (!buf || (counting && !a->tc)) { a->failed = 1; free(buf); return; }
     float *d = buf, *gl = d + n, *gv = gl + n, *g = gv + n, *sum = g + n, *val = sum + n;
     float *scratch = val + n;
     double sl = 0.0, sv = 0.0;
