@@ -238,8 +238,7 @@ def lif_pool_backward(saved: Tensor, grad: Tensor, leak: Tensor, threshold: Tens
                       count_grad: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     kern = kernels(saved)
     # the C kernel adds one value to every spike: a penalty on the sum over steps
-    uniform = count_grad is None or bool((count_grad == count_grad[0]).all())
-    if kern is native and uniform:
+    if kern is native and (count_grad is None or bool((count_grad == count_grad[0]).all())):
         return native.lif_pool_backward(saved, grad, timesteps, static, leak, threshold, gamma,
                                         surrogate, keep, scale, k,
                                         0.0 if count_grad is None else float(count_grad[0]))
