@@ -142,6 +142,20 @@ def test_firing_runs_in_bounded_chunks(monkeypatch):
     assert sizes and all(n <= max(5000, step) for n, step in sizes)
 
 
+def _exact_sums(model: torch.nn.Module) -> None:
+    """Weights on a grid of 2^-10, no biases, batch norm the identity (eps 0): every product
+    and sum of the network's layers on inputs on a grid of 2^-4 (and on spikes) is exact in
+    float32, whatever the order of the sums."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eps = 0.0  # running mean 0, variance 1, weight 1, bias 0 as built
+            elif isinstance(getattr(m, "weight", None), torch.Tensor):
+                m.weight.copy_((m.weight * 1024).round() / 1024)
+                if getattr(m, "bias", None) is not None:
+                    m.bias.zero_()
+
+
 def _custom_residual():
     from conversion_models import ResNetLike
 
@@ -155,17 +169,19 @@ def _custom_residual():
 def test_sub_batches_give_the_thresholds_of_one_batch(monkeypatch, arch, encoding, series):
     """Calibration over sub-batches of a few images (currents recomputed for the firing pass)
     sets bit for bit the thresholds of calibration over all images at once: each step's
-    percentile is over all images (rate coding: one draw for the whole batch). (The layers
-    themselves may round differently on very few rows, e.g. oneDNN convolves a batch of one
-    apart: hence sub-batches of at least two images, over all steps at once.)"""
+    percentile is over all images (rate coding: one draw for the whole batch). The weights and
+    inputs lie on a grid of powers of two (`_exact_sums`), so that no sum of the layers rounds:
+    a matrix product may block a batch of another size differently and round in other places
+    (on an AVX-512 CPU a linear layer's output differed in the last bit)."""
     import dietsnn.conversion.currents as cal
 
     torch.manual_seed(0)
     size = 28 if arch == "custom" else 12
     ann = (_custom_residual() if arch == "custom" else build_ann(arch, image_size=size)).eval()
-    x = torch.randn(10, 1, size, size)
+    _exact_sums(ann)
+    x = (torch.randn(10, 1, size, size) * 16).round() / 16
     if series:
-        x = torch.rand(6, 10, 1, size, size)
+        x = (torch.rand(6, 10, 1, size, size) * 16).round() / 16
 
     def thresholds():
         torch.manual_seed(1)
