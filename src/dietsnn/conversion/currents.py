@@ -77,20 +77,33 @@ def percentile_of(x: Tensor, p: float) -> float:
 
 class TopK:
     """The `p`-th percentile of n values that arrive in parts (`add`), exactly `percentile` of
-    them all: only the k largest values so far are kept, sorted (k about n * (1 - p / 100))."""
+    them all: only the k largest values so far are kept, sorted (k about n * (1 - p / 100)),
+    and the values that reach the k-th largest of them wait in a list until they are as many
+    as k, when one `topk` merges them in (fewer and larger merges than one per part)."""
 
     def __init__(self, n: int, p: float) -> None:
         self.k, self.frac = _rank(n, p)
         self.top = torch.empty(0)
+        self.waiting: list[Tensor] = []
+        self.count = 0
 
     def add(self, x: Tensor) -> None:
         x = x.reshape(-1).float()
         if self.top.numel() >= self.k:  # only values that reach the k-th largest can stay
             x = x[x >= self.top[self.k - 1]]
-        pool = torch.cat([self.top.to(x.device), x])
-        self.top = pool.topk(min(self.k, pool.numel()), sorted=True).values
+        self.waiting.append(x)
+        self.count += x.numel()
+        if self.count >= self.k:
+            self._merge()
+
+    def _merge(self) -> None:
+        if self.waiting:
+            pool = torch.cat([self.top.to(self.waiting[0].device), *self.waiting])
+            self.top = pool.topk(min(self.k, pool.numel()), sorted=True).values
+            self.waiting, self.count = [], 0
 
     def value(self) -> float:
+        self._merge()
         return _between(self.top, self.k, self.frac).item()
 
 
