@@ -18,7 +18,7 @@ import torch
 
 import dietsnn
 from dietsnn import checkpoint
-from dietsnn.config import ConversionConfig
+from dietsnn.config import DATASET, ConversionConfig
 from dietsnn.conversion import currents
 from dietsnn.data import load
 
@@ -37,13 +37,14 @@ class MergeEveryPart(currents.TopK):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("ann", help="ANN run directory or model.safetensors")
+    ap.add_argument("--dataset", default=DATASET, help="the ANN's dataset (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     ann = checkpoint.load_model(checkpoint.resolve_model_path(a.ann))
     cfg = ConversionConfig()
-    images = load(ann.config.get("dataset", "fashion-mnist")).calibration_images(cfg.calib_size, 0)
+    images = load(a.dataset).calibration_images(cfg.calib_size, 0)
     kinds = {"merge when k wait": currents.TopK, "merge every part": MergeEveryPart}
     times: dict[str, list[float]] = {k: [] for k in kinds}
     thresholds: dict[str, list[float]] = {}
