@@ -35,6 +35,33 @@ def test_an_idx_header_promising_1e12_items_is_refused_without_allocating():
         read_idx(raw, "f")
 
 
+def test_idx_files_read_as_the_payload_says(tmp_path):
+    """Plain and gzipped files give the bytes of `read_idx`; the digest is the payload's."""
+    import hashlib
+
+    from dietsnn.data import idx
+
+    raw = idx_payload(n=7, size=9)
+    (tmp_path / "a").write_bytes(raw)
+    (tmp_path / "a.gz").write_bytes(gzip.compress(raw))
+    want = read_idx(raw, "f")
+    for name in ("a", "a.gz"):
+        np.testing.assert_array_equal(idx._read_file(tmp_path / name), want)
+    assert idx._payload_sha256(tmp_path / "a.gz") == hashlib.sha256(raw).hexdigest()
+
+
+def test_a_gz_header_promising_more_than_deflate_can_hold_is_refused(tmp_path, monkeypatch):
+    """A .gz file of n bytes decompresses to at most 1032 n: a header that promises more is
+    refused before the array is allocated."""
+    from dietsnn.data import idx
+
+    raw = struct.pack(">4B3I", 0, 0, 8, 3, 10**5, 100, 100) + b"\0" * 1000
+    (tmp_path / "bomb.gz").write_bytes(gzip.compress(raw))
+    monkeypatch.setattr(idx.np, "empty", lambda *a, **k: pytest.fail("allocated"))
+    with pytest.raises(UserError, match="header promises 1000000016"):
+        idx._read_file(tmp_path / "bomb.gz")
+
+
 def test_idx_files_damaged_on_disk(tmp_path):
     """Through the whole loader: gzip damage, then payload damage."""
     from helpers import write_idx
