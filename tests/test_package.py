@@ -103,10 +103,24 @@ def test_no_module_is_over_400_lines():
 @pytest.mark.subprocess
 @pytest.mark.parametrize("prefix", ["dietsnn.cli", "torch._dynamo"])
 def test_import_dietsnn_does_not_load(prefix):
-    """Neither the CLI nor torch's compiler (a second and 140 MB more) load with the library."""
-    code = f"import sys, dietsnn; print(sorted(m for m in sys.modules if m.startswith('{prefix}')))"
+    """Neither the CLI nor torch's compiler (a second and 140 MB more) load with the library's
+    API."""
+    code = ("import sys, dietsnn; [getattr(dietsnn, n) for n in dietsnn.__all__]; "
+            f"print(sorted(m for m in sys.modules if m.startswith('{prefix}')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.subprocess
+def test_import_dietsnn_alone_loads_no_torch():
+    """The API loads on first use, so the command line can set up its process first."""
+    code = ("import sys, dietsnn; print('torch' in sys.modules, dietsnn.__version__); "
+            "dietsnn.LIF; print('torch' in sys.modules, set(dir(dietsnn)) >= "
+            "set(dietsnn.__all__), dietsnn.ann_to_snn is dietsnn.convert)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == [f"False {dietsnn.__version__}", "True True True"]
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        dietsnn.no_such_name  # noqa: B018
 
 
 def _default(fn, name):

@@ -8,12 +8,22 @@ command line can refuse it in one line. This module imports nothing from torch.
 
 The other variables are read through `env_int`, which turns a malformed value into a
 `UserError` naming the variable.
+
+One variable is set: the command line runs with glibc's per-thread cache of freed small blocks
+(tcache) off (`MALLOC_TUNABLES`, `tuned_environment`). The cache keeps up to seven freed blocks
+of each small size per thread, and to the rest of malloc they are still in use: lying between
+the freed buffers of tensors, they keep those from merging, so that a larger buffer finds no
+hole and the heap grows (docs/BENCHMARKS.md measures the peak memory with and without it).
+glibc reads the setting only when a process starts, so the command starts itself once more
+with it (`dietsnn.__main__`); a `GLIBC_TUNABLES` that sets `glibc.malloc.tcache_count` itself
+is left as it is.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 
 from .errors import UserError
 
@@ -53,3 +63,27 @@ def env_int(name: str, default: int, minimum: int = 0) -> int:
     if v < minimum:
         raise UserError(f"environment variable {name}={v} must be >= {minimum}; unset it or fix it")
     return v
+
+
+MALLOC_TUNABLES = "glibc.malloc.tcache_count=0"
+
+
+def tuned_environment(environ: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    """`environ` (default: this process's as it started, the variables `screen_openmp` took
+    out included, for the new process to check) with `MALLOC_TUNABLES` added to
+    `GLIBC_TUNABLES`: the environment to start the command line in. None where nothing is to
+    change: the C library is not glibc, or `GLIBC_TUNABLES` already sets the cache (ours or
+    the user's)."""
+    environ = {**os.environ, **dict(SCREENED)} if environ is None else environ
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    name = MALLOC_TUNABLES.partition("=")[0]
+    if name in tunables or not _is_glibc():
+        return None
+    return {**environ, "GLIBC_TUNABLES": f"{tunables}:{MALLOC_TUNABLES}".lstrip(":")}
+
+
+def _is_glibc() -> bool:
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
+    except (AttributeError, ValueError, OSError):  # not a GNU system
+        return False

@@ -15,7 +15,9 @@ Inside `use_engine(engine)`:
   range (`layers.clamp_after_step`; outside the block call `dietsnn.constrain_(model)`);
 - dynamo may recompile the compile engine's backward per T (room for a sweep of lengths).
 
-`training.fit`, `training.evaluate` and every CLI command run inside it; blocks nest.
+`training.fit`, `training.evaluate` and every CLI command run inside it; blocks nest. The
+command line also starts with glibc's cache of small freed blocks off, which no call can change
+once a process runs (`environment.tuned_environment`).
 """
 
 from __future__ import annotations
