@@ -32,6 +32,14 @@ def test_a_load_for_conversion_keeps_only_the_drawn_training_images(tmp_path):
         part.calibration_images(8, 4)
 
 
+def test_a_load_for_testing_only_keeps_no_training_image(tmp_path):
+    write_idx(tmp_path / "fashion-mnist")
+    full = data.load("fashion-mnist", tmp_path, val_size=0)
+    test = data.load("fashion-mnist", tmp_path, val_size=0, train=False)
+    assert test.train_x.shape == (0, 1, 28, 28) and len(test.train_y) == 0
+    assert torch.equal(test.test_x, full.test_x) and torch.equal(test.test_y, full.test_y)
+
+
 @pytest.mark.parametrize("corrupt,match", [("magic", "magic number"), ("truncated", "truncated"),
                                            ("count", "do not match")])
 def test_corrupt_files_are_one_line_user_errors(tmp_path, corrupt, match):

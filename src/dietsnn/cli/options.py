@@ -316,7 +316,7 @@ def setup(args: argparse.Namespace) -> Context:
     logs.info(f"loading {args.dataset}")
     drawn = args.calib_size if args.command == "convert" else 0  # reads no other train image
     splits = data.load(args.dataset, args.data_dir, val_size(args), args.seed, args.limit_train,
-                       args.limit_test, drawn)
+                       args.limit_test, drawn, train=args.command not in TEST_ONLY)
     return Context(splits, args.device, not args.quiet and sys.stderr.isatty(), logs.info)
 
 

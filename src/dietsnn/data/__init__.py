@@ -28,11 +28,12 @@ from .splits import (
 
 def load(name: str, data_dir=None, val_size: int = 5000, seed: int = 0,
          limit_train: int | None = None, limit_test: int | None = None,
-         drawn: int = 0) -> Splits:
+         drawn: int = 0, train: bool = True) -> Splits:
     """Load `name`, carve a seeded validation split off the training set (`validation_size`;
     `val_size` 0: none), normalise to float32. `drawn` > 0 keeps of the training split only the
     first `drawn` images of its seeded draw (`Splits.calibration_images`, all that conversion
-    reads; the rest is never converted to float)."""
+    reads; the rest is never converted to float); `train` False keeps none of it (commands that
+    read only the test split)."""
     info = dataset_info(name)
     if name == "imagenet":  # too large for memory: images stay on disk (dietsnn.imagenet)
         return load_imagenet(data_dir, val_size, seed, limit_train, limit_test, info)
@@ -49,6 +50,8 @@ def load(name: str, data_dir=None, val_size: int = 5000, seed: int = 0,
     vi, ti = perm[:n_val], perm[n_val:]
     if drawn:
         ti = ti[draw(len(ti), drawn, seed)]
+    if not train:
+        ti = ti[:0]
     norm = lambda x: normalize(x, info)  # noqa: E731
     return Splits(info, norm(tx[ti]), ty[ti], norm(tx[vi]), ty[vi], norm(sx), sy, drawn, seed)
 
