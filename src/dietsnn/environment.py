@@ -15,8 +15,8 @@ of each small size per thread, and to the rest of malloc they are still in use: 
 the freed buffers of tensors, they keep those from merging, so that a larger buffer finds no
 hole and the heap grows (docs/BENCHMARKS.md measures the peak memory with and without it).
 glibc reads the setting only when a process starts, so the command starts itself once more
-with it (`dietsnn.__main__`); a `GLIBC_TUNABLES` that sets `glibc.malloc.tcache_count` itself
-is left as it is.
+with it (`dietsnn.__main__`), marked by `DIETSNN_RELAUNCHED` so that it never does so twice;
+a `GLIBC_TUNABLES` that sets `glibc.malloc.tcache_count` itself is left as it is.
 """
 
 from __future__ import annotations
@@ -66,20 +66,23 @@ def env_int(name: str, default: int, minimum: int = 0) -> int:
 
 
 MALLOC_TUNABLES = "glibc.malloc.tcache_count=0"
+RELAUNCHED = "DIETSNN_RELAUNCHED"
 
 
 def tuned_environment(environ: Mapping[str, str] | None = None) -> dict[str, str] | None:
     """`environ` (default: this process's as it started, the variables `screen_openmp` took
     out included, for the new process to check) with `MALLOC_TUNABLES` added to
     `GLIBC_TUNABLES`: the environment to start the command line in. None where nothing is to
-    change: the C library is not glibc, or `GLIBC_TUNABLES` already sets the cache (ours or
-    the user's)."""
+    change: the C library is not glibc, `GLIBC_TUNABLES` already sets the cache (ours or the
+    user's), or the command was started with it once (`RELAUNCHED`)."""
     environ = {**os.environ, **dict(SCREENED)} if environ is None else environ
     tunables = environ.get("GLIBC_TUNABLES", "")
     name = MALLOC_TUNABLES.partition("=")[0]
-    if name in tunables or not _is_glibc():
+    # started once already (glibc drops the variable where a program runs with raised privileges)
+    if name in tunables or RELAUNCHED in environ or not _is_glibc():
         return None
-    return {**environ, "GLIBC_TUNABLES": f"{tunables}:{MALLOC_TUNABLES}".lstrip(":")}
+    return {**environ, "GLIBC_TUNABLES": f"{tunables}:{MALLOC_TUNABLES}".lstrip(":"),
+            RELAUNCHED: "1"}
 
 
 def _is_glibc() -> bool:

@@ -14,7 +14,9 @@ TUNABLES = environment.MALLOC_TUNABLES
 
 def test_the_tunable_is_added_once_beside_the_users_own(monkeypatch):
     monkeypatch.setattr(environment, "_is_glibc", lambda: True)
-    assert environment.tuned_environment({"A": "1"}) == {"A": "1", "GLIBC_TUNABLES": TUNABLES}
+    assert environment.tuned_environment({"A": "1"}) == {
+        "A": "1", "GLIBC_TUNABLES": TUNABLES, environment.RELAUNCHED: "1"}
+    assert environment.tuned_environment({environment.RELAUNCHED: "1"}) is None  # never twice
     other = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
     assert environment.tuned_environment(other)["GLIBC_TUNABLES"] == (
         f"glibc.malloc.arena_max=2:{TUNABLES}")
@@ -38,7 +40,8 @@ def _probe(env: dict) -> list[list[str]]:
 @pytest.mark.subprocess
 @pytest.mark.skipif(not environment._is_glibc(), reason="glibc's malloc only")
 def test_the_command_runs_again_in_the_same_process_with_the_tunable():
-    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GLIBC_TUNABLES", environment.RELAUNCHED)}
     first, again, version = _probe(env)
     assert first[0] == "None" and again[0] == TUNABLES
     assert first[1] == again[1]  # exec: the same process
@@ -47,6 +50,7 @@ def test_the_command_runs_again_in_the_same_process_with_the_tunable():
 
 @pytest.mark.subprocess
 def test_a_users_setting_is_kept_and_the_command_runs_once():
-    env = {**os.environ, "GLIBC_TUNABLES": "glibc.malloc.tcache_count=7"}
+    env = {k: v for k, v in os.environ.items() if k != environment.RELAUNCHED}
+    env["GLIBC_TUNABLES"] = "glibc.malloc.tcache_count=7"
     (seen, _pid), version = _probe(env)
     assert seen == "glibc.malloc.tcache_count=7" and version == ["dietsnn", __version__]
