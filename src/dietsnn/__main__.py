@@ -8,9 +8,10 @@ from .environment import tuned_environment
 
 
 def run() -> None:
-    """Start the command line: where glibc's malloc is not yet set up as dietsnn's commands
-    need, this process first starts again (the same program, arguments and process id) with
-    it; otherwise `cli.main` runs and its exit code ends the process."""
+    """Start the command line, as a program's entry point: where glibc's malloc is not yet set
+    up as dietsnn's commands need, this process first starts again (the same program,
+    arguments and process id) with it; otherwise `cli.main` runs and its exit code ends the
+    process. Inside another program call `cli.main(argv)` instead."""
     env = tuned_environment()
     if env is not None and sys.executable:
         sys.stdout.flush()
