@@ -123,6 +123,20 @@ def test_import_dietsnn_alone_loads_no_torch():
         dietsnn.no_such_name  # noqa: B018
 
 
+def test_the_lazy_api_and_the_type_checkers_names_agree():
+    """`dietsnn._API` (what `__getattr__` imports), the TYPE_CHECKING imports and `__all__` (the
+    literal that linters read) name the same things, from the same modules."""
+    tree = ast.parse(_source("dietsnn").read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If)
+                 and getattr(n.test, "id", None) == "TYPE_CHECKING")
+    typed = {a.name: node.module for node in block.body if isinstance(node, ast.ImportFrom)
+             for a in node.names}
+    assert typed == dietsnn._API
+    assert {t.id for node in block.body if isinstance(node, ast.Assign)
+            for t in node.targets} == set(dietsnn._ALIASES)
+    assert set(dietsnn.__all__) == {*dietsnn._API, *dietsnn._ALIASES, "__version__"}
+
+
 def _default(fn, name):
     return inspect.signature(fn).parameters[name].default
 

@@ -44,7 +44,8 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
 
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the same names for type checkers and linters (tests/test_package.py keeps
+    # them, `_API` and `__all__` equal)
     from .checkpoint import load_model, save_model
     from .config import ConversionConfig, TrainConfig
     from .conversion import calibrate_thresholds, convert

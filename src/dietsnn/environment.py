@@ -78,7 +78,8 @@ def tuned_environment(environ: Mapping[str, str] | None = None) -> dict[str, str
     environ = {**os.environ, **dict(SCREENED)} if environ is None else environ
     tunables = environ.get("GLIBC_TUNABLES", "")
     name = MALLOC_TUNABLES.partition("=")[0]
-    # started once already (glibc drops the variable where a program runs with raised privileges)
+    # RELAUNCHED: started once already (where a program runs with raised privileges, glibc
+    # drops the variable from the new process's environment, which would start it again)
     if name in tunables or RELAUNCHED in environ or not _is_glibc():
         return None
     return {**environ, "GLIBC_TUNABLES": f"{tunables}:{MALLOC_TUNABLES}".lstrip(":"),
