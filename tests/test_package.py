@@ -219,6 +219,8 @@ def test_wheel_ships_py_typed_and_license_and_no_tests(tmp_path):
     import zipfile
     from importlib.metadata import version
 
+    from dietsnn.functional import native
+
     pytest.importorskip("setuptools")
     if int(version("setuptools").split(".")[0]) < 77:  # the `license = "MIT"` form
         pytest.skip("setuptools >= 77 needed (the test extra installs it)")
@@ -234,8 +236,12 @@ def test_wheel_ships_py_typed_and_license_and_no_tests(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     names = zipfile.ZipFile(next((tmp_path / "whl").glob("dietsnn-*.whl"))).namelist()
     assert "dietsnn/py.typed" in names
-    for f in ("native.h", "native_lif.c", "native_pool.c"):  # the native kernels build from them
-        assert f"dietsnn/functional/{f}" in names
+    # every file of the package, the native kernels' C sources included (they build from them)
+    shipped = {"dietsnn/" + f.relative_to(src / "src" / "dietsnn").as_posix()
+               for f in (src / "src" / "dietsnn").rglob("*")
+               if f.is_file() and "__pycache__" not in f.parts}
+    assert {f"dietsnn/functional/{f.name}" for f in (*native.SOURCES, *native.HEADERS)} <= shipped
+    assert shipped - set(names) == set()
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert not [n for n in names if n.split("/")[0] in ("tests", "docs", "benchmarks")]
     meta = next(n for n in names if n.endswith(".dist-info/METADATA"))

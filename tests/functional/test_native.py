@@ -160,6 +160,16 @@ def test_a_failing_build_is_reported_and_falls_back(monkeypatch, tmp_path):
     assert not list((tmp_path / "cache").glob("*"))  # no partial library left behind
 
 
+def test_a_missing_source_file_is_reported_and_falls_back(monkeypatch, tmp_path):
+    """An installation without one of the C sources (a wheel that left it out) warns: the
+    neurons would otherwise run, slower, as plain PyTorch ops without a word."""
+    _fresh_state(monkeypatch, tmp_path)
+    monkeypatch.setattr(native, "SOURCES", (*native.SOURCES, tmp_path / "native_gone.c"))
+    with pytest.warns(RuntimeWarning, match="cannot read the kernels' sources.*native_gone.c"):
+        assert native.library() is None
+    assert engine.resolve(None, "cpu") == "eager"
+
+
 def test_no_writable_folder_at_all_falls_back(monkeypatch, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
