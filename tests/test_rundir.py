@@ -74,7 +74,7 @@ def test_start_writes_config_and_marker_finish_marks_it(tmp_path):
     write_json(out / MARKER_FILE, {"command": "train-ann", "finished": False})
     with RunDir(out, "train-ann"):
         pass
-    with pytest.raises(UserError, match="holds an unfinished train-ann run"), \
+    with pytest.raises(UserError, match="holds an unfinished run of `dietsnn train-ann`"), \
             RunDir(out, "convert"):
         pass
 
@@ -131,8 +131,8 @@ def test_a_step_of_a_run_folder_resumes_as_that_step(tmp_path):
     (tmp_path / "RUN" / "snn" / "model.safetensors").write_bytes(b"trained")
     with RunDir(tmp_path / "RUN" / "snn", "train-snn", resume=True):
         pass
-    with pytest.raises(UserError, match="is a train-snn run; --resume continues only runs of "
-                                        "`dietsnn train-ann`"), \
+    with pytest.raises(UserError, match="is a run of `dietsnn train-snn`; --resume continues "
+                                        "only runs of `dietsnn train-ann`"), \
             RunDir(tmp_path / "RUN" / "snn", "train-ann", resume=True):
         pass
     assert (tmp_path / "RUN" / "snn" / "model.safetensors").read_bytes() == b"trained"

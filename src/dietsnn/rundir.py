@@ -244,7 +244,7 @@ class RunDir:
         p = self.path
         if self.resume:
             if owner != self.command:
-                what = f"a {owner} run" if owner else "not a dietsnn run"
+                what = f"a run of `dietsnn {owner}`" if owner else "not a dietsnn run"
                 raise UserError(f"{p} is {what}; --resume continues only runs of "
                                 f"`dietsnn {self.command}`, "
                                 "choose another --out")
@@ -255,7 +255,7 @@ class RunDir:
                                 "replaces only dietsnn runs, choose another --out")
             return
         state = "an unfinished" if not finished else "a"
-        kind = f"{state} {owner} run" if owner else "files that dietsnn did not write"
+        kind = f"{state} run of `dietsnn {owner}`" if owner else "files that dietsnn did not write"
         hint = "pass --resume to continue it, " if owner == self.command else ""
         raise UserError(f"{p} is not empty (it holds {kind}); {hint}pass --overwrite to "
                         "replace it or choose another --out")

@@ -64,7 +64,7 @@ def test_train_snn_into_the_ann_folder_is_refused(run, capsys):
     before = snapshot(run / "RUN")
     out = str(run / "RUN" / "ann")
     refused(capsys, ["train-snn", str(run / "RUN" / "converted"), "--out", out, *_data(run)],
-            "holds a train-ann run")
+            "holds a run of `dietsnn train-ann`")
     refused(capsys, ["train-snn", str(run / "RUN" / "converted"), "--out", out, "--resume",
                      *_data(run)], "--resume continues only runs of `dietsnn train-snn`")
     assert snapshot(run / "RUN") == before
