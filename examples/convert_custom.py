@@ -1,7 +1,8 @@
 """Convert your own PyTorch ANN to a DIET-SNN: a torchvision-style VGG and ResNet, defined here
 (torchvision is not needed), trained briefly on Fashion-MNIST with a plain PyTorch loop, then
 
-  1. `dietsnn.convert` + `dietsnn.calibrate_thresholds`: the converted SNN at T steps;
+  1. `dietsnn.convert` + `dietsnn.calibrate_thresholds`: the converted SNN at T steps, its
+     threshold scale chosen on the validation split;
   2. DIET-SNN training (BPTT of weights, leaks and thresholds) with `dietsnn.training.fit`;
 
 printing the ANN, converted and DIET-trained test accuracy of each.
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import dietsnn
-from dietsnn.config import SNN_TRAIN, ConversionConfig
+from dietsnn.config import SNN_TRAIN
 from dietsnn.data import load
 from dietsnn.training import evaluate, fit
 
@@ -129,9 +130,6 @@ def resnet_small() -> ResNet:
     return ResNet([1, 1, 1])
 
 
-SCALES = {"vgg": ConversionConfig.scale, "resnet": 0.2}
-
-
 # -- the user's own training loop, then dietsnn -----------------------------------------------
 
 
@@ -155,10 +153,10 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=1, help="ANN epochs")
     p.add_argument("--timesteps", "-T", type=int, default=5)
     p.add_argument("--models", default="vgg,resnet")
-    p.add_argument("--compile", action="store_true", help="fuse the neuron loops with "
-                   "torch.compile (pays off on long runs; compiling costs minutes at first)")
+    p.add_argument("--engine", default="auto", choices=dietsnn.config.ENGINES,
+                   help="how the neurons run (default: auto, dietsnn's C kernels on the CPU)")
     a = p.parse_args()
-    with dietsnn.use_engine("compile" if a.compile else "eager"):
+    with dietsnn.use_engine(a.engine):
         run(a)
 
 
@@ -173,9 +171,9 @@ def run(a: argparse.Namespace) -> None:
         ann_acc = evaluate(ann, data.test_x, data.test_y)["accuracy"]
 
         snn = dietsnn.convert(ann, timesteps=a.timesteps)
-        # thresholds x scale: the library default for the VGG, the ResNet20 preset's 0.2 for the
-        # ResNet (identity shortcuts raise the calibrated thresholds, docs/CONVERSION.md)
-        dietsnn.calibrate_thresholds(snn, calib, scale=SCALES[name], timesteps=a.timesteps)
+        # thresholds x the scale of config.SCALES that runs best at T on the validation split
+        dietsnn.calibrate_thresholds(snn, calib, scale="auto",
+                                     validation=(data.val_x, data.val_y))
         conv_acc = evaluate(snn, data.test_x, data.test_y)["accuracy"]
 
         cfg = dataclasses.replace(SNN_TRAIN, epochs=1)
