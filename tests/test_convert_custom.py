@@ -237,13 +237,11 @@ def test_graph_calibration_matches_the_full_forward(kind, monkeypatch):
     assert again == pytest.approx(got, rel=1e-5)
 
 
-def test_biases_are_divided_by_the_calibrated_thresholds_upstream():
-    """Units come from the calibrated thresholds: the scale (0.5) lowers the thresholds only."""
+def test_biases_are_divided_by_the_thresholds_upstream():
     torch.manual_seed(0)
     ann = BiasNet().eval()
     snn = dietsnn.convert(ann, timesteps=3)
-    th = [t / 0.5 for t in dietsnn.calibrate_thresholds(snn, torch.randn(8, 1, 28, 28), 99.0,
-                                                        0.5, 4)]
+    th = dietsnn.calibrate_thresholds(snn, torch.randn(8, 1, 28, 28), 99.0, 0.5, 4)
     bias = {n: snn.net.get_submodule(n).bias for n in ("features.0", "features.3",
                                                         "classifier.1")}
     assert torch.allclose(bias["features.0"], ann.features[0].bias)  # fed by the image
@@ -251,29 +249,7 @@ def test_biases_are_divided_by_the_calibrated_thresholds_upstream():
     assert torch.allclose(bias["classifier.1"], ann.classifier[1].bias / (th[0] * th[1]),
                           rtol=1e-5)
     again = dietsnn.calibrate_thresholds(snn, torch.randn(8, 1, 28, 28), 99.0, 0.5, 4)
-    assert torch.allclose(bias["features.3"], ann.features[3].bias / (again[0] / 0.5),
-                          rtol=1e-5)
-
-
-@pytest.mark.parametrize("make", [BiasNet, BNNet, lambda: ResNetLike("max")])
-def test_the_threshold_scale_lowers_the_thresholds_and_nothing_else(make):
-    """Calibrated at scale 0.3 or 1 (or rescaled by `choose_scale`): the same biases, residual
-    gains and output gain, and thresholds in the ratio of the scales."""
-    torch.manual_seed(0)
-    ann = randomise_batchnorm(make())
-    x = torch.randn(16, 1, 28, 28)
-    snns = {s: dietsnn.convert(ann, timesteps=3) for s in (1.0, 0.3)}
-    th = {s: dietsnn.calibrate_thresholds(m, x, 99.0, s, 4) for s, m in snns.items()}
-    assert th[0.3] == pytest.approx([0.3 * t for t in th[1.0]], rel=1e-6)
-    units = [k for k in snns[1.0].state_dict() if "threshold" not in k and "leak" not in k]
-    assert any(k.endswith(".bias") for k in units)
-    for k in units:
-        torch.testing.assert_close(snns[0.3].state_dict()[k], snns[1.0].state_dict()[k])
-    chosen, _ = dietsnn.conversion.choose_scale(snns[1.0], x, torch.zeros(16, dtype=torch.long),
-                                                scales=(0.6,))
-    assert chosen == 0.6
-    for k in units:
-        torch.testing.assert_close(snns[0.3].state_dict()[k], snns[1.0].state_dict()[k])
+    assert torch.allclose(bias["features.3"], ann.features[3].bias / again[0], rtol=1e-5)
 
 
 @pytest.mark.parametrize("make", [

@@ -230,7 +230,7 @@ def choose_scale(snn: Network, x: Tensor, y: Tensor, scales: Iterable[float] = S
         for (_, m), r in zip(layers, raw):
             m.threshold.fill_(s * r)
         if isinstance(snn, GraphSNN):
-            apply_scales(snn, s)
+            apply_scales(snn)
 
     def best() -> float:
         return max(accs, key=lambda k: (accs[k], -abs(k - ConversionConfig.scale)))

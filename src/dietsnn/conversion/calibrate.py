@@ -24,45 +24,40 @@ from . import currents as cal
 from .modules import WEIGHTED, GraphSNN, Merge, SpikingMaxPool2d
 
 
-def apply_scales(snn: GraphSNN, scale: float = 1.0) -> dict[fx.Node, float]:
+def apply_scales(snn: GraphSNN) -> dict[fx.Node, float]:
     """Put every bias and merge gain in the units of the spikes that reach it.
 
     A LIF's spikes are 0/1, so a rate r stands for the ANN activation `c * r`, where the scale
-    `c` is the product of the calibrated thresholds along the path from the input (each layer's
-    current is its ANN pre-activation divided by the scale of its input). A conv/linear bias,
-    added once per step, is therefore divided by its input's scale; a residual add or
-    concatenation multiplies each input by `c_input / c_first` so that all its inputs share the
-    first one's units, and the output is multiplied by its scale: each step's output is then the
-    ANN's output (the logits summed over T steps are T times the ANN's), which keeps the softmax
-    of SNN training at the ANN's temperature. `scale` is the factor the thresholds carry over the
-    calibrated ones (`calibrate_thresholds`'s `scale`): it lowers the thresholds only, and every
-    unit is taken from the calibrated thresholds. (Units from the lowered thresholds would divide
-    the bias of the l-th layer by scale^(l-1) while its spike inputs cannot fire more than once a
-    step: at a few timesteps the biases of a deep network then decide its output alone,
-    docs/CONVERSION.md.) Returns the scale of every node (nothing is set, and an empty dict
-    returned, for an SNN built with `rescale=False`)."""
+    `c` is the product of the thresholds along the path from the input (each layer's current is
+    its ANN pre-activation divided by the scale of its input). A conv/linear bias, added once per
+    step, is therefore divided by its input's scale; a residual add or concatenation multiplies
+    each input by `c_input / c_first` so that all its inputs share the first one's units, and
+    the output is multiplied by its scale: each step's output is then the ANN's output (the
+    logits summed over T steps are T times the ANN's), whatever the thresholds, which keeps
+    the softmax of SNN training at the ANN's temperature. Returns the scale of every node
+    (nothing is set, and an empty dict returned, for an SNN built with `rescale=False`)."""
     if not snn.rescale:
         return {}
     gm = snn.net
-    scale_of: dict[fx.Node, float] = {}
+    scale: dict[fx.Node, float] = {}
     for n in gm.graph.nodes:
-        ins = [scale_of[a] for a in n.all_input_nodes if a in scale_of]
+        ins = [scale[a] for a in n.all_input_nodes if a in scale]
         c = ins[0] if ins else 1.0
         m = gm.get_submodule(n.target) if n.op == "call_module" else None
         if isinstance(m, LIF):
-            c = c * m.threshold.item() / scale
+            c = c * m.threshold.item()
         elif isinstance(m, WEIGHTED) and m.bias is not None and hasattr(m, "input_scale"):
             with torch.no_grad():  # the ANN's bias is bias * input_scale
                 m.bias.mul_(m.input_scale / c)
                 m.input_scale.fill_(c)
         elif isinstance(m, Merge):
-            refs = [scale_of.get(a, 1.0) for a in n.args]
+            refs = [scale.get(a, 1.0) for a in n.args]
             m.gains.copy_(torch.tensor([r / refs[0] for r in refs]))
             c = refs[0]
-        scale_of[n] = c
+        scale[n] = c
     out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
-    snn.output_gain.fill_(scale_of.get(out, 1.0) if isinstance(out, fx.Node) else 1.0)
-    return scale_of
+    snn.output_gain.fill_(scale.get(out, 1.0) if isinstance(out, fx.Node) else 1.0)
+    return scale
 
 
 def describe(snn: GraphSNN, input_shape: list[int]) -> None:
@@ -238,7 +233,7 @@ def calibrate_graph(snn: GraphSNN, x: Tensor, p: float, scale: float, T: int,
             for kept in [v for v in run.kept if v not in needed]:
                 del run.kept[kept]  # no later layer reads these spikes
         thresholds = cal.finish([gm.get_submodule(n.target) for n in lifs], scale)
-        apply_scales(snn, scale)
+        apply_scales(snn)
     finally:
         set_time(snn, None, None)
         snn.train(was)
