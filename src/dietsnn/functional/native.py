@@ -229,7 +229,7 @@ def library() -> ctypes.CDLL | None:
         if "lib" not in _STATE:
             _STATE["lib"], _STATE["why"] = _load()
             why = _STATE["why"]
-            if _STATE["lib"] is None and str(why).startswith(("building", "loading", "cannot read")):
+            if _STATE["lib"] is None and not str(why).startswith("no C compiler"):
                 warnings.warn(f"dietsnn: {why}; the neurons run as plain PyTorch ops",
                               RuntimeWarning, stacklevel=3)
             elif _STATE["lib"] is None:
