@@ -195,6 +195,33 @@ def test_cli_scale_auto(tmp_path, capsys):
     scanned = m["scale_validation_accuracy"]
     assert set(scanned) <= {str(s) for s in SCALES} and len(scanned) >= 3
     assert scanned[str(m["calibration"]["scale"])] == max(scanned.values())
+    assert m["calibration"]["units"] == "scaled" and "units_validation_accuracy" not in m
     assert main(["convert", str(tmp_path / "a"), "--scale", "auto", "--val-size", "0",
                  "--out", str(tmp_path / "d"), *data]) == 2
     assert "--scale auto chooses the scale on the validation split" in capsys.readouterr().err
+
+
+def test_cli_units(tmp_path):
+    """--scale auto on a batch-norm network climbs both units and records the better pair;
+    a fixed --scale takes "scaled" units unless --units says otherwise; a network without
+    biases scans one."""
+    write_idx(tmp_path / "data" / "fashion-mnist", n_train=60, n_test=20)
+    data = ["--data-dir", str(tmp_path / "data"), "--quiet", "--val-size", "10"]
+    small = ["--calib-size", "8", "--calib-timesteps", "4"]
+    assert main(["train-ann", "--arch", "vgg_small_bn", "--epochs", "1", "--out",
+                 str(tmp_path / "a"), *data]) == 0
+
+    def convert(name, *opts):
+        assert main(["convert", str(tmp_path / "a"), "--out", str(tmp_path / name), *small,
+                     *opts, *data]) == 0
+        return json.loads((tmp_path / name / "metrics.json").read_text())["converted"]
+
+    m = convert("auto")
+    scans = m["units_validation_accuracy"]
+    units = m["calibration"]["units"]
+    assert set(scans) == {"scaled", "calibrated"} and units in scans
+    assert m["scale_validation_accuracy"] == scans[units]
+    assert max(scans[units].values()) == max(max(a.values()) for a in scans.values())
+    assert convert("fixed", "--scale", "0.5")["calibration"]["units"] == "scaled"
+    forced = convert("forced", "--scale", "0.5", "--units", "calibrated")
+    assert forced["calibration"]["units"] == "calibrated" and "units_validation_accuracy" not in forced

@@ -252,6 +252,64 @@ def test_biases_are_divided_by_the_thresholds_upstream():
     assert torch.allclose(bias["features.3"], ann.features[3].bias / again[0], rtol=1e-5)
 
 
+def test_calibrated_units_take_the_thresholds_before_the_scale():
+    """units="calibrated": every unit from the thresholds divided by the scale, so the l-th
+    bias is the ANN's over the calibrated thresholds upstream and the output gain their
+    product; "scaled" (the same thresholds) divides by the lowered ones."""
+    torch.manual_seed(0)
+    ann = BiasNet().eval()
+    x = torch.randn(8, 1, 28, 28)
+    snns = {u: dietsnn.convert(ann, timesteps=3) for u in ("scaled", "calibrated")}
+    th = {u: dietsnn.calibrate_thresholds(m, x, 99.0, 0.5, 4, units=u) for u, m in snns.items()}
+    assert th["scaled"] == th["calibrated"]
+    for u, div in (("scaled", 1.0), ("calibrated", 0.5)):
+        t = [v / div for v in th[u]]
+        net = snns[u].net
+        assert torch.allclose(net.get_submodule("features.0").bias, ann.features[0].bias)
+        assert torch.allclose(net.get_submodule("features.3").bias, ann.features[3].bias / t[0],
+                              rtol=1e-5)
+        assert torch.allclose(net.get_submodule("classifier.1").bias,
+                              ann.classifier[1].bias / (t[0] * t[1]), rtol=1e-5)
+        assert snns[u].output_gain.item() == pytest.approx(t[0] * t[1] * t[2], rel=1e-5)
+    with pytest.raises(ValueError, match="units must be one of"):
+        dietsnn.calibrate_thresholds(snns["scaled"], x, units="spikes")
+
+
+def test_choose_units_keeps_the_better_units_and_scale(monkeypatch):
+    """Both units climbed from the same calibrated thresholds; the SNN is left at the pair of
+    the best accuracy; a tie, and a model whose units cannot matter, keep "scaled"."""
+    torch.manual_seed(0)
+    ann = randomise_batchnorm(ResNetLike("max"))
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    ref = {}
+    for u in ("scaled", "calibrated"):
+        snn = dietsnn.convert(ann, timesteps=3)
+        dietsnn.calibrate_thresholds(snn, x, 99.0, 1.0, 4)
+        ref[u] = conversion.choose_scale(snn, x, y, units=u)
+        ref[u + " state"] = {k: v.clone() for k, v in snn.state_dict().items()}
+    snn = dietsnn.convert(ann, timesteps=3)
+    raw = dietsnn.calibrate_thresholds(snn, x, 99.0, 1.0, 4)
+    assert conversion.has_units(snn)
+    units, scale, scans = conversion.choose_units(snn, x, y)
+    assert scans == {u: ref[u][1] for u in ("scaled", "calibrated")}
+    assert max(scans[units].values()) == max(max(a.values()) for a in scans.values())
+    assert scale == ref[units][0] and scans[units][scale] == max(scans[units].values())
+    for k, v in snn.state_dict().items():
+        torch.testing.assert_close(v, ref[units + " state"][k])
+    # a tie keeps "scaled" (from the calibrated thresholds again)
+    with torch.no_grad():
+        for (_, m), r in zip(lif_layers(snn), raw):
+            m.threshold.fill_(r)
+    monkeypatch.setattr(conversion, "evaluate", lambda *a, **k: {"accuracy": 0.5})
+    assert conversion.choose_units(snn, x, y)[0] == "scaled"
+    assert [m.threshold.item() for _, m in lif_layers(snn)] == pytest.approx(
+        [0.5 * r for r in raw], rel=1e-6)
+    plain = dietsnn.convert(dietsnn.build_ann("vgg_small", image_size=8), timesteps=3)
+    assert not conversion.has_units(plain)
+    assert list(conversion.choose_units(plain, torch.rand(4, 1, 8, 8),
+                                        torch.zeros(4, dtype=torch.long))[2]) == ["scaled"]
+
+
 @pytest.mark.parametrize("make", [
     lambda x, y: [(x[i:i + 5], y[i:i + 5]) for i in range(0, 20, 5)],
     lambda x, y: [x[i:i + 5] for i in range(0, 20, 5)],

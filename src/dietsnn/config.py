@@ -58,12 +58,19 @@ class ConversionConfig:
     # thresholds x scale after calibration (chosen on validation for T); "auto": the one of
     # SCALES with the best validation accuracy of the converted SNN
     scale: float | str = 0.5
+    # the units of biases, residual gains and the output gain of a model with biases or residual
+    # adds (docs/CONVERSION.md, "Biases and scales"): "scaled", from the thresholds after the
+    # scale; "calibrated", from those before it; "auto": with scale="auto", the pair of the best
+    # validation accuracy, otherwise "scaled" (docs/RESULTS.md section 1.6)
+    units: str = "auto"
     calib_size: int = 512  # training images used for calibration
     calib_timesteps: int = 25  # 100 in the authors' code: the same accuracy (docs/RESULTS.md 2.5)
     gamma: float = GAMMA
     surrogate: str = SURROGATE
     leak: float = 1.0  # initial leak of every layer (1 = IF)
 
+
+UNITS = ("auto", "scaled", "calibrated")
 
 # the threshold scales that scale="auto" (and the ablation, for each T) chooses from on validation
 SCALES = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)

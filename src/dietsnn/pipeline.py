@@ -211,19 +211,31 @@ def _calibrate_and_save(snn: Network, opts: ConversionConfig, ctx: Context, out:
                         "--val-size >= 1 or a number")
     with seeded(seed):
         conversion.calibrate_thresholds(snn, images, opts.percentile, 1.0 if auto else opts.scale,
-                                      opts.calib_timesteps, progress=ctx.progress)
-    scan = None
+                                      opts.calib_timesteps, progress=ctx.progress,
+                                      units=opts.units)
+    units = "scaled" if opts.units == "auto" else opts.units  # with a fixed scale
+    scan = scans = None
     if auto:
-        scale, scan = conversion.choose_scale(snn, ctx.data.val_x, ctx.data.val_y,
-                                            device=ctx.device)
-        ctx.log(f"scale {scale} (validation accuracy {scan[scale]:.4f}; scanned "
-                f"{', '.join(map(str, scan))})")
+        if opts.units == "auto":
+            units, scale, scans = conversion.choose_units(snn, ctx.data.val_x, ctx.data.val_y,
+                                                          device=ctx.device)
+            scan = scans[units]
+        else:
+            scale, scan = conversion.choose_scale(snn, ctx.data.val_x, ctx.data.val_y,
+                                                device=ctx.device, units=units)
+        chosen = (f"scale {scale} (validation accuracy {scan[scale]:.4f}; scanned "
+                  f"{', '.join(map(str, scan))})")
+        if scans is not None and len(scans) > 1:
+            chosen += f", {units} units (best: " + ", ".join(
+                f"{u} {max(a.values()):.4f}" for u, a in scans.items()) + ")"
+        ctx.log(chosen)
         if near_chance(scan, ctx.data.info.num_classes):
             logs.warning(f"the converted SNN is near chance at every scale scanned (best "
                          f"{scan[scale]:.1%}), so the scale chosen, {scale}, is noise; DIET "
                          "training from it may end lower than from a fixed --scale (batch-norm "
                          "networks: docs/RESULTS.md section 1.3)")
         opts = replace(opts, scale=scale)
+    opts = replace(opts, units=units)
     seconds = time.time() - t0
     ctx.log(f"calibrated {len(lif_layers(snn))} thresholds in {seconds:.1f}s")
     logs.debug("thresholds: " + ", ".join(f"{name} {m.threshold.item():.4g}"
@@ -235,6 +247,9 @@ def _calibrate_and_save(snn: Network, opts: ConversionConfig, ctx: Context, out:
                "calibration": asdict(opts), "layers": layers}
     if scan is not None:
         metrics["scale_validation_accuracy"] = {str(s): a for s, a in scan.items()}
+    if scans is not None and len(scans) > 1:
+        metrics["units_validation_accuracy"] = {
+            u: {str(s): a for s, a in accs.items()} for u, accs in scans.items()}
     ctx.log(f"converted SNN (T={opts.timesteps}) test accuracy {metrics['test_accuracy']:.4f}")
     return metrics
 

@@ -170,6 +170,10 @@ def snn_opts(p: argparse.ArgumentParser) -> None:
                         f"{', '.join(map(str, config.SCALES))} with the best converted accuracy "
                         f"on the validation split (default: {config.CLI_SCALE} where there is a "
                         f"validation split, else {d.scale})")
+    g.add_argument("--units", choices=config.UNITS, default=d.units,
+                   help="units of a model's biases, residual and output gains: from the "
+                        "thresholds after --scale (scaled) or before (calibrated); auto: chosen "
+                        "on validation with --scale auto, else scaled")
     g.add_argument("--leak", type=float_in("--leak", 0, 1), default=d.leak,
                    help="initial membrane leak of every layer (1 = IF, as converted)")
     g.add_argument("--calib-size", type=positive_int("--calib-size", config.MAX_SAMPLES),

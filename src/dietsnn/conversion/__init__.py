@@ -16,7 +16,17 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from ..config import GAMMA, MAX_SAMPLES, MAX_TIMESTEPS, MAXPOOL, SCALES, SURROGATE, ConversionConfig
+from .. import logs
+from ..config import (
+    GAMMA,
+    MAX_SAMPLES,
+    MAX_TIMESTEPS,
+    MAXPOOL,
+    SCALES,
+    SURROGATE,
+    UNITS,
+    ConversionConfig,
+)
 from ..errors import check_int, check_number
 from ..evaluation import evaluate
 from ..functional import encoding as _encoding
@@ -149,6 +159,7 @@ def calibrate_thresholds(
     limit: int | None = ConversionConfig.calib_size,
     validation: tuple[Tensor, Tensor] | Iterable | None = None,
     progress: bool = False,
+    units: str = ConversionConfig.units,
 ) -> list[float]:
     """Set every LIF threshold of `snn` (from `convert`) in place, layer by layer, from
     calibration inputs `data` normalised like training (a tensor, used whole, or an iterable of
@@ -156,9 +167,11 @@ def calibrate_thresholds(
     `timesteps` steps of the `percentile` of its input current, all finally times `scale`
     (docs/METHOD.md section 7.2). `scale="auto"`: the scale of `config.SCALES` with the best
     accuracy of the SNN, run at its own timesteps, on `validation` (an `(x, y)` pair of tensors
-    or an iterable of `(x, y)` batches; `choose_scale`). Each layer is logged when calibrated
-    (INFO on the "dietsnn" logger), with a bar over its steps if `progress`. Returns the
-    thresholds set."""
+    or an iterable of `(x, y)` batches; `choose_scale`). `units`: those of the biases, residual
+    gains and output gain of a model with biases or residual adds, "scaled" (from the thresholds
+    after the scale) or "calibrated" (before it); "auto" chooses them with `scale="auto"`
+    (`choose_units`), else takes "scaled". Each layer is logged when calibrated (INFO on the
+    "dietsnn" logger), with a bar over its steps if `progress`. Returns the thresholds set."""
     if not isinstance(snn, Network) or not snn.is_spiking:
         raise TypeError(f"calibrate_thresholds takes the SNN returned by dietsnn.convert, got "
                         f"{type(snn).__name__}")
@@ -168,6 +181,8 @@ def calibrate_thresholds(
     if auto and validation is None:
         raise ValueError('scale="auto" chooses the scale on validation data: pass '
                          "validation=(x, y)")
+    if units not in UNITS:
+        raise ValueError(f"units must be one of {', '.join(UNITS)}, got {units!r}")
     check_calibration(percentile, 1.0 if auto else scale, timesteps)
     if limit is not None:
         check_int("limit", limit, 1, MAX_SAMPLES)
@@ -183,12 +198,21 @@ def calibrate_thresholds(
     check_calibration_memory(snn.config, x.shape[0], timesteps, snn.encoding, x.device)
     s = 1.0 if auto else scale
     if isinstance(snn, GraphSNN):
-        thresholds = calibrate_graph(snn, x, percentile, s, timesteps, progress)
+        thresholds = calibrate_graph(snn, x, percentile, s, timesteps, progress,
+                                     "scaled" if units == "auto" else units)
     else:  # no graph (a ModuleSNN, or a network built from LIF layers by hand): re-run it
         thresholds = calibrate_modules(snn, x, percentile, s, timesteps)
     if not auto:
         return thresholds
-    best, _ = choose_scale(snn, *labelled(validation))
+    if units == "auto":
+        units, best, scans = choose_units(snn, *labelled(validation))
+    else:
+        best, scans = choose_scale(snn, *labelled(validation), units=units)
+        scans = {units: scans}
+    logs.info(f"scale {best}, {units} units: validation accuracy "
+              f"{scans[units][best]:.4f} (" + "; ".join(
+                  f"{u}: " + ", ".join(f"{s} {a:.4f}" for s, a in accs.items())
+                  for u, accs in scans.items()) + ")")
     return [torch.tensor(best * r, dtype=torch.float32).item() for r in thresholds]
 
 
@@ -212,13 +236,14 @@ def labelled(data: tuple[Tensor, Tensor] | Iterable) -> tuple[Tensor, Tensor]:
 @torch.no_grad()
 def choose_scale(snn: Network, x: Tensor, y: Tensor, scales: Iterable[float] = SCALES,
                  device: str | torch.device | None = None,
-                 climb: bool = True) -> tuple[float, dict[float, float]]:
+                 climb: bool = True, units: str = "scaled") -> tuple[float, dict[float, float]]:
     """Scale the SNN's present thresholds (calibrated with scale 1) by scales of `scales`,
     measure the accuracy on `(x, y)` at the SNN's own timesteps and keep the best scale (a tie
     goes to the one closest to `ConversionConfig.scale`). With `climb`, the accuracy is taken
     to rise and then fall over the sorted scales: the search measures the scale closest to the
     default and its two neighbours, then extends towards the best one while it lies at the edge
     of what was measured (3-4 of the 7 default scales); otherwise every scale is measured.
+    Biases and gains follow each scale in `units` ("scaled" or "calibrated", `apply_scales`).
     Returns the chosen scale and the accuracy of each scale measured, in ascending order."""
     device = device if device is not None else next(snn.parameters()).device
     layers = lif_layers(snn)
@@ -230,7 +255,7 @@ def choose_scale(snn: Network, x: Tensor, y: Tensor, scales: Iterable[float] = S
         for (_, m), r in zip(layers, raw):
             m.threshold.fill_(s * r)
         if isinstance(snn, GraphSNN):
-            apply_scales(snn)
+            apply_scales(snn, s if units == "calibrated" else 1.0)
 
     def best() -> float:
         return max(accs, key=lambda k: (accs[k], -abs(k - ConversionConfig.scale)))
@@ -259,7 +284,39 @@ def choose_scale(snn: Network, x: Tensor, y: Tensor, scales: Iterable[float] = S
     return s, dict(sorted(accs.items()))
 
 
+def has_units(snn: Network) -> bool:
+    """Whether the units of `snn`'s biases and residual gains can change what it computes: a
+    `GraphSNN` with rescaling and a bias or a merge (the output gain alone scales the logits,
+    which leaves every prediction as it is)."""
+    return isinstance(snn, GraphSNN) and snn.rescale and any(
+        isinstance(m, Merge) or (getattr(m, "bias", None) is not None
+                                 and hasattr(m, "input_scale")) for m in snn.modules())
+
+
+@torch.no_grad()
+def choose_units(snn: Network, x: Tensor, y: Tensor,
+                 device: str | torch.device | None = None
+                 ) -> tuple[str, float, dict[str, dict[float, float]]]:
+    """`choose_scale` in each of the units "scaled" and "calibrated" (only "scaled" where the
+    units cannot matter, `has_units`) from the present thresholds, calibrated with scale 1;
+    keeps the units and scale of the best validation accuracy (a tie goes to "scaled") and
+    returns them with the accuracies measured in each units."""
+    raw = [m.threshold.item() for _, m in lif_layers(snn)]
+    found: dict[str, tuple[float, dict[float, float]]] = {}
+    for units in ("scaled", "calibrated") if has_units(snn) else ("scaled",):
+        for (_, m), r in zip(lif_layers(snn), raw):
+            m.threshold.fill_(r)
+        found[units] = choose_scale(snn, x, y, device=device, units=units)
+    units = max(found, key=lambda u: max(found[u][1].values()))  # first of equals: "scaled"
+    s, _ = found[units]
+    for (_, m), r in zip(lif_layers(snn), raw):
+        m.threshold.fill_(s * r)
+    if isinstance(snn, GraphSNN):
+        apply_scales(snn, s if units == "calibrated" else 1.0)
+    return units, s, {u: accs for u, (_, accs) in found.items()}
+
+
 __all__ = ["ConversionError", "GraphSNN", "Merge", "ModuleSNN", "SpikingMaxPool2d",
            "apply_scales", "as_inputs", "calibrate_thresholds", "check_calibration",
-           "check_calibration_memory", "check_options", "choose_scale", "convert",
-           "fold_batchnorm", "labelled", "paper_units", "replace_modules", "trace"]
+           "check_calibration_memory", "check_options", "choose_scale", "choose_units", "convert",
+           "fold_batchnorm", "has_units", "labelled", "paper_units", "replace_modules", "trace"]

@@ -24,7 +24,7 @@ from . import currents as cal
 from .modules import WEIGHTED, GraphSNN, Merge, SpikingMaxPool2d
 
 
-def apply_scales(snn: GraphSNN) -> dict[fx.Node, float]:
+def apply_scales(snn: GraphSNN, unit: float = 1.0) -> dict[fx.Node, float]:
     """Put every bias and merge gain in the units of the spikes that reach it.
 
     A LIF's spikes are 0/1, so a rate r stands for the ANN activation `c * r`, where the scale
@@ -34,8 +34,11 @@ def apply_scales(snn: GraphSNN) -> dict[fx.Node, float]:
     each input by `c_input / c_first` so that all its inputs share the first one's units, and
     the output is multiplied by its scale: each step's output is then the ANN's output (the
     logits summed over T steps are T times the ANN's), whatever the thresholds, which keeps
-    the softmax of SNN training at the ANN's temperature. Returns the scale of every node
-    (nothing is set, and an empty dict returned, for an SNN built with `rescale=False`)."""
+    the softmax of SNN training at the ANN's temperature. The thresholds are taken divided by
+    `unit`: 1 puts everything in the units of the thresholds as they are ("scaled" units), the
+    threshold scale in units of the calibrated thresholds ("calibrated" units: the scale then
+    lowers the thresholds and nothing else). Returns the scale of every node (nothing is set,
+    and an empty dict returned, for an SNN built with `rescale=False`)."""
     if not snn.rescale:
         return {}
     gm = snn.net
@@ -45,7 +48,7 @@ def apply_scales(snn: GraphSNN) -> dict[fx.Node, float]:
         c = ins[0] if ins else 1.0
         m = gm.get_submodule(n.target) if n.op == "call_module" else None
         if isinstance(m, LIF):
-            c = c * m.threshold.item()
+            c = c * m.threshold.item() / unit
         elif isinstance(m, WEIGHTED) and m.bias is not None and hasattr(m, "input_scale"):
             with torch.no_grad():  # the ANN's bias is bias * input_scale
                 m.bias.mul_(m.input_scale / c)
@@ -180,9 +183,10 @@ class _Runner:
 
 @torch.no_grad()
 def calibrate_graph(snn: GraphSNN, x: Tensor, p: float, scale: float, T: int,
-                    progress: bool = False) -> list[float]:
+                    progress: bool = False, units: str = "scaled") -> list[float]:
     """Set every LIF threshold of `snn` in place from the inputs `x` (`[N, ...]`, or
-    `[T, N, ...]` time-varying input); returns the thresholds set. Each layer is logged when
+    `[T, N, ...]` time-varying input), then biases and gains in `units` ("scaled" or
+    "calibrated", `apply_scales`); returns the thresholds set. Each layer is logged when
     done (INFO), with a bar over its sub-batches' steps if `progress`."""
     was = snn.training
     snn.eval()
@@ -233,7 +237,7 @@ def calibrate_graph(snn: GraphSNN, x: Tensor, p: float, scale: float, T: int,
             for kept in [v for v in run.kept if v not in needed]:
                 del run.kept[kept]  # no later layer reads these spikes
         thresholds = cal.finish([gm.get_submodule(n.target) for n in lifs], scale)
-        apply_scales(snn)
+        apply_scales(snn, scale if units == "calibrated" else 1.0)
     finally:
         set_time(snn, None, None)
         snn.train(was)
