@@ -66,7 +66,7 @@ def dietsnn_snn(ann, calib: torch.Tensor, T: int, scale: float, rescale: bool = 
                 maxpool: str = "spiking"):
     real = graph_calibrate.apply_scales
     if not rescale:  # biases as in the ANN, merge gains 1: what conversion did before
-        graph_calibrate.apply_scales = lambda snn: {}
+        graph_calibrate.apply_scales = lambda *_a, **_k: {}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
