@@ -2,7 +2,7 @@
 (torchvision is not needed), trained briefly on Fashion-MNIST with a plain PyTorch loop, then
 
   1. `dietsnn.convert` + `dietsnn.calibrate_thresholds`: the converted SNN at T steps, its
-     threshold scale chosen on the validation split;
+     threshold scale and the units of its biases chosen on the validation split;
   2. DIET-SNN training (BPTT of weights, leaks and thresholds) with `dietsnn.training.fit`;
 
 printing the ANN, converted and DIET-trained test accuracy of each.
@@ -171,7 +171,8 @@ def run(a: argparse.Namespace) -> None:
         ann_acc = evaluate(ann, data.test_x, data.test_y)["accuracy"]
 
         snn = dietsnn.convert(ann, timesteps=a.timesteps)
-        # thresholds x the scale of config.SCALES that runs best at T on the validation split
+        # thresholds x the scale of config.SCALES that runs best at T on the validation split,
+        # biases and residual gains in the units that run best with it (docs/CONVERSION.md)
         dietsnn.calibrate_thresholds(snn, calib, scale="auto",
                                      validation=(data.val_x, data.val_y))
         conv_acc = evaluate(snn, data.test_x, data.test_y)["accuracy"]
