@@ -273,6 +273,8 @@ def test_calibrated_units_take_the_thresholds_before_the_scale():
         assert snns[u].output_gain.item() == pytest.approx(t[0] * t[1] * t[2], rel=1e-5)
     with pytest.raises(ValueError, match="units must be one of"):
         dietsnn.calibrate_thresholds(snns["scaled"], x, units="spikes")
+    with pytest.raises(ValueError, match="units must be one of scaled, calibrated"):
+        conversion.choose_scale(snns["scaled"], x, torch.zeros(8, dtype=torch.long), units="auto")
 
 
 def test_choose_units_keeps_the_better_units_and_scale(monkeypatch):

@@ -61,7 +61,7 @@ class ConversionConfig:
     # the units of biases, residual gains and the output gain of a model with biases or residual
     # adds (docs/CONVERSION.md, "Biases and scales"): "scaled", from the thresholds after the
     # scale; "calibrated", from those before it; "auto": with scale="auto", the pair of the best
-    # validation accuracy, otherwise "scaled" (docs/RESULTS.md section 1.6)
+    # validation accuracy, otherwise "scaled" (docs/RESULTS.md sections 1.6-1.7)
     units: str = "auto"
     calib_size: int = 512  # training images used for calibration
     calib_timesteps: int = 25  # 100 in the authors' code: the same accuracy (docs/RESULTS.md 2.5)

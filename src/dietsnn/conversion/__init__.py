@@ -245,6 +245,8 @@ def choose_scale(snn: Network, x: Tensor, y: Tensor, scales: Iterable[float] = S
     of what was measured (3-4 of the 7 default scales); otherwise every scale is measured.
     Biases and gains follow each scale in `units` ("scaled" or "calibrated", `apply_scales`).
     Returns the chosen scale and the accuracy of each scale measured, in ascending order."""
+    if units not in ("scaled", "calibrated"):
+        raise ValueError(f"units must be one of scaled, calibrated, got {units!r}")
     device = device if device is not None else next(snn.parameters()).device
     layers = lif_layers(snn)
     raw = [m.threshold.item() for _, m in layers]

@@ -35,10 +35,10 @@ def apply_scales(snn: GraphSNN, unit: float = 1.0) -> dict[fx.Node, float]:
     the output is multiplied by its scale: each step's output is then the ANN's output (the
     logits summed over T steps are T times the ANN's), whatever the thresholds, which keeps
     the softmax of SNN training at the ANN's temperature. The thresholds are taken divided by
-    `unit`: 1 puts everything in the units of the thresholds as they are ("scaled" units), the
-    threshold scale in units of the calibrated thresholds ("calibrated" units: the scale then
-    lowers the thresholds and nothing else). Returns the scale of every node (nothing is set,
-    and an empty dict returned, for an SNN built with `rescale=False`)."""
+    `unit`: 1 takes them as they are ("scaled" units); the threshold scale `s` takes the
+    calibrated thresholds before it ("calibrated" units: the scale then lowers the thresholds
+    and nothing else). Returns the scale of every node (nothing is set, and an empty dict
+    returned, for an SNN built with `rescale=False`)."""
     if not snn.rescale:
         return {}
     gm = snn.net
