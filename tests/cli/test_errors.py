@@ -92,6 +92,7 @@ def test_model_of_another_image_size_or_channels(tiny, capsys):
     (["run", "--scale", "0"], "--scale must be in (0, inf]"),
     (["run", "--dataset", "imagenet-x"], "choose from"),
     (["run", "--arch", "resnet1000"], "choose from"),
+    (["convert", "X", "--units", "spikes"], "invalid choice: 'spikes' (choose from 'auto'"),
 ])
 def test_invalid_options(capsys, argv, match):
     with pytest.raises(SystemExit) as e:
