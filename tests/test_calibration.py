@@ -203,8 +203,8 @@ def test_cli_scale_auto(tmp_path, capsys):
 
 def test_cli_units(tmp_path):
     """--scale auto on a batch-norm network climbs both units and records the better pair;
-    a fixed --scale takes "scaled" units unless --units says otherwise; a network without
-    biases scans one."""
+    a fixed --scale takes "scaled" units unless --units says otherwise (a network without
+    biases climbs one: test_cli_scale_auto)."""
     write_idx(tmp_path / "data" / "fashion-mnist", n_train=60, n_test=20)
     data = ["--data-dir", str(tmp_path / "data"), "--quiet", "--val-size", "10"]
     small = ["--calib-size", "8", "--calib-timesteps", "4"]
