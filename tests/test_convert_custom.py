@@ -294,6 +294,12 @@ def test_choose_units_keeps_the_better_units_and_scale(monkeypatch):
     assert conversion.has_units(snn)
     units, scale, scans = conversion.choose_units(snn, x, y)
     assert scans == {u: ref[u][1] for u in ("scaled", "calibrated")}
+    for u in ("scaled", "calibrated"):  # given units: that climb alone
+        one = dietsnn.convert(ann, timesteps=3)
+        dietsnn.calibrate_thresholds(one, x, 99.0, 1.0, 4)
+        assert conversion.choose_units(one, x, y, units=u) == (u, ref[u][0], {u: ref[u][1]})
+        for k, v in one.state_dict().items():
+            torch.testing.assert_close(v, ref[u + " state"][k])
     assert max(scans[units].values()) == max(max(a.values()) for a in scans.values())
     assert scale == ref[units][0] and scans[units][scale] == max(scans[units].values())
     for k, v in snn.state_dict().items():

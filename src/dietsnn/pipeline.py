@@ -216,16 +216,12 @@ def _calibrate_and_save(snn: Network, opts: ConversionConfig, ctx: Context, out:
     units = "scaled" if opts.units == "auto" else opts.units  # with a fixed scale
     scan = scans = None
     if auto:
-        if opts.units == "auto":
-            units, scale, scans = conversion.choose_units(snn, ctx.data.val_x, ctx.data.val_y,
-                                                          device=ctx.device)
-            scan = scans[units]
-        else:
-            scale, scan = conversion.choose_scale(snn, ctx.data.val_x, ctx.data.val_y,
-                                                device=ctx.device, units=units)
+        units, scale, scans = conversion.choose_units(snn, ctx.data.val_x, ctx.data.val_y,
+                                                      device=ctx.device, units=opts.units)
+        scan = scans[units]
         chosen = (f"scale {scale} (validation accuracy {scan[scale]:.4f}; scanned "
                   f"{', '.join(map(str, scan))})")
-        if scans is not None and len(scans) > 1:
+        if len(scans) > 1:
             chosen += f", {units} units (best: " + ", ".join(
                 f"{u} {max(a.values()):.4f}" for u, a in scans.items()) + ")"
         ctx.log(chosen)

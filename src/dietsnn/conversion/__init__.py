@@ -204,11 +204,7 @@ def calibrate_thresholds(
         thresholds = calibrate_modules(snn, x, percentile, s, timesteps)
     if not auto:
         return thresholds
-    if units == "auto":
-        units, best, scans = choose_units(snn, *labelled(validation))
-    else:
-        best, scans = choose_scale(snn, *labelled(validation), units=units)
-        scans = {units: scans}
+    units, best, scans = choose_units(snn, *labelled(validation), units=units)
     logs.info(f"scale {best}, {units} units: validation accuracy "
               f"{scans[units][best]:.4f} (" + "; ".join(
                   f"{u}: " + ", ".join(f"{s} {a:.4f}" for s, a in accs.items())
@@ -248,23 +244,16 @@ def choose_scale(snn: Network, x: Tensor, y: Tensor, scales: Iterable[float] = S
     if units not in ("scaled", "calibrated"):
         raise ValueError(f"units must be one of scaled, calibrated, got {units!r}")
     device = device if device is not None else next(snn.parameters()).device
-    layers = lif_layers(snn)
-    raw = [m.threshold.item() for _, m in layers]
+    raw = [m.threshold.item() for _, m in lif_layers(snn)]
     order = sorted(set(scales))
     accs: dict[float, float] = {}
-
-    def use(s: float) -> None:
-        for (_, m), r in zip(layers, raw):
-            m.threshold.fill_(s * r)
-        if isinstance(snn, GraphSNN):
-            apply_scales(snn, s if units == "calibrated" else 1.0)
 
     def best() -> float:
         return max(accs, key=lambda k: (accs[k], -abs(k - ConversionConfig.scale)))
 
     def measure(i: int) -> None:
         if 0 <= i < len(order) and order[i] not in accs:
-            use(order[i])
+            _set_scale(snn, raw, order[i], units)
             accs[order[i]] = evaluate(snn, x, y, device=device)["accuracy"]
 
     if climb:
@@ -282,7 +271,7 @@ def choose_scale(snn: Network, x: Tensor, y: Tensor, scales: Iterable[float] = S
         for k in range(len(order)):
             measure(k)
     s = best()
-    use(s)
+    _set_scale(snn, raw, s, units)
     return s, dict(sorted(accs.items()))
 
 
@@ -295,26 +284,37 @@ def has_units(snn: Network) -> bool:
                                  and hasattr(m, "input_scale")) for m in snn.modules())
 
 
+def _set_scale(snn: Network, raw: list[float], scale: float, units: str = "scaled") -> None:
+    """Every LIF threshold of `snn` to `scale` times its entry of `raw` (thresholds calibrated
+    with scale 1, in `lif_layers` order), biases and gains in `units` (`apply_scales`)."""
+    for (_, m), r in zip(lif_layers(snn), raw):
+        m.threshold.fill_(scale * r)
+    if isinstance(snn, GraphSNN):
+        apply_scales(snn, scale, units)
+
+
 @torch.no_grad()
 def choose_units(snn: Network, x: Tensor, y: Tensor,
-                 device: str | torch.device | None = None
+                 device: str | torch.device | None = None, units: str = "auto"
                  ) -> tuple[str, float, dict[str, dict[float, float]]]:
-    """`choose_scale` in each of the units "scaled" and "calibrated" (only "scaled" where the
-    units cannot matter, `has_units`) from the present thresholds, calibrated with scale 1;
-    keeps the units and scale of the best validation accuracy (a tie goes to "scaled") and
-    returns them with the accuracies measured in each units."""
+    """`choose_scale` in `units`, or with "auto" in each of "scaled" and "calibrated" (only
+    "scaled" where the units cannot matter, `has_units`), from the present thresholds,
+    calibrated with scale 1; keeps the units and scale of the best validation accuracy (a tie
+    goes to "scaled") and returns them with the accuracies measured in each units."""
+    if units not in UNITS:
+        raise ValueError(f"units must be one of {', '.join(UNITS)}, got {units!r}")
+    if units != "auto":
+        s, accs = choose_scale(snn, x, y, device=device, units=units)
+        return units, s, {units: accs}
     raw = [m.threshold.item() for _, m in lif_layers(snn)]
     found: dict[str, tuple[float, dict[float, float]]] = {}
-    for units in ("scaled", "calibrated") if has_units(snn) else ("scaled",):
-        for (_, m), r in zip(lif_layers(snn), raw):
+    for u in ("scaled", "calibrated") if has_units(snn) else ("scaled",):
+        for (_, m), r in zip(lif_layers(snn), raw):  # choose_scale reads these, sets the rest
             m.threshold.fill_(r)
-        found[units] = choose_scale(snn, x, y, device=device, units=units)
+        found[u] = choose_scale(snn, x, y, device=device, units=u)
     units = max(found, key=lambda u: max(found[u][1].values()))  # first of equals: "scaled"
     s, _ = found[units]
-    for (_, m), r in zip(lif_layers(snn), raw):
-        m.threshold.fill_(s * r)
-    if isinstance(snn, GraphSNN):
-        apply_scales(snn, s if units == "calibrated" else 1.0)
+    _set_scale(snn, raw, s, units)
     return units, s, {u: accs for u, (_, accs) in found.items()}
 
 

@@ -24,7 +24,7 @@ from . import currents as cal
 from .modules import WEIGHTED, GraphSNN, Merge, SpikingMaxPool2d
 
 
-def apply_scales(snn: GraphSNN, unit: float = 1.0) -> dict[fx.Node, float]:
+def apply_scales(snn: GraphSNN, scale: float = 1.0, units: str = "scaled") -> dict[fx.Node, float]:
     """Put every bias and merge gain in the units of the spikes that reach it.
 
     A LIF's spikes are 0/1, so a rate r stands for the ANN activation `c * r`, where the scale
@@ -34,13 +34,14 @@ def apply_scales(snn: GraphSNN, unit: float = 1.0) -> dict[fx.Node, float]:
     each input by `c_input / c_first` so that all its inputs share the first one's units, and
     the output is multiplied by its scale: each step's output is then the ANN's output (the
     logits summed over T steps are T times the ANN's), whatever the thresholds, which keeps
-    the softmax of SNN training at the ANN's temperature. The thresholds are taken divided by
-    `unit`: 1 takes them as they are ("scaled" units); the threshold scale `s` takes the
-    calibrated thresholds before it ("calibrated" units: the scale then lowers the thresholds
-    and nothing else). Returns the scale of every node (nothing is set, and an empty dict
-    returned, for an SNN built with `rescale=False`)."""
+    the softmax of SNN training at the ANN's temperature. `units` "scaled" takes the thresholds
+    as they are; "calibrated" takes them divided by `scale`, the factor they carry over the
+    calibrated ones (the scale then lowers the thresholds and nothing else). Returns the scale
+    of every node (nothing is set, and an empty dict returned, for an SNN built with
+    `rescale=False`)."""
     if not snn.rescale:
         return {}
+    unit = scale if units == "calibrated" else 1.0
     gm = snn.net
     scale: dict[fx.Node, float] = {}
     for n in gm.graph.nodes:
@@ -237,7 +238,7 @@ def calibrate_graph(snn: GraphSNN, x: Tensor, p: float, scale: float, T: int,
             for kept in [v for v in run.kept if v not in needed]:
                 del run.kept[kept]  # no later layer reads these spikes
         thresholds = cal.finish([gm.get_submodule(n.target) for n in lifs], scale)
-        apply_scales(snn, scale if units == "calibrated" else 1.0)
+        apply_scales(snn, scale, units)
     finally:
         set_time(snn, None, None)
         snn.train(was)
