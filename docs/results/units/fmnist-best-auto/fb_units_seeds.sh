@@ -1,5 +1,5 @@
 #!/bin/bash
-# fmnist-best ANNs of seeds 1 and 2 (from fb_seeds.sh) converted with --scale auto, units chosen (auto) and scaled, each DIET-trained with the preset (56f4aeb's src)
+# fmnist-best ANNs of seeds 1 and 2 (from docs/results/fmnist-best-xeon/fb_seeds.sh) converted with --scale auto, units chosen (auto) and scaled, each DIET-trained with the preset (56f4aeb's src)
 set -x
 while pgrep -f fb_seeds.sh >/dev/null; do sleep 10; done
 O=/work/runs/s12
